@@ -1,0 +1,168 @@
+"""Importance-sampled log p(x) per datapoint, for any Pyro model/guide pair.
+
+For each datapoint n of the plate named ``plate`` and K samples z_nk ~ q(.|x_n):
+
+    log w_nk     = log p(x_n, z_nk) - log q(z_nk | x_n)
+    log p^(x_n)  = logsumexp_k log w_nk - log K            (Burda et al. 2016, eq. 8)
+
+Unlike ``pyro.infer.Importance``, which sums the log-weights over the whole plate (one joint weight
+per batch), the weights here stay per datapoint: each site's log-density is summed over every
+dimension except the particle dimension and the data plate's dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import prune_subsample_sites
+from torch import Tensor
+
+PARTICLES = "_importance_particles"  # the plate that vectorizes the K samples
+
+
+def _check_num_samples(num_samples: int) -> None:
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+
+
+def _data_dim(site: dict, plate: str) -> int:
+    """The (negative) batch dimension of ``plate`` at a sample site."""
+    for frame in site["cond_indep_stack"]:
+        if frame.name == plate:
+            return frame.dim
+    raise ValueError(
+        f"sample site {site['name']!r} is outside the plate {plate!r}: a per-datapoint log p(x) needs "
+        f"every latent and observed site inside the data plate (pass plate=<its name>)"
+    )
+
+
+def _max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict, plate: str) -> int:
+    """How many plate dimensions the pair uses, from one unvectorized run (as pyro.infer.ELBO does).
+
+    The same run checks that every sample site sits in ``plate``, before a vectorized run could
+    fail inside the user's model with a less helpful broadcasting error.
+    """
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    sites = [
+        site
+        for trace in (model_trace, guide_trace)
+        for site in prune_subsample_sites(trace).nodes.values()
+        if site["type"] == "sample"
+    ]
+    for site in sites:
+        _data_dim(site, plate)
+    return max((-frame.dim for site in sites for frame in site["cond_indep_stack"] if frame.vectorized), default=0)
+
+
+def _per_datapoint_log_prob(trace: poutine.Trace, plate: str, nesting: int) -> Tensor:
+    """Sum of the trace's sample-site log-densities, kept per particle and per datapoint: (k, N).
+
+    Masks apply; scales do not: the data plate's size/B subsample scale belongs to the ELBO of a
+    dataset, not to the density of one datapoint.
+    """
+    total: Tensor | float = 0.0
+    for name, site in prune_subsample_sites(trace).nodes.items():
+        if site["type"] != "sample":
+            continue
+        data_dim = _data_dim(site, plate)
+        log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+        log_p = scale_and_mask(log_p, mask=site["mask"])
+        log_p = log_p.reshape((1,) * (nesting + 1 - log_p.dim()) + log_p.shape)  # (k|1, ..., N|1, ...)
+        other_dims = [d for d in range(1, nesting + 1) if d != nesting + 1 + data_dim]
+        log_p = log_p.sum(other_dims) if other_dims else log_p  # (k|1, N)
+        total = total + log_p
+    return total
+
+
+def _log_weight_chunks(
+    model: Callable, guide: Callable, args: tuple, kwargs: dict,
+    num_samples: int, plate: str, chunk_size: int | None, max_plate_nesting: int | None,
+) -> Iterator[Tensor]:
+    """Yields the log-weights in chunks of at most ``chunk_size`` samples: (k, N) each."""
+    _check_num_samples(num_samples)
+    nesting = _max_plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
+    chunk_size = num_samples if chunk_size is None else chunk_size
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    for start in range(0, num_samples, chunk_size):
+        k = min(chunk_size, num_samples - start)
+
+        def vectorized(fn: Callable) -> Callable:
+            def run(*a: Any, **kw: Any) -> Any:
+                with pyro.plate(PARTICLES, k, dim=-(nesting + 1)):
+                    return fn(*a, **kw)
+
+            return run
+
+        guide_trace = poutine.trace(vectorized(guide)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(vectorized(model), trace=guide_trace)).get_trace(*args, **kwargs)
+        log_w = _per_datapoint_log_prob(model_trace, plate, nesting) - _per_datapoint_log_prob(
+            guide_trace, plate, nesting
+        )
+        yield log_w.reshape(log_w.shape[0], -1).expand(k, -1)  # (k, N)
+
+
+@torch.no_grad()
+def importance_log_weights(
+    model: Callable, guide: Callable, *args: Any, num_samples: int, plate: str = "data",
+    chunk_size: int | None = None, max_plate_nesting: int | None = None, **kwargs: Any,
+) -> Tensor:
+    """log w_nk = log p(x_n, z_nk) - log q(z_nk | x_n) for z_nk ~ q, as a (K, N) tensor.
+
+    ``args``/``kwargs`` go to both model and guide. ``chunk_size`` bounds how many of the K samples
+    run at once (None: all). ``max_plate_nesting`` is guessed from one run when not given.
+    """
+    chunks = _log_weight_chunks(model, guide, args, kwargs, num_samples, plate, chunk_size, max_plate_nesting)
+    return torch.cat(list(chunks))
+
+
+@torch.no_grad()
+def log_marginal_likelihood(
+    model: Callable, guide: Callable, *args: Any, num_samples: int = 5000, plate: str = "data",
+    chunk_size: int | None = None, max_plate_nesting: int | None = None, **kwargs: Any,
+) -> Tensor:
+    """Importance-sampled log p^(x_n) for each datapoint n of ``plate``: a tensor of shape (N,).
+
+    The K samples run in chunks of ``chunk_size`` with a running logsumexp, so memory grows with
+    chunk_size, not K. The estimate is a stochastic lower bound, log p^ <= log p(x) in
+    expectation, tightening as K grows (Burda et al. 2016, Theorem 1).
+    """
+    running = None
+    for log_w in _log_weight_chunks(model, guide, args, kwargs, num_samples, plate, chunk_size, max_plate_nesting):
+        chunk = torch.logsumexp(log_w, dim=0)  # (k, N) -> (N,)
+        running = chunk if running is None else torch.logaddexp(running, chunk)
+    return running - math.log(num_samples)
+
+
+def iwae_bound(log_weights: Tensor, k: int) -> Tensor:
+    """Per-datapoint estimate of the IWAE bound L_k from K >= k log-weights (K, N) -> (N,).
+
+    The K samples are cut into K // k disjoint groups of k; each group gives an unbiased estimate of
+    L_k = E[log (1/k) sum_j w_j], and their mean has lower variance than one group alone.
+    k = 1 is the ELBO estimated from all K samples.
+    """
+    total, n = log_weights.shape
+    if not 1 <= k <= total:
+        raise ValueError(f"k must be between 1 and the number of samples ({total}), got {k}")
+    groups = log_weights[: total // k * k].reshape(total // k, k, n)  # (G, k, N)
+    return (torch.logsumexp(groups, dim=1) - math.log(k)).mean(dim=0)  # (N,)
+
+
+def pareto_khat(log_weights: Tensor) -> Tensor:
+    """PSIS shape estimate k^ of each datapoint's importance weights (K, N) -> (N,), by ArviZ.
+
+    k^ > 0.7 flags a datapoint whose estimate is unreliable (Vehtari et al. 2024; Yao et al. 2018).
+    ArviZ 0.x's ``psislw`` takes log-weights with samples on the last axis.
+    """
+    import arviz as az
+
+    _, khat = az.psislw(log_weights.T.double().cpu().numpy())
+    return torch.as_tensor(khat, dtype=log_weights.dtype)

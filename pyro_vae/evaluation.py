@@ -1,0 +1,105 @@
+"""The ELBO next to the importance-weighted bounds for growing K, on a whole dataset.
+
+The gap log p^_K(x) - ELBO estimates E_x KL(q(z|x) || p(z|x)) from below: the price of the
+approximate posterior (Burda et al. 2016; Cremer et al. 2018).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from pyro_vae.estimators import importance_log_weights, iwae_bound, pareto_khat
+from pyro_vae.model import DATA_PLATE
+from pyro_vae.vae import VAE
+
+KHAT_THRESHOLD = 0.7  # PSIS: above it the importance-sampling estimate is unreliable (Vehtari et al.)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float  # mean over datapoints, nats per image
+    se: float  # standard error of that mean over datapoints
+
+    @classmethod
+    def of(cls, per_datapoint: Tensor) -> Estimate:
+        n = per_datapoint.numel()
+        se = per_datapoint.std().item() / math.sqrt(n) if n > 1 else float("nan")
+        return cls(per_datapoint.mean().item(), se)
+
+
+@dataclass(frozen=True)
+class BoundsReport:
+    num_datapoints: int
+    num_samples: int  # K of the largest bound; every bound is estimated from these samples
+    elbo: Estimate  # L_1, each datapoint's ELBO averaged over its K samples
+    iwae: dict[int, Estimate]  # k -> L_k, the importance-weighted bound, in increasing k
+    gap: Estimate  # L_K - L_1 per datapoint: estimates E KL(q(z|x) || p(z|x)) from below
+    khat_above: float | None  # fraction of datapoints with PSIS k^ > KHAT_THRESHOLD (None: not computed)
+    khat_median: float | None
+
+    @property
+    def log_likelihood(self) -> Estimate:
+        """The tightest bound: the importance-sampled log p^(x) with all K samples."""
+        return self.iwae[self.num_samples]
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["iwae"] = {str(k): asdict(v) for k, v in self.iwae.items()}
+        out["khat_threshold"] = KHAT_THRESHOLD
+        return out
+
+    def lines(self) -> list[str]:
+        """The report as text, one bound a line (L_1 appears once, as the ELBO)."""
+        lines = [f"{'ELBO':>14}  {self.elbo.mean:10.2f} ± {self.elbo.se:.2f}"]
+        lines += [f"{f'IWAE K={k}':>14}  {e.mean:10.2f} ± {e.se:.2f}" for k, e in self.iwae.items() if k > 1]
+        lines.append(f"{'gap':>14}  {self.gap.mean:10.2f} ± {self.gap.se:.2f}   (log p^(x) - ELBO)")
+        if self.khat_above is not None:
+            lines.append(
+                f"{'PSIS k^':>14}  median {self.khat_median:.2f}; {100 * self.khat_above:.1f}% of datapoints "
+                f"above {KHAT_THRESHOLD} (unreliable there)"
+            )
+        return lines
+
+
+@torch.no_grad()
+def evaluate_bounds(
+    vae: VAE, x: Tensor, ks: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 100,
+    chunk_size: int = 250, diagnose: bool = True,
+) -> BoundsReport:
+    """ELBO, IWAE bounds for each k in ``ks`` and the PSIS k^ summary of ``vae`` on ``x`` (N, D).
+
+    All bounds come from one set of max(ks) samples per datapoint. Memory: the decoder runs on
+    chunk_size * batch_size samples at once, and (max(ks), batch_size) log-weights are kept.
+    """
+    ks = sorted(set(ks))
+    if not ks or ks[0] < 1:
+        raise ValueError(f"every K must be >= 1, got {list(ks)}")
+    num_samples = ks[-1]
+    vae.eval()
+    elbo, khat, bounds = [], [], {k: [] for k in ks}
+    for batch in x.split(batch_size):
+        log_w = importance_log_weights(
+            vae.model, vae.guide, batch, num_samples=num_samples, plate=DATA_PLATE, chunk_size=chunk_size,
+            max_plate_nesting=1,
+        )  # (K, B)
+        elbo.append(log_w.mean(dim=0))
+        for k in ks:
+            bounds[k].append(iwae_bound(log_w, k))
+        if diagnose and num_samples > 1:
+            khat.append(pareto_khat(log_w))
+    elbo_n, bound_n = torch.cat(elbo), {k: torch.cat(v) for k, v in bounds.items()}
+    khat_n = torch.cat(khat) if khat else None
+    return BoundsReport(
+        num_datapoints=len(x),
+        num_samples=num_samples,
+        elbo=Estimate.of(elbo_n),
+        iwae={k: Estimate.of(v) for k, v in bound_n.items()},
+        gap=Estimate.of(bound_n[num_samples] - elbo_n),
+        khat_above=None if khat_n is None else (khat_n > KHAT_THRESHOLD).double().mean().item(),
+        khat_median=None if khat_n is None else khat_n.median().item(),
+    )

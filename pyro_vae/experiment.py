@@ -1,0 +1,137 @@
+"""A whole run: data -> VAE -> training -> evaluation -> files. What train_svi.py calls."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from pyro_vae import checkpoint
+from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
+from pyro_vae.data import PreparedData, load_dataset, prepare_data, resolve_binarize
+from pyro_vae.errors import UsageError
+from pyro_vae.evaluation import evaluate_bounds
+from pyro_vae.likelihoods import make_likelihood
+from pyro_vae.plots import plot_history, plot_reconstructions, plot_samples
+from pyro_vae.train import fit
+from pyro_vae.vae import VAE
+
+log = logging.getLogger("pyro_vae")
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when torch sees a GPU, else CPU."""
+    if name not in DEVICES:
+        raise UsageError(f"unknown device {name!r}: choose one of {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False); "
+                         "use --device cpu or --device auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def build(model_config: ModelConfig, data_config: DataConfig, device: torch.device) -> tuple[VAE, PreparedData, DataConfig]:
+    """Load the data, choose the likelihood for it, and build the VAE on ``device``.
+
+    Also returns the data config as actually used (the dataset after any fallback, binarization
+    resolved): what a checkpoint records so that evaluation rebuilds the same test set.
+    """
+    dataset = load_dataset(data_config.dataset, data_config.data_dir, data_config.download, data_config.seed)
+    binarize = resolve_binarize(data_config.binarize, model_config.likelihood, dataset.is_binary)
+    grey_targets = binarize == "none" and not dataset.is_binary
+    likelihood = make_likelihood(model_config, grey_targets=grey_targets)
+    if grey_targets and likelihood.wants_binary_data:
+        log.warning(
+            "warning: --binarize none scores grey pixels as Bernoulli targets (as pytorch/examples does); that "
+            "is not a normalized likelihood on [0, 1], so this ELBO and log p(x) are not comparable with others'"
+        )
+    data = prepare_data(dataset, likelihood, binarize, data_config.seed, device)
+    vae = VAE(dataset.train.shape[1], model_config, likelihood).to(device)
+    return vae, data, replace(data_config, dataset=dataset.name, binarize=binarize)
+
+
+def _writable_dir(out: str | Path) -> Path:
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"--out {out} is not a writable directory ({error.strerror}): choose another --out") from None
+    return out
+
+
+def run_training(
+    model_config: ModelConfig, data_config: DataConfig, train_config: TrainConfig, out: str | Path,
+    progress: bool = True,
+) -> dict:
+    """Train, evaluate on the test set, and write checkpoint.pt, metrics.json, history.csv and
+    PNG figures into ``out``. Returns the metrics. Seeds are the caller's to set."""
+    start = time.perf_counter()
+    out = _writable_dir(out)
+    device = resolve_device(train_config.device)
+    vae, data, data_used = build(model_config, data_config, device)
+    if data_used.dataset != data_config.dataset:
+        log.info("dataset used: %s (%d training, %d test images)", data_used.dataset, len(data.train), len(data.test))
+    optimizer = torch.optim.Adam(vae.parameters(), lr=train_config.lr)
+    history = fit(vae, optimizer, data, train_config, progress=progress)
+
+    final = {"train_elbo": history[-1].train_elbo, "test_elbo": history[-1].test_elbo}
+    if train_config.eval_samples:
+        report = evaluate_bounds(vae, data.test, ks=(train_config.eval_samples,))
+        final["test_log_likelihood"] = {"num_samples": report.num_samples, **asdict(report.log_likelihood)}
+        final["test_elbo_from_importance_samples"] = asdict(report.elbo)
+        final["khat_above_0.7"] = report.khat_above
+        log.info(
+            "test log p^(x) %.2f ± %.2f nats/image (K=%d importance samples); test ELBO %.2f; gap %.2f",
+            report.log_likelihood.mean, report.log_likelihood.se, report.num_samples, report.elbo.mean,
+            report.gap.mean,
+        )
+
+    checkpoint.save(out / "checkpoint.pt", vae, optimizer, data_used, train_config, epoch=len(history))
+    with torch.no_grad():
+        x = data.test[:32]
+        plot_reconstructions(x, vae.reconstruct(x), (28, 28), out / "reconstructions.png")
+        plot_samples(vae.decode_mean(torch.randn(64, model_config.z_dim, device=device)), (28, 28), out / "samples.png")
+    log_likelihood = final.get("test_log_likelihood", {}).get("mean")
+    plot_history(history, out / "learning_curve.png", log_likelihood)
+    with open(out / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(history[0])))
+        writer.writeheader()
+        writer.writerows(asdict(record) for record in history)
+    metrics = {
+        "config": {"model": asdict(model_config), "data": asdict(data_config), "train": asdict(train_config)},
+        "dataset": data_used.dataset,
+        "binarize": data_used.binarize,
+        "num_train": len(data.train),
+        "num_test": len(data.test),
+        "final": final,
+        "wall_seconds": time.perf_counter() - start,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "versions": checkpoint.versions(),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("wrote %s: checkpoint.pt metrics.json history.csv reconstructions.png samples.png learning_curve.png", out)
+    return metrics
+
+
+def load_run(path: str | Path, device: str = "auto", data_dir: str | None = None) -> tuple[VAE, PreparedData, dict]:
+    """The trained VAE of a checkpoint (eval mode), its data rebuilt as in training, and the
+    checkpoint dict. ``data_dir`` overrides where the data is read from."""
+    device = resolve_device(device)
+    state = checkpoint.read(path, device)
+    model_config, data_config = checkpoint.configs(state)
+    if data_dir is not None:
+        data_config = replace(data_config, data_dir=data_dir)
+    vae, data, _ = build(model_config, data_config, device)
+    checkpoint.restore(vae, state)
+    return vae.eval(), data, state

@@ -1,0 +1,112 @@
+"""Likelihoods p(x|z): objects that turn decoder output into a Pyro distribution over an image.
+
+Each has ``params_per_pixel`` (how many decoder outputs it reads per pixel), ``distribution(out)``
+returning a distribution with event shape (D,), and ``check_support(x)`` raising a UsageError
+for data it cannot score. The only place a likelihood is chosen by name is ``make_likelihood``.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro import distributions as dist
+from torch import Tensor
+
+from pyro_vae.config import ModelConfig
+from pyro_vae.errors import UsageError
+
+
+def _describe_range(x: Tensor) -> str:
+    return f"[{x.min().item():.4g}, {x.max().item():.4g}]"
+
+
+def _check_unit_interval(x: Tensor, name: str) -> None:
+    if not bool(((x >= 0) & (x <= 1)).all()):
+        raise UsageError(
+            f"the {name} likelihood needs pixel values in [0, 1], got values in {_describe_range(x)}: "
+            "rescale the data to [0, 1] (e.g. divide 8-bit pixels by 255) or use --likelihood gaussian"
+        )
+
+
+class Bernoulli:
+    """x_d ~ Bernoulli(sigmoid(out_d)), for binary data.
+
+    ``grey_targets=True`` scores grey values in [0, 1] with the same formula (binary cross-entropy),
+    as pytorch/examples does. That is not a normalized density on [0, 1], so its "log p(x)" is not
+    comparable with any likelihood; it exists to reproduce that reference.
+    """
+
+    name = "bernoulli"
+    params_per_pixel = 1
+    wants_binary_data = True
+
+    def __init__(self, grey_targets: bool = False) -> None:
+        self.grey_targets = grey_targets
+
+    def distribution(self, out: Tensor) -> dist.TorchDistribution:
+        # logits, not probs: log(sigmoid) underflows to -inf for confident pixels
+        validate = False if self.grey_targets else None  # grey targets are outside {0, 1} on purpose
+        return dist.Bernoulli(logits=out, validate_args=validate).to_event(1)
+
+    def check_support(self, x: Tensor) -> None:
+        if self.grey_targets:
+            _check_unit_interval(x, self.name)
+        elif not bool(((x == 0) | (x == 1)).all()):
+            raise UsageError(
+                f"the bernoulli likelihood needs binary pixels (0 or 1), got values in {_describe_range(x)}: "
+                "pass --binarize dynamic or static, or use --likelihood continuous-bernoulli for grey data"
+            )
+
+
+class ContinuousBernoulli:
+    """x_d ~ ContinuousBernoulli(logits=out_d): a normalized density on [0, 1] for grey pixels
+    (Loaiza-Ganem & Cunningham 2019)."""
+
+    name = "continuous-bernoulli"
+    params_per_pixel = 1
+    wants_binary_data = False
+
+    def distribution(self, out: Tensor) -> dist.TorchDistribution:
+        return dist.ContinuousBernoulli(logits=out).to_event(1)
+
+    def check_support(self, x: Tensor) -> None:
+        _check_unit_interval(x, self.name)
+
+
+class Gaussian:
+    """x_d ~ N(mu_d, sigma_d^2) with the decoder emitting mu and log sigma^2 per pixel, as in
+    Kingma & Welling (App. C.2); sigma = scale_floor + exp(log sigma^2 / 2) never falls below the floor."""
+
+    name = "gaussian"
+    params_per_pixel = 2
+    wants_binary_data = False
+
+    def __init__(self, scale_floor: float = ModelConfig.scale_floor) -> None:
+        self.scale_floor = scale_floor
+
+    def distribution(self, out: Tensor) -> dist.TorchDistribution:
+        loc, log_var = out.chunk(2, dim=-1)  # (..., D), (..., D)
+        return dist.Normal(loc, self.scale_floor + torch.exp(0.5 * log_var)).to_event(1)
+
+    def check_support(self, x: Tensor) -> None:
+        if not bool(torch.isfinite(x).all()):
+            raise UsageError("the gaussian likelihood needs finite data, got NaN or infinite values")
+
+
+Likelihood = Bernoulli | ContinuousBernoulli | Gaussian
+
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    cls.name: cls for cls in (Bernoulli, ContinuousBernoulli, Gaussian)
+}
+
+
+def make_likelihood(config: ModelConfig, grey_targets: bool = False) -> Likelihood:
+    """The likelihood named by ``config.likelihood``; ``grey_targets`` only applies to Bernoulli."""
+    if config.likelihood not in LIKELIHOODS:
+        raise UsageError(
+            f"unknown likelihood {config.likelihood!r}: choose one of {', '.join(LIKELIHOODS)}"
+        )
+    if config.likelihood == Bernoulli.name:
+        return Bernoulli(grey_targets=grey_targets)
+    if config.likelihood == Gaussian.name:
+        return Gaussian(scale_floor=config.scale_floor)
+    return ContinuousBernoulli()

@@ -1,0 +1,41 @@
+"""The VAE as one torch module: encoder, decoder and likelihood, exposing Pyro's model/guide pair."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from pyro_vae.config import ModelConfig
+from pyro_vae.guide import guide
+from pyro_vae.likelihoods import Likelihood, make_likelihood
+from pyro_vae.model import model
+from pyro_vae.networks import Decoder, Encoder
+
+
+class VAE(nn.Module):
+    """Holds the networks; ``vae.model`` and ``vae.guide`` are what Pyro's ELBOs and the
+    estimators take. Both are called as ``(x, size=None)`` with x of shape (B, D)."""
+
+    def __init__(self, x_dim: int, config: ModelConfig, likelihood: Likelihood | None = None) -> None:
+        super().__init__()
+        self.x_dim = x_dim
+        self.config = config
+        self.likelihood = likelihood or make_likelihood(config)
+        self.encoder = Encoder(x_dim, config.hidden, config.z_dim, config.activation)
+        out_features = x_dim * self.likelihood.params_per_pixel
+        self.decoder = Decoder(config.z_dim, config.hidden[::-1], out_features, config.activation)
+
+    def model(self, x: Tensor, size: int | None = None) -> None:
+        model(x, self.decoder, self.likelihood, self.config.z_dim, size)
+
+    def guide(self, x: Tensor, size: int | None = None) -> None:
+        guide(x, self.encoder, size)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Mean of p(x|z) at z = the posterior mean of q(z|x).   (B, D) -> (B, D)"""
+        loc, _ = self.encoder(x)  # (B, Z)
+        return self.decode_mean(loc)
+
+    def decode_mean(self, z: Tensor) -> Tensor:
+        """Mean of p(x|z).   (..., Z) -> (..., D)"""
+        return self.likelihood.distribution(self.decoder(z)).mean
+

@@ -1,0 +1,62 @@
+"""Compare the ELBO with importance-weighted bounds log p^_K(x) for growing K on the test set.
+
+    python scripts/evaluate.py --checkpoint runs/train_svi/checkpoint.pt
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pyro
+
+from pyro_vae.cli import ArgumentParser, int_list, main, positive_int
+from pyro_vae.evaluation import evaluate_bounds
+from pyro_vae.experiment import DEVICES, load_run
+from pyro_vae.plots import plot_bounds
+
+log = logging.getLogger("pyro_vae")
+
+
+def run(argv: list[str] | None) -> None:
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train_svi.py")
+    p.add_argument("--num-samples", type=positive_int, default=5000,
+                   help="K for log p^(x), the largest bound; every bound uses these samples (default: %(default)s)")
+    p.add_argument("--ks", type=int_list, default=(1, 10, 100, 1000, 5000),
+                   help="the K of each bound to report, comma-separated; those above --num-samples are dropped "
+                        "(default: 1,10,100,1000,5000)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="test images per pass (default: %(default)s)")
+    p.add_argument("--chunk-size", type=positive_int, default=250,
+                   help="importance samples per pass; memory grows with batch-size x chunk-size (default: %(default)s)")
+    p.add_argument("--limit", type=positive_int, help="evaluate only the first LIMIT test images")
+    p.add_argument("--no-khat", action="store_true", help="skip the PSIS k^ diagnostic")
+    p.add_argument("--data-dir", help="read the data from here instead of the directory used in training")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default: %(default)s)")
+    p.add_argument("--out", help="where evaluation.json and bounds.png go (default: beside the checkpoint)")
+    a = p.parse_args(argv)
+
+    pyro.set_rng_seed(a.seed)
+    vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)  # checks the data's support once
+    # so Pyro's per-call argument checks, a pass over every (samples x images x pixels) tensor, can go
+    pyro.enable_validation(False)
+    x = data.test[: a.limit]
+    ks = sorted({k for k in a.ks if k <= a.num_samples} | {a.num_samples})
+    log.info("%s: %d test images of %s, K = %s", a.checkpoint, len(x), state["data_config"]["dataset"],
+             ",".join(map(str, ks)))
+    report = evaluate_bounds(vae, x, ks=ks, batch_size=a.batch_size, chunk_size=a.chunk_size, diagnose=not a.no_khat)
+    print("\n".join(report.lines()))
+
+    out = Path(a.out) if a.out else Path(a.checkpoint).parent
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"checkpoint": str(a.checkpoint), "dataset": state["data_config"]["dataset"], **report.to_dict()}
+    (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_bounds(report, out / "bounds.png")
+    log.info("wrote %s and %s", out / "evaluation.json", out / "bounds.png")
+
+
+if __name__ == "__main__":
+    sys.exit(main(run))

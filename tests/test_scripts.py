@@ -1,0 +1,150 @@
+"""The two scripts, end to end, on tiny MNIST files in torchvision's format."""
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--epochs", "2", "--z-dim", "2", "--hidden", "16", "--batch-size", "16", "--eval-samples", "20",
+        "--no-download", "--no-progress"]
+OUTPUTS = ["checkpoint.pt", "metrics.json", "history.csv", "reconstructions.png", "samples.png", "learning_curve.png"]
+
+
+def script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(name, argv):
+    """The script's exit status: main's return value, or argparse's SystemExit code."""
+    module = script(name)
+    try:
+        return module.main(module.run, [str(a) for a in argv])
+    except SystemExit as exit:
+        return exit.code
+
+
+def run_subprocess(name, argv, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *map(str, argv)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    done = run_subprocess("train_svi", ["--data-dir", tiny_mnist, "--out", out, *TINY], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "epoch 2/2" in done.stderr and "test log p^(x)" in done.stderr
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    for png in ("reconstructions.png", "samples.png", "learning_curve.png"):
+        assert Image.open(out / png).size[0] > 100
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "mnist" and metrics["binarize"] == "dynamic" and metrics["device"] == "cpu"
+    assert metrics["num_train"] == 64 and metrics["num_test"] == 32
+    final = metrics["final"]
+    assert final["test_elbo"] < 0 and final["test_log_likelihood"]["num_samples"] == 20
+    assert final["test_log_likelihood"]["mean"] > final["test_elbo_from_importance_samples"]["mean"]
+    assert {"torch", "pyro", "pyro_vae"} <= set(metrics["versions"]) and metrics["wall_seconds"] > 0
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[1]["test_elbo"]) == pytest.approx(final["test_elbo"])
+
+    done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--num-samples", "50", "--ks", "1,5,50",
+                                       "--data-dir", tiny_mnist], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for label in ("ELBO", "IWAE K=5", "IWAE K=50", "gap", "PSIS k^"):
+        assert label in done.stdout, done.stdout
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["num_datapoints"] == 32 and list(report["iwae"]) == ["1", "5", "50"]
+    assert report["iwae"]["50"]["mean"] > report["elbo"]["mean"]
+    assert Image.open(out / "bounds.png").size[0] > 100
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--likelihood", "bernoulli", "--elbo", "meanfield"],
+        ["--likelihood", "continuous-bernoulli"],
+        ["--likelihood", "continuous-bernoulli", "--elbo", "meanfield"],
+        ["--likelihood", "gaussian"],
+        ["--likelihood", "gaussian", "--elbo", "meanfield", "--scale-floor", "0.05"],
+        ["--num-particles", "3"],
+        ["--jit"],
+        ["--jit", "--elbo", "meanfield", "--num-particles", "2"],
+        ["--binarize", "static", "--hidden", "16,8", "--activation", "tanh"],
+        ["--eval-samples", "0"],
+    ],
+    ids=lambda flags: " ".join(flags),
+)
+def test_every_likelihood_and_elbo_flag_runs(tiny_mnist, tmp_path, flags):
+    out = tmp_path / "run"
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", out, *TINY, *flags]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert torch.isfinite(torch.tensor(metrics["final"]["test_elbo"]))
+    assert ("test_log_likelihood" in metrics["final"]) == ("0" not in flags)
+    for name in OUTPUTS:
+        assert (out / name).exists(), name
+
+
+def test_grey_bernoulli_warns_that_it_is_not_a_likelihood(tiny_mnist, tmp_path, capsys):
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY, "--binarize", "none"]) == 0
+    assert "not a normalized likelihood" in capsys.readouterr().err
+
+
+def test_offline_fallback_to_mnist5k(tmp_path):
+    out = tmp_path / "run"
+    done = run_subprocess("train_svi", ["--data-dir", tmp_path / "empty", "--out", out, *TINY, "--epochs", "1"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "falling back" in done.stderr and "mnist5k" in done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "mnist5k" and metrics["config"]["data"]["dataset"] == "mnist"
+    assert metrics["num_train"] == 4000 and metrics["num_test"] == 1000
+
+
+@pytest.mark.parametrize(
+    "name, argv, message",
+    [
+        ("train_svi", ["--likelihood", "poisson"], "invalid choice: 'poisson'"),
+        ("train_svi", ["--epochs", "0"], "must be a positive integer"),
+        ("train_svi", ["--batch-size", "-5"], "must be a positive integer"),
+        ("train_svi", ["--lr", "0"], "must be a positive number"),
+        ("train_svi", ["--hidden", "400,x"], "comma-separated positive integers"),
+        ("train_svi", ["--eval-samples", "-1"], "non-negative"),
+        ("train_svi", ["--dataset", "cifar"], "invalid choice: 'cifar'"),
+        ("train_svi", ["--out", "{file}/sub"], "is not a writable directory"),
+        ("evaluate", [], "--checkpoint"),
+        ("evaluate", ["--checkpoint", "x.pt", "--num-samples", "0"], "must be a positive integer"),
+        ("evaluate", ["--checkpoint", "{tmp}/missing.pt"], "does not exist"),
+        ("evaluate", ["--checkpoint", "{file}"], "is not a pyro_vae checkpoint"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name, argv, message):
+    (tmp_path / "file").write_text("not a directory, not a checkpoint")
+    argv = [a.format(tmp=tmp_path, file=tmp_path / "file") for a in argv]
+    assert run_in_process(name, argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is absent")
+def test_cuda_without_a_gpu_is_one_line_and_exit_2(tmp_path, capsys):
+    assert run_in_process("train_svi", ["--device", "cuda", "--out", tmp_path]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA device" in lines[0] and "--device cpu" in lines[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_run_end_to_end(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", out, *TINY, "--device", "cuda"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["device"] != "cpu"

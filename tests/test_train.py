@@ -1,0 +1,111 @@
+import pyro
+import pytest
+import torch
+import torch.distributions as td
+from pyro import poutine
+
+from pyro_vae.config import ModelConfig, TrainConfig
+from pyro_vae.data import PreparedData
+from pyro_vae.errors import UsageError
+from pyro_vae.model import LATENT
+from pyro_vae.train import evaluate_elbo, fit, make_elbo, train_epoch
+from pyro_vae.vae import VAE
+
+from conftest import binary_data
+
+# float32 sums of ~100 terms of size ~10: 1e-5 relative is rounding.
+RTOL = 1e-5
+
+
+def small_vae(likelihood="bernoulli"):
+    return VAE(x_dim=20, config=ModelConfig(z_dim=2, hidden=(16,), likelihood=likelihood))
+
+
+def hand_elbo_terms(vae, x, z):
+    """log p(x|z), log p(z), log q(z|x) per datapoint with torch.distributions directly."""
+    loc, scale = vae.encoder(x)
+    log_px_z = td.Bernoulli(logits=vae.decoder(z)).log_prob(x).sum(-1)
+    log_pz = td.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    log_qz = td.Normal(loc, scale).log_prob(z).sum(-1)
+    return log_px_z, log_pz, log_qz, loc, scale
+
+
+def guide_sample(vae, x, size, seed):
+    pyro.set_rng_seed(seed)
+    return poutine.trace(vae.guide).get_trace(x, size=size).nodes[LATENT]["value"]
+
+
+def test_trace_elbo_equals_hand_computed_elbo_for_the_same_sample():
+    vae, x, size = small_vae(), binary_data(8), 80
+    z = guide_sample(vae, x, size, seed=3)
+    pyro.set_rng_seed(3)  # Trace_ELBO runs the guide first, so it draws the same z
+    loss = make_elbo("trace").differentiable_loss(vae.model, vae.guide, x, size=size)
+    log_px_z, log_pz, log_qz, _, _ = hand_elbo_terms(vae, x, z)
+    expected = -(size / len(x)) * (log_px_z + log_pz - log_qz).sum()  # -(E log p(x|z) - KL), sampled KL
+    torch.testing.assert_close(loss, expected, rtol=RTOL, atol=0)
+
+
+def test_meanfield_elbo_uses_the_closed_form_gaussian_kl():
+    vae, x, size = small_vae(), binary_data(8), 80
+    z = guide_sample(vae, x, size, seed=4)
+    pyro.set_rng_seed(4)
+    loss = make_elbo("meanfield").differentiable_loss(vae.model, vae.guide, x, size=size)
+    log_px_z, _, _, loc, scale = hand_elbo_terms(vae, x, z)
+    kl = 0.5 * (scale**2 + loc**2 - 1 - torch.log(scale**2)).sum(-1)  # KL(N(mu, s^2) || N(0, 1)), App. B
+    expected = -(size / len(x)) * (log_px_z - kl).sum()
+    torch.testing.assert_close(loss, expected, rtol=RTOL, atol=0)
+
+
+def test_vectorized_particles_average_the_elbo():
+    vae, x = small_vae(), binary_data(8)
+    elbo = make_elbo("trace", num_particles=4)
+    assert elbo.vectorize_particles and elbo.num_particles == 4
+    losses = torch.stack([elbo.differentiable_loss(vae.model, vae.guide, x) for _ in range(200)])
+    single = torch.stack([make_elbo("trace").differentiable_loss(vae.model, vae.guide, x) for _ in range(200)])
+    # same expectation (difference of means within 4 combined SE), a quarter of the variance (loosely)
+    se = (losses.var() / 200 + single.var() / 200).sqrt()
+    assert abs(losses.mean() - single.mean()) < 4 * se
+    assert losses.var() < 0.6 * single.var()
+
+
+def test_unknown_elbo_is_a_clear_error():
+    with pytest.raises(UsageError, match="unknown ELBO 'renyi'"):
+        make_elbo("renyi")
+
+
+@pytest.mark.parametrize("elbo, particles, jit", [("trace", 1, False), ("meanfield", 2, False), ("trace", 1, True)])
+def test_training_raises_the_elbo_and_changes_every_parameter(elbo, particles, jit):
+    x = binary_data(320)
+    data = PreparedData(x[:256], x[256:], "none")
+    vae = small_vae()
+    before = {n: p.detach().clone() for n, p in vae.named_parameters()}
+    eval_elbo = make_elbo("meanfield")
+    start = evaluate_elbo(vae, eval_elbo, data.test, 64).item()
+    config = TrainConfig(epochs=12, batch_size=32, lr=1e-2, elbo=elbo, num_particles=particles, jit=jit)
+    history = fit(vae, torch.optim.Adam(vae.parameters(), lr=config.lr), data, config, progress=False)
+    end = evaluate_elbo(vae, eval_elbo, data.test, 64).item()
+    # 96 steps on two noisy prototypes: a random decoder scores ~-14 nats (20 pixels x log 2);
+    # a fitted one ~-5 (the 5% flips cost ~0.2 nats each). 4 nats is far above the noise (~0.3).
+    assert end > start + 4, (start, end)
+    assert len(history) == 12 and history[-1].test_elbo > history[0].test_elbo
+    for name, p in vae.named_parameters():
+        assert not torch.equal(p, before[name]), name
+
+
+def test_jit_drops_the_partial_last_batch():
+    data = PreparedData(binary_data(70), binary_data(10), "none")
+    vae = small_vae()
+    optimizer = torch.optim.Adam(vae.parameters())
+    _, seen = train_epoch(vae, make_elbo("trace", jit=True), optimizer, data, 32, drop_last=True)
+    assert seen == 64
+    _, seen = train_epoch(vae, make_elbo("trace"), optimizer, data, 32)
+    assert seen == 70
+
+
+def test_dynamic_binarization_resamples_each_minibatch():
+    grey = torch.full((50, 20), 0.5)
+    data = PreparedData(grey, grey[:5].bernoulli(), "dynamic")
+    index = torch.arange(50)
+    a, b = data.minibatch(index), data.minibatch(index)
+    assert set(a.unique().tolist()) <= {0.0, 1.0} and not torch.equal(a, b)
+    assert torch.equal(PreparedData(grey, grey, "none").minibatch(index), grey)
