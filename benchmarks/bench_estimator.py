@@ -54,6 +54,7 @@ def main() -> None:
     device = resolve_device(a.device)
     vae, data, used = build(ModelConfig(), DataConfig(dataset=a.dataset, data_dir=a.data_dir), device)
     vae.eval()
+    pyro.enable_validation(False)  # as evaluate.py: build() checked the data's support once
     x = data.test[: a.images]
     samples = len(x) * a.num_samples
     print(f"{used.dataset}: {len(x)} test images x K={a.num_samples} = {samples:,} samples per round on {device}; "

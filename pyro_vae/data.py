@@ -101,6 +101,7 @@ class PreparedData:
     train: Tensor  # (N, D) on the device; grey when binarize == 'dynamic' (sampled per minibatch)
     test: Tensor  # (M, D) on the device, fixed: binarized once when binarize is dynamic or static
     binarize: str  # the resolved mode: dynamic, static or none
+    image_shape: tuple[int, int]  # (H, W) with H * W = D, for figures
 
     def minibatch(self, index: Tensor) -> Tensor:
         """Training images at ``index``, freshly binarized when the mode is dynamic.   (B,) -> (B, D)"""
@@ -134,4 +135,4 @@ def prepare_data(
             likelihood.check_support(x)
         except UsageError as error:
             raise UsageError(f"{dataset.name} {split} set: {error}") from None
-    return PreparedData(train.to(device), test.to(device), binarize)
+    return PreparedData(train.to(device), test.to(device), binarize, dataset.image_shape)

@@ -100,8 +100,8 @@ def run_training(
     checkpoint.save(out / "checkpoint.pt", vae, optimizer, data_used, train_config, epoch=len(history))
     with torch.no_grad():
         x = data.test[:32]
-        plot_reconstructions(x, vae.reconstruct(x), (28, 28), out / "reconstructions.png")
-        plot_samples(vae.decode_mean(torch.randn(64, model_config.z_dim, device=device)), (28, 28), out / "samples.png")
+        plot_reconstructions(x, vae.reconstruct(x), data.image_shape, out / "reconstructions.png")
+        plot_samples(vae.decode_mean(torch.randn(64, model_config.z_dim, device=device)), data.image_shape, out / "samples.png")
     log_likelihood = final.get("test_log_likelihood", {}).get("mean")
     plot_history(history, out / "learning_curve.png", log_likelihood)
     with open(out / "history.csv", "w", newline="") as f:

@@ -77,6 +77,7 @@ def test_dynamic_binarization_fixes_the_test_set_by_seed():
     a, b = prepare_data(ds, Bernoulli(), "dynamic", seed=5), prepare_data(ds, Bernoulli(), "dynamic", seed=5)
     assert torch.equal(a.test, b.test) and set(a.test.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(a.train, ds.train)  # kept grey: binarized per minibatch
+    assert a.image_shape == (4, 4)
 
 
 @pytest.mark.parametrize(

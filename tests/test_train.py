@@ -76,7 +76,7 @@ def test_unknown_elbo_is_a_clear_error():
 @pytest.mark.parametrize("elbo, particles, jit", [("trace", 1, False), ("meanfield", 2, False), ("trace", 1, True)])
 def test_training_raises_the_elbo_and_changes_every_parameter(elbo, particles, jit):
     x = binary_data(320)
-    data = PreparedData(x[:256], x[256:], "none")
+    data = PreparedData(x[:256], x[256:], "none", (4, 5))
     vae = small_vae()
     before = {n: p.detach().clone() for n, p in vae.named_parameters()}
     eval_elbo = make_elbo("meanfield")
@@ -93,7 +93,7 @@ def test_training_raises_the_elbo_and_changes_every_parameter(elbo, particles, j
 
 
 def test_jit_drops_the_partial_last_batch():
-    data = PreparedData(binary_data(70), binary_data(10), "none")
+    data = PreparedData(binary_data(70), binary_data(10), "none", (4, 5))
     vae = small_vae()
     optimizer = torch.optim.Adam(vae.parameters())
     _, seen = train_epoch(vae, make_elbo("trace", jit=True), optimizer, data, 32, drop_last=True)
@@ -104,8 +104,8 @@ def test_jit_drops_the_partial_last_batch():
 
 def test_dynamic_binarization_resamples_each_minibatch():
     grey = torch.full((50, 20), 0.5)
-    data = PreparedData(grey, grey[:5].bernoulli(), "dynamic")
+    data = PreparedData(grey, grey[:5].bernoulli(), "dynamic", (4, 5))
     index = torch.arange(50)
     a, b = data.minibatch(index), data.minibatch(index)
     assert set(a.unique().tolist()) <= {0.0, 1.0} and not torch.equal(a, b)
-    assert torch.equal(PreparedData(grey, grey, "none").minibatch(index), grey)
+    assert torch.equal(PreparedData(grey, grey, "none", (4, 5)).minibatch(index), grey)
