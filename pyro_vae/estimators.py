@@ -69,7 +69,7 @@ def _per_datapoint_log_prob(trace: poutine.Trace, plate: str, nesting: int) -> T
     dataset, not to the density of one datapoint.
     """
     total: Tensor | float = 0.0
-    for name, site in prune_subsample_sites(trace).nodes.items():
+    for site in prune_subsample_sites(trace).nodes.values():
         if site["type"] != "sample":
             continue
         data_dim = _data_dim(site, plate)
