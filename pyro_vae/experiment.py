@@ -58,7 +58,8 @@ def build(model_config: ModelConfig, data_config: DataConfig, device: torch.devi
     return vae, data, replace(data_config, dataset=dataset.name, binarize=binarize)
 
 
-def _writable_dir(out: str | Path) -> Path:
+def writable_dir(out: str | Path) -> Path:
+    """``out``, created if needed; a one-line UsageError when it cannot be written."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,7 @@ def run_training(
     """Train, evaluate on the test set, and write checkpoint.pt, metrics.json, history.csv and
     PNG figures into ``out``. Returns the metrics. Seeds are the caller's to set."""
     start = time.perf_counter()
-    out = _writable_dir(out)
+    out = writable_dir(out)
     device = resolve_device(train_config.device)
     vae, data, data_used = build(model_config, data_config, device)
     if data_used.dataset != data_config.dataset:

@@ -14,7 +14,7 @@ import pyro
 
 from pyro_vae.cli import ArgumentParser, int_list, main, positive_int
 from pyro_vae.evaluation import evaluate_bounds
-from pyro_vae.experiment import DEVICES, load_run
+from pyro_vae.experiment import DEVICES, load_run, writable_dir
 from pyro_vae.plots import plot_bounds
 
 log = logging.getLogger("pyro_vae")
@@ -41,6 +41,7 @@ def run(argv: list[str] | None) -> None:
 
     pyro.set_rng_seed(a.seed)
     vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)  # checks the data's support once
+    out = writable_dir(a.out or Path(a.checkpoint).parent)  # before the long evaluation, not after it
     # so Pyro's per-call argument checks, a pass over every (samples x images x pixels) tensor, can go
     pyro.enable_validation(False)
     x = data.test[: a.limit]
@@ -50,8 +51,6 @@ def run(argv: list[str] | None) -> None:
     report = evaluate_bounds(vae, x, ks=ks, batch_size=a.batch_size, chunk_size=a.chunk_size, diagnose=not a.no_khat)
     print("\n".join(report.lines()))
 
-    out = Path(a.out) if a.out else Path(a.checkpoint).parent
-    out.mkdir(parents=True, exist_ok=True)
     result = {"checkpoint": str(a.checkpoint), "dataset": state["data_config"]["dataset"], **report.to_dict()}
     (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     plot_bounds(report, out / "bounds.png")

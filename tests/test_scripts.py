@@ -69,6 +69,11 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
     assert report["iwae"]["50"]["mean"] > report["elbo"]["mean"]
     assert Image.open(out / "bounds.png").size[0] > 100
 
+    (tmp_path / "file").write_text("")
+    done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--num-samples", "5", "--data-dir",
+                                       tiny_mnist, "--out", tmp_path / "file" / "sub"], cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --out"), done.stderr
+
 
 @pytest.mark.parametrize(
     "flags",
