@@ -41,9 +41,9 @@ def run(argv: list[str] | None) -> None:
 
     pyro.set_rng_seed(a.seed)
     vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)  # checks the data's support once
-    out = writable_dir(a.out or Path(a.checkpoint).parent)  # before the long evaluation, not after it
     # so Pyro's per-call argument checks, a pass over every (samples x images x pixels) tensor, can go
     pyro.enable_validation(False)
+    out = writable_dir(a.out or Path(a.checkpoint).parent)  # before the long evaluation, not after it
     x = data.test[: a.limit]
     ks = sorted({k for k in a.ks if k <= a.num_samples} | {a.num_samples})
     log.info("%s: %d test images of %s, K = %s", a.checkpoint, len(x), state["data_config"]["dataset"],
