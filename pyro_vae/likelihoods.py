@@ -15,6 +15,14 @@ from pyro_vae.config import ModelConfig
 from pyro_vae.errors import UsageError
 
 
+MEAN_CLAMP = 1e-3  # logit of a pixel mean clamped to [1e-3, 1 - 1e-3]: always-black borders start at -6.9
+
+
+def _logit_of_mean(x: Tensor) -> Tensor:
+    """The logit of each pixel's mean over the dataset.   (N, D) -> (D,)"""
+    return torch.logit(x.mean(0).clamp(MEAN_CLAMP, 1 - MEAN_CLAMP))
+
+
 def _describe_range(x: Tensor) -> str:
     return f"[{x.min().item():.4g}, {x.max().item():.4g}]"
 
@@ -56,6 +64,10 @@ class Bernoulli:
                 "pass --binarize dynamic or static, or use --likelihood continuous-bernoulli for grey data"
             )
 
+    def output_bias(self, x: Tensor) -> Tensor:
+        """Decoder output bias giving p(x|z) each pixel's mean over ``x`` (Burda et al. 2016).   (N, D) -> (D,)"""
+        return _logit_of_mean(x)
+
 
 class ContinuousBernoulli:
     """x_d ~ ContinuousBernoulli(logits=out_d): a normalized density on [0, 1] for grey pixels
@@ -70,6 +82,10 @@ class ContinuousBernoulli:
 
     def check_support(self, x: Tensor) -> None:
         _check_unit_interval(x, self.name)
+
+    def output_bias(self, x: Tensor) -> Tensor:
+        """The logit of each pixel's mean over ``x``, as for Bernoulli.   (N, D) -> (D,)"""
+        return _logit_of_mean(x)
 
 
 class Gaussian:
@@ -90,6 +106,11 @@ class Gaussian:
     def check_support(self, x: Tensor) -> None:
         if not bool(torch.isfinite(x).all()):
             raise UsageError("the gaussian likelihood needs finite data, got NaN or infinite values")
+
+    def output_bias(self, x: Tensor) -> Tensor:
+        """Each pixel's mean and (above the floor) standard deviation over ``x``.   (N, D) -> (2D,)"""
+        spread = (x.std(0) - self.scale_floor).clamp(min=self.scale_floor)
+        return torch.cat([x.mean(0), 2 * spread.log()])  # loc, log sigma^2
 
 
 Likelihood = Bernoulli | ContinuousBernoulli | Gaussian

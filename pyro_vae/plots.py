@@ -41,15 +41,21 @@ def plot_samples(images: Tensor, image_shape: tuple[int, int], path: str | Path)
     _save_grid(_grid(images, image_shape, 8), "mean of p(x|z), z ~ N(0, I)", path)
 
 
-def plot_history(history: Sequence[EpochRecord], path: str | Path, test_log_likelihood: float | None = None) -> None:
-    """Train and test ELBO per epoch, with the final test log p^(x) when given."""
+def plot_history(
+    history: Sequence[EpochRecord], path: str | Path, test_log_likelihood: float | None = None,
+    objective: str = "ELBO", kept_epoch: int | None = None,
+) -> None:
+    """Train, validation and test ``objective`` per epoch, with the final test log p^(x) when
+    given, drawn at ``kept_epoch`` (the epoch whose parameters were kept; default the last)."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     epochs = [r.epoch for r in history]
-    ax.plot(epochs, [r.train_elbo for r in history], marker="o", label="train ELBO (running, during epoch)")
-    ax.plot(epochs, [r.test_elbo for r in history], marker="o", label="test ELBO")
+    marker = "o" if len(history) <= 50 else None
+    ax.plot(epochs, [r.train_elbo for r in history], marker=marker, label=f"train {objective} (running, during epoch)")
+    ax.plot(epochs, [r.valid_elbo for r in history], marker=marker, label=f"validation {objective}")
+    ax.plot(epochs, [r.test_elbo for r in history], marker=marker, label=f"test {objective}")
     if test_log_likelihood is not None:
-        ax.plot([epochs[-1]], [test_log_likelihood], marker="*", markersize=12, linestyle="none",
+        ax.plot([kept_epoch or epochs[-1]], [test_log_likelihood], marker="*", markersize=12, linestyle="none",
                 label=f"test log p̂(x) = {test_log_likelihood:.2f}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per image")

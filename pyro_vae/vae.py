@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from pyro_vae.config import ModelConfig
@@ -29,6 +30,13 @@ class VAE(nn.Module):
 
     def guide(self, x: Tensor, size: int | None = None) -> None:
         guide(x, self.encoder, size)
+
+    @torch.no_grad()
+    def init_output_bias(self, x: Tensor) -> None:
+        """Start p(x|z) at each pixel's mean over the training images ``x`` (N, D), as Burda et
+        al. (2016) do: the decoder's last bias is set by the likelihood (the logit of the mean
+        pixel for Bernoulli), so early training spends no steps learning the average image."""
+        self.decoder.net[-1].bias.copy_(self.likelihood.output_bias(x))
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """Mean of p(x|z) at z = the posterior mean of q(z|x).   (B, D) -> (B, D)"""

@@ -1,3 +1,4 @@
+import gzip
 import struct
 from pathlib import Path
 
@@ -25,21 +26,48 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
         f.write(array.astype(np.uint8).tobytes())
 
 
-def write_tiny_mnist(root: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> Path:
-    """Writes root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte as torchvision reads them:
-    28x28 grey strokes (a bar whose position depends on the label) on black, with noise."""
-    raw = root / "MNIST" / "raw"
+def _tiny_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n 28x28 uint8 images: grey strokes (a bar whose position depends on the label) on black."""
+    labels = rng.integers(0, 10, n)
+    images = np.zeros((n, 28, 28))
+    for image, label in zip(images, labels):
+        image[4:24, 2 + 2 * label : 6 + 2 * label] = rng.uniform(120, 255)
+    images = np.clip(images + rng.uniform(0, 40, images.shape) * (images > 0), 0, 255)
+    return images.astype(np.uint8), labels
+
+
+def write_tiny_idx(raw: Path, n_train: int = 64, n_test: int = 32, seed: int = 0, gz: bool = False) -> Path:
+    """Writes raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz], the four files of MNIST and
+    Fashion-MNIST, in the IDX format torchvision reads (gzipped as distributed, with ``gz``)."""
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, n)
-        images = np.zeros((n, 28, 28))
-        for image, label in zip(images, labels):
-            image[4:24, 2 + 2 * label : 6 + 2 * label] = rng.uniform(120, 255)
-        images = np.clip(images + rng.uniform(0, 40, images.shape) * (images > 0), 0, 255)
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        images, labels = _tiny_digits(n, rng)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            path = raw / f"{prefix}-{kind}-ubyte"
+            _write_idx(path, array)
+            if gz:
+                path.with_suffix(".gz").write_bytes(gzip.compress(path.read_bytes()))
+                path.unlink()
+    return raw
+
+
+def write_tiny_mnist(root: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> Path:
+    """root/MNIST/raw/ with the four IDX files torchvision's MNIST reads; returns root."""
+    write_tiny_idx(root / "MNIST" / "raw", n_train, n_test, seed)
     return root
+
+
+def write_tiny_amat(folder: Path, sizes: tuple[int, int, int] = (60, 20, 20), seed: int = 0) -> Path:
+    """binarized_mnist_{train,valid,test}.amat as Larochelle & Murray distribute them: one image
+    per line, 784 space-separated 0/1 values."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in zip(("train", "valid", "test"), sizes):
+        images, _ = _tiny_digits(n, rng)
+        lines = (" ".join(map(str, row)) for row in (images.reshape(n, -1) > 127).astype(int))
+        (folder / f"binarized_mnist_{split}.amat").write_text("\n".join(lines) + "\n")
+    return folder
 
 
 @pytest.fixture

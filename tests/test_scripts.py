@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_tiny_amat
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "2", "--z-dim", "2", "--hidden", "16", "--batch-size", "16", "--eval-samples", "20",
         "--no-download", "--no-progress"]
@@ -51,7 +53,7 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
         assert Image.open(out / png).size[0] > 100
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "mnist" and metrics["binarize"] == "dynamic" and metrics["device"] == "cpu"
-    assert metrics["num_train"] == 64 and metrics["num_test"] == 32
+    assert metrics["num_train"] == 54 and metrics["num_valid"] == 10 and metrics["num_test"] == 32
     final = metrics["final"]
     assert final["test_elbo"] < 0 and final["test_log_likelihood"]["num_samples"] == 20
     assert final["test_log_likelihood"]["mean"] > final["test_elbo_from_importance_samples"]["mean"]
@@ -88,6 +90,7 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
         ["--jit", "--elbo", "meanfield", "--num-particles", "2"],
         ["--binarize", "static", "--hidden", "16,8", "--activation", "tanh"],
         ["--eval-samples", "0"],
+        ["--elbo", "iwae", "--num-particles", "4", "--init-output-bias", "--lr-schedule", "burda", "--patience", "1"],
     ],
     ids=lambda flags: " ".join(flags),
 )
@@ -113,7 +116,26 @@ def test_offline_fallback_to_mnist5k(tmp_path):
     assert "falling back" in done.stderr and "mnist5k" in done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "mnist5k" and metrics["config"]["data"]["dataset"] == "mnist"
-    assert metrics["num_train"] == 4000 and metrics["num_test"] == 1000
+    assert metrics["num_train"] + metrics["num_valid"] == 4000 and metrics["num_test"] == 1000
+
+
+def test_a_named_dataset_never_falls_back(tmp_path, capsys):
+    assert run_in_process("train_svi", ["--dataset", "mnist", "--data-dir", tmp_path / "empty", "--out", tmp_path,
+                                        *TINY]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "mnist: files not found" in lines[0] and "falling back" not in lines[0]
+
+
+def test_binarized_mnist_with_iwae_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    write_tiny_amat(tmp_path / "data" / "binarized_mnist")
+    argv = ["--dataset", "binarized-mnist", "--data-dir", tmp_path / "data", "--out", out, *TINY,
+            "--elbo", "iwae", "--num-particles", "5", "--hidden", "16,16", "--activation", "tanh", "--init-output-bias"]
+    assert run_in_process("train_svi", argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "binarized-mnist" and metrics["binarize"] == "none"
+    assert (metrics["num_train"], metrics["num_valid"], metrics["num_test"]) == (60, 20, 20)
+    assert metrics["final"]["objective"] == "L_5"
 
 
 @pytest.mark.parametrize(
@@ -126,6 +148,10 @@ def test_offline_fallback_to_mnist5k(tmp_path):
         ("train_svi", ["--hidden", "400,x"], "comma-separated positive integers"),
         ("train_svi", ["--eval-samples", "-1"], "non-negative"),
         ("train_svi", ["--dataset", "cifar"], "invalid choice: 'cifar'"),
+        ("train_svi", ["--elbo", "iwae", "--jit"], "--jit is not available with --elbo iwae"),
+        ("train_svi", ["--patience", "-1"], "non-negative"),
+        ("train_svi", ["--lr-schedule", "cosine"], "invalid choice: 'cosine'"),
+        ("train_svi", ["--dataset", "binarized-mnist", "--data-dir", "{tmp}", "--no-download"], "binarized_mnist_train.amat"),
         ("train_svi", ["--out", "{file}/sub"], "is not a writable directory"),
         ("evaluate", [], "--checkpoint"),
         ("evaluate", ["--checkpoint", "x.pt", "--num-samples", "0"], "must be a positive integer"),

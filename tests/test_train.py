@@ -8,7 +8,7 @@ from pyro_vae.config import ModelConfig, TrainConfig
 from pyro_vae.data import PreparedData
 from pyro_vae.errors import UsageError
 from pyro_vae.model import LATENT
-from pyro_vae.train import evaluate_elbo, fit, make_elbo, train_epoch
+from pyro_vae.train import evaluate_elbo, fit, learning_rate, make_elbo, train_epoch
 from pyro_vae.vae import VAE
 
 from conftest import binary_data
@@ -73,10 +73,12 @@ def test_unknown_elbo_is_a_clear_error():
         make_elbo("renyi")
 
 
-@pytest.mark.parametrize("elbo, particles, jit", [("trace", 1, False), ("meanfield", 2, False), ("trace", 1, True)])
+@pytest.mark.parametrize(
+    "elbo, particles, jit", [("trace", 1, False), ("meanfield", 2, False), ("trace", 1, True), ("iwae", 5, False)]
+)
 def test_training_raises_the_elbo_and_changes_every_parameter(elbo, particles, jit):
     x = binary_data(320)
-    data = PreparedData(x[:256], x[256:], "none", (4, 5))
+    data = PreparedData(x[:256], x[256:288], x[288:], "none", (4, 5))
     vae = small_vae()
     before = {n: p.detach().clone() for n, p in vae.named_parameters()}
     eval_elbo = make_elbo("meanfield")
@@ -88,12 +90,13 @@ def test_training_raises_the_elbo_and_changes_every_parameter(elbo, particles, j
     # a fitted one ~-5 (the 5% flips cost ~0.2 nats each). 4 nats is far above the noise (~0.3).
     assert end > start + 4, (start, end)
     assert len(history) == 12 and history[-1].test_elbo > history[0].test_elbo
+    assert history[-1].valid_elbo > history[0].valid_elbo
     for name, p in vae.named_parameters():
         assert not torch.equal(p, before[name]), name
 
 
 def test_jit_drops_the_partial_last_batch():
-    data = PreparedData(binary_data(70), binary_data(10), "none", (4, 5))
+    data = PreparedData(binary_data(70), binary_data(10), binary_data(10), "none", (4, 5))
     vae = small_vae()
     optimizer = torch.optim.Adam(vae.parameters())
     _, seen = train_epoch(vae, make_elbo("trace", jit=True), optimizer, data, 32, drop_last=True)
@@ -104,8 +107,65 @@ def test_jit_drops_the_partial_last_batch():
 
 def test_dynamic_binarization_resamples_each_minibatch():
     grey = torch.full((50, 20), 0.5)
-    data = PreparedData(grey, grey[:5].bernoulli(), "dynamic", (4, 5))
+    data = PreparedData(grey, grey[:5].bernoulli(), grey[:5].bernoulli(), "dynamic", (4, 5))
     index = torch.arange(50)
     a, b = data.minibatch(index), data.minibatch(index)
     assert set(a.unique().tolist()) <= {0.0, 1.0} and not torch.equal(a, b)
-    assert torch.equal(PreparedData(grey, grey, "none", (4, 5)).minibatch(index), grey)
+    assert torch.equal(PreparedData(grey, grey, grey, "none", (4, 5)).minibatch(index), grey)
+
+
+def test_iwae_cannot_be_jit_compiled():
+    with pytest.raises(UsageError, match="--jit is not available with --elbo iwae"):
+        make_elbo("iwae", 5, jit=True)
+
+
+def test_burda_schedule_exact_and_shrunk():
+    # 3280 epochs: stage i = 3^i epochs at 1e-3 * 10^(-i/7), i = 0..7 (Burda et al. 2016, sec. 5)
+    full = TrainConfig(epochs=3280, lr=1e-3, lr_schedule="burda")
+    ends = [1, 4, 13, 40, 121, 364, 1093, 3280]
+    for stage, end in enumerate(ends):
+        assert learning_rate(full, end) == pytest.approx(1e-3 * 10 ** (-stage / 7))
+        if end < 3280:
+            assert learning_rate(full, end + 1) == pytest.approx(1e-3 * 10 ** (-(stage + 1) / 7))
+    assert learning_rate(full, 3280) == pytest.approx(1e-4)
+    for epochs in (8, 12, 100, 328):  # shorter runs: all 8 stages, each at least one epoch, 1e-3 down to 1e-4
+        short = TrainConfig(epochs=epochs, lr=1e-3, lr_schedule="burda")
+        rates = [learning_rate(short, e) for e in range(1, epochs + 1)]
+        assert rates == sorted(rates, reverse=True) and len(set(rates)) == 8
+        assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+        lengths = [rates.count(r) for r in sorted(set(rates), reverse=True)]
+        # stages grow as b^i do, up to rounding to whole epochs
+        assert all(later >= earlier - 1 for earlier, later in zip(lengths, lengths[1:])), lengths
+        assert lengths[-1] == max(lengths)
+    assert all(learning_rate(TrainConfig(lr=3e-4), e) == 3e-4 for e in (1, 30))
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(monkeypatch):
+    """Scripted validation bounds: best at epoch 2, then 3 epochs without improvement."""
+    import pyro_vae.train as train_module
+
+    scripted = iter([-10.0, -10.0, -5.0, -5.0, -6.0, -6.0, -7.0, -7.0, -5.5, -5.5] + [0.0] * 30)  # (valid, test) pairs
+    snapshots = []
+
+    def fake_evaluate(vae, elbo, x, batch_size):  # called for validation, then test, each epoch
+        snapshots.append({k: v.clone() for k, v in vae.state_dict().items()})
+        return torch.tensor(next(scripted))
+
+    monkeypatch.setattr(train_module, "evaluate_elbo", fake_evaluate)
+    x = binary_data(96)
+    data = PreparedData(x[:64], x[64:80], x[80:], "none", (4, 5))
+    vae = small_vae()
+    config = TrainConfig(epochs=20, batch_size=32, lr=1e-2, patience=3)
+    history = fit(vae, torch.optim.Adam(vae.parameters(), lr=config.lr), data, config, progress=False)
+    assert [r.epoch for r in history] == [1, 2, 3, 4, 5]  # epoch 5 is the third without improvement
+    best = snapshots[2]  # the parameters evaluated at the end of epoch 2
+    assert all(torch.equal(v, best[k]) for k, v in vae.state_dict().items())
+
+
+def test_output_bias_starts_the_decoder_at_the_mean_image():
+    x = binary_data(200)
+    vae = small_vae()
+    vae.init_output_bias(x)
+    with torch.no_grad():
+        mean = vae.likelihood.distribution(vae.decoder.net[-1].bias).mean
+    assert torch.allclose(mean, x.mean(0).clamp(1e-3, 1 - 1e-3), atol=1e-6)

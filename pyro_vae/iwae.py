@@ -1,0 +1,66 @@
+"""The importance-weighted bound of Burda et al. (2016) as a Pyro ELBO, per datapoint.
+
+    L_K(x_n) = E_{z_1..z_K ~ q(z|x_n)} [ log (1/K) sum_k p(x_n, z_k) / q(z_k|x_n) ]
+
+L_1 is the ELBO; L_K rises towards log p(x_n) as K grows. The loss is -(size/B) sum_n L_K(x_n)
+over a minibatch, the same dataset-level scaling as Trace_ELBO's, and its gradient is the IWAE
+estimator: reparameterized samples, each weighted by its normalized importance weight.
+
+Why not ``pyro.infer.RenyiELBO(alpha=0)``, which computes the same bound: in Pyro 1.9 it multiplies
+each log-weight by the data plate's subsample scale size/B *inside* the logsumexp, so on minibatches
+it optimizes log mean_k w_k^(size/B) instead of (size/B) log mean_k w_k; it only offers
+``loss_and_grads`` (it calls backward itself and syncs with the host every step), not the
+``differentiable_loss`` that our training loop and ``ELBO()(model, guide)`` modules use. Without
+subsampling the two agree, which tests/test_iwae.py checks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from pyro.infer import ELBO
+from torch import Tensor
+
+from pyro_vae.estimators import plate_nesting, log_weights
+from pyro_vae.model import DATA_PLATE
+
+
+class IWAE_ELBO(ELBO):
+    """-(size/B) * sum over the minibatch of L_K, with K = ``num_particles`` vectorized samples.
+
+    Every sample site must sit in the plate named ``plate`` (as for the log p(x) estimator).
+    """
+
+    def __init__(self, num_particles: int = 5, plate: str = DATA_PLATE, max_plate_nesting: int | None = None) -> None:
+        if num_particles < 1:
+            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        super().__init__(num_particles=num_particles, vectorize_particles=True)
+        self.plate = plate
+        self._nesting = max_plate_nesting
+
+    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
+        raise NotImplementedError("IWAE_ELBO draws its vectorized traces in estimators.log_weights")
+
+    def bound(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> tuple[Tensor, float]:
+        """Per-datapoint L_K estimates (N,) and the data plate's subsample scale."""
+        if self._nesting is None:
+            self._nesting = plate_nesting(model, guide, args, kwargs, self.plate)
+        log_w, scale = log_weights(model, guide, args, kwargs, self.num_particles, self.plate, self._nesting)
+        return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles), scale  # (K, N) -> (N,)
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
+        bound, scale = self.bound(model, guide, *args, **kwargs)
+        return -scale * bound.sum()
+
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        """For ``pyro.infer.SVI``: backward through the loss, return its value."""
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
