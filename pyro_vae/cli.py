@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable
 from typing import NoReturn
 
-from pyro_vae.errors import UsageError
+from pyro_vae.errors import TrainingDiverged, UsageError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -65,7 +65,10 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt as error:  # TrainingInterrupted says what was saved and how to go on
+        print(str(error) or "interrupted", file=sys.stderr)
         return 130
     return 0

@@ -7,3 +7,20 @@ class UsageError(ValueError):
     The message is one line that says what is wrong and how to fix it; the scripts print it
     without a traceback and exit with status 2.
     """
+
+
+class TrainingDiverged(ArithmeticError):
+    """A non-finite loss or parameter during training. The scripts print the one-line message
+    (which names the epoch, the step and the last good checkpoint) and exit with status 3."""
+
+    def __init__(self, message: str, epoch: int, step: int) -> None:
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, raised once the last completed epoch is safely saved."""
+
+    def __init__(self, epoch: int, message: str = "") -> None:
+        super().__init__(message or f"interrupted after epoch {epoch}")
+        self.epoch = epoch  # the last completed (and saved) epoch

@@ -14,11 +14,11 @@ import torch
 from pyro_vae import checkpoint
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
 from pyro_vae.data import PreparedData, load_dataset, prepare_data, resolve_binarize
-from pyro_vae.errors import UsageError
+from pyro_vae.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from pyro_vae.evaluation import evaluate_bounds
 from pyro_vae.likelihoods import make_likelihood
 from pyro_vae.plots import plot_history, plot_reconstructions, plot_samples
-from pyro_vae.train import fit, objective_name
+from pyro_vae.train import Snapshot, fit, objective_name
 from pyro_vae.vae import VAE
 
 log = logging.getLogger("pyro_vae")
@@ -73,23 +73,73 @@ def writable_dir(out: str | Path) -> Path:
     return out
 
 
+REMEDIES = ("try a lower --lr, --elbo meanfield (analytic KL), or for the gaussian likelihood a larger "
+            "--scale-floor")
+
+
+def _check_resumable(saved: dict, path: Path, data_used: DataConfig, train_config: TrainConfig) -> None:
+    """A UsageError when the run asks for other data than the checkpoint's; a logged line for
+    changed training settings (allowed, e.g. a lower --lr after a divergence)."""
+    old = saved["data_config"]
+    differ = [k for k in ("dataset", "binarize", "seed") if old[k] != getattr(data_used, k)]
+    if differ:
+        raise UsageError(f"--resume {path}: it was trained on " + ", ".join(f"{k}={old[k]!r}" for k in differ)
+                         + " but this run asks for " + ", ".join(f"{k}={getattr(data_used, k)!r}" for k in differ)
+                         + ": pass the flags of the original run")
+    changed = [f"{k} {v} -> {getattr(train_config, k)}" for k, v in saved["train_config"].items()
+               if k not in ("epochs", "eval_samples", "device") and v != getattr(train_config, k)]
+    if changed:
+        log.info("resuming with changed training settings (%s): the run will differ from an uninterrupted one",
+                 ", ".join(changed))
+
+
 def run_training(
     model_config: ModelConfig, data_config: DataConfig, train_config: TrainConfig, out: str | Path,
-    progress: bool = True,
+    progress: bool = True, resume: str | Path | None = None, checkpoint_every: int = 1,
 ) -> dict:
     """Train, evaluate on the test set, and write checkpoint.pt, metrics.json, history.csv and
-    PNG figures into ``out``. Returns the metrics. Seeds are the caller's to set."""
+    PNG figures into ``out``. Returns the metrics. Seeds are the caller's to set.
+
+    checkpoint.pt is rewritten (atomically) every ``checkpoint_every`` epochs and after the last;
+    ``resume`` names a checkpoint to go on from (same model and data; see _check_resumable).
+    """
     start = time.perf_counter()
     out = writable_dir(out)
+    path = out / "checkpoint.pt"
     device = resolve_device(train_config.device)
+    saved = checkpoint.read(resume, device) if resume is not None else None
     vae, data, data_used = build(model_config, data_config, device)
     if data_used.dataset != data_config.dataset:
         log.info("dataset used: %s (%d training, %d validation, %d test images)", data_used.dataset,
                  len(data.train), len(data.valid), len(data.test))
-    if train_config.init_output_bias:
-        vae.init_output_bias(data.train)
     optimizer = torch.optim.Adam(vae.parameters(), lr=train_config.lr)
-    history = fit(vae, optimizer, data, train_config, progress=progress)
+    state = None
+    if saved is not None:
+        checkpoint.check_compatible(vae, saved, f"--resume {resume}")
+        _check_resumable(saved, Path(resume), data_used, train_config)
+        state = checkpoint.train_state(saved)
+        checkpoint.restore(vae, saved, kept=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        log.info("resuming %s after epoch %d of %d", resume, state.epoch, train_config.epochs)
+    elif train_config.init_output_bias:
+        vae.init_output_bias(data.train)
+
+    def save(snapshot: Snapshot) -> None:
+        checkpoint.save(path, vae, optimizer, data_used, train_config, snapshot=snapshot)
+
+    try:
+        state = fit(vae, optimizer, data, train_config, progress, state=state, save=save, save_every=checkpoint_every)
+    except TrainingDiverged as error:
+        if path.exists():
+            after = f"the last good checkpoint, {path}, is left as it was; {REMEDIES}, and pass --resume to go on from it"
+        else:
+            after = f"no checkpoint was written yet; {REMEDIES}"
+        raise TrainingDiverged(f"training diverged: {error}; {after}", error.epoch, error.step) from None
+    except TrainingInterrupted as error:
+        where = f"epoch {error.epoch} is saved in {path}" if error.epoch else "no epoch was completed, nothing saved"
+        raise TrainingInterrupted(error.epoch, f"interrupted: {where}; to go on, run the same command with --resume"
+                                  if error.epoch else f"interrupted: {where}") from None
+    history = state.history
 
     # the epoch whose parameters the VAE holds now: the best validation one under early stopping
     kept = max(history, key=lambda r: r.valid_elbo) if train_config.patience else history[-1]
@@ -106,7 +156,6 @@ def run_training(
             report.gap.mean,
         )
 
-    checkpoint.save(out / "checkpoint.pt", vae, optimizer, data_used, train_config, epoch=kept.epoch)
     with torch.no_grad():
         x = data.test[:32]
         plot_reconstructions(x, vae.reconstruct(x), data.image_shape, out / "reconstructions.png")

@@ -10,10 +10,13 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import pyro
 import torch
 from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
@@ -22,7 +25,7 @@ from tqdm.auto import tqdm
 
 from pyro_vae.config import TrainConfig
 from pyro_vae.data import PreparedData
-from pyro_vae.errors import UsageError
+from pyro_vae.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from pyro_vae.iwae import IWAE_ELBO
 from pyro_vae.vae import VAE
 
@@ -102,7 +105,7 @@ class EpochRecord:
 
 def train_epoch(
     vae: VAE, elbo: ELBO, optimizer: torch.optim.Optimizer, data: PreparedData, batch_size: int,
-    drop_last: bool = False, progress: tqdm | None = None,
+    drop_last: bool = False, progress: tqdm | None = None, epoch: int = 0,
 ) -> tuple[Tensor, int]:
     """One pass over a random permutation of the training set.
 
@@ -110,25 +113,40 @@ def train_epoch(
     and how many images that was. ``drop_last`` skips a final partial batch: Pyro's JIT caches
     one trace per argument structure, not per shape, so a smaller batch would reuse a trace
     built for the full batch size.
+
+    Raises TrainingDiverged at the first non-finite loss, checked on the device every
+    PROGRESS_EVERY steps so that the loop does not wait on the device at every step.
     """
     n = len(data.train)
     batches = torch.randperm(n, device=data.train.device).split(batch_size)
     if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
         batches = batches[:-1]
     total = data.train.new_zeros(())
+    first_bad = torch.full((), -1, device=data.train.device)  # the first step with a non-finite loss
     seen = 0
     for step, index in enumerate(batches, 1):
         x = data.minibatch(index)  # (B, D)
-        loss = elbo.differentiable_loss(vae.model, vae.guide, x, size=n)  # -ELBO of all n images
+        try:
+            loss = elbo.differentiable_loss(vae.model, vae.guide, x, size=n)  # -ELBO of all n images
+        except ValueError as error:  # with validation on, Pyro refuses NaN distribution parameters
+            if "found invalid values" not in str(error):
+                raise
+            raise TrainingDiverged(f"non-finite network output at epoch {epoch}, step {step} of {len(batches)}",
+                                   epoch, step) from None
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total -= loss.detach() * (len(index) / n)  # undo the plate's n/B scaling
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
         seen += len(index)
+        if step % PROGRESS_EVERY == 0 or step == len(batches):
+            if first_bad.item() >= 0:
+                raise TrainingDiverged(f"non-finite loss at epoch {epoch}, step {first_bad.item()} of {len(batches)}",
+                                       epoch, int(first_bad.item()))
+            if progress is not None:
+                progress.set_postfix_str(f"ELBO {total.item() / seen:.2f}")
         if progress is not None:
             progress.update(1)
-            if step % PROGRESS_EVERY == 0 or step == len(batches):
-                progress.set_postfix_str(f"ELBO {total.item() / seen:.2f}")
     return total, seen
 
 
@@ -140,14 +158,67 @@ def evaluate_elbo(vae: VAE, elbo: ELBO, x: Tensor, batch_size: int) -> Tensor:
     return -total / len(x)
 
 
+def rng_state() -> dict[str, Any]:
+    """Every random number generator training draws from (torch's CPU and CUDA ones drive the
+    minibatch order, z and dynamic binarization), in types ``torch.load(weights_only=True)`` reads."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "random": random.getstate()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate(state["random"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+@dataclass
+class TrainState:
+    """Where training stands after a completed epoch: with the networks and the optimizer, all
+    that a resumed run needs to go on exactly as an uninterrupted one would."""
+
+    epoch: int = 0  # epochs completed
+    history: list[EpochRecord] = field(default_factory=list)
+    best_valid: float = -math.inf  # early stopping: the best validation bound so far ...
+    best_epoch: int = 0  # ... its epoch ...
+    best_params: dict[str, Tensor] | None = None  # ... and vae.state_dict() then (patience > 0 only)
+    stopped_early: bool = False
+    rng: dict[str, Any] | None = None  # rng_state() at the end of ``epoch``
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Copies of everything a checkpoint holds, taken at the end of an epoch."""
+
+    vae: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    state: TrainState
+
+
+def take_snapshot(vae: VAE, optimizer: torch.optim.Optimizer, state: TrainState) -> Snapshot:
+    return Snapshot(copy.deepcopy(vae.state_dict()), copy.deepcopy(optimizer.state_dict()), copy.deepcopy(state))
+
+
 def fit(
     vae: VAE, optimizer: torch.optim.Optimizer, data: PreparedData, config: TrainConfig,
     progress: bool = True, callback: Callable[[EpochRecord], None] | None = None,
-) -> list[EpochRecord]:
-    """Train for ``config.epochs`` epochs; log and return one record per epoch.
+    state: TrainState | None = None, save: Callable[[Snapshot], None] | None = None, save_every: int = 1,
+) -> TrainState:
+    """Train until ``config.epochs`` epochs are done; log one record per epoch; return the state.
 
-    With ``config.patience``, stops when the validation bound has not improved for that many
-    epochs, and leaves ``vae`` at its best-validation parameters. ``callback`` sees each record.
+    ``state`` (from a checkpoint) resumes: epochs, history, early-stopping bookkeeping and RNG
+    states go on from there. ``save`` receives a snapshot every ``save_every`` epochs and after the
+    last one. With ``config.patience``, stops when the validation bound has not improved for that
+    many epochs, and leaves ``vae`` at its best-validation parameters. ``callback`` sees each record.
+
+    Ctrl-C: the partial epoch is dropped, the last completed epoch is saved (when it was not yet)
+    and TrainingInterrupted is raised. A non-finite loss raises TrainingDiverged, nothing saved.
     """
     # pyro.module registers the networks in Pyro's global param store by name; an entry left by an
     # earlier VAE in this process would shadow this one's parameters inside the JIT-compiled ELBO.
@@ -155,36 +226,64 @@ def fit(
     elbo = make_elbo(config.elbo, config.num_particles, config.jit)
     eval_elbo = make_elbo(config.elbo, config.num_particles)
     steps = -(-len(data.train) // config.batch_size)
-    history: list[EpochRecord] = []
-    best, best_state = -math.inf, None
-    for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
-        lr = learning_rate(config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        vae.train()
-        with tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False) as bar:
-            total, seen = train_epoch(vae, elbo, optimizer, data, config.batch_size, config.jit, bar)
-        vae.eval()
-        valid, test = (evaluate_elbo(vae, eval_elbo, x, config.batch_size).item() for x in (data.valid, data.test))
-        record = EpochRecord(epoch, lr, total.item() / seen, valid, test, time.perf_counter() - start)
-        history.append(record)
-        log.info(
-            "epoch %d/%d  %s train %.2f  valid %.2f  test %.2f nats/image  (%.1f s)",
-            epoch, config.epochs, objective_name(config), record.train_elbo, valid, test, record.seconds,
-        )
-        if callback is not None:
-            callback(record)
-        if config.patience:
-            if valid > best:
-                best, best_state, best_epoch = valid, copy.deepcopy(vae.state_dict()), epoch
-            elif epoch - best_epoch >= config.patience:
-                log.info("early stop: no better validation bound in %d epochs; keeping epoch %d (valid %.2f)",
-                         config.patience, best_epoch, best)
-                break
-    if best_state is not None and history[-1].valid_elbo < best:
-        vae.load_state_dict(best_state)
-    return history
+    state = state or TrainState()
+    if state.rng is not None:
+        set_rng_state(state.rng)
+    last: Snapshot | None = None  # the latest completed epoch, not yet saved
+    saved = state.epoch  # the latest epoch in the checkpoint
+
+    def flush() -> None:
+        nonlocal last, saved
+        if save is not None and last is not None:
+            save(last)
+            saved, last = last.state.epoch, None
+
+    try:
+        while state.epoch < config.epochs and not state.stopped_early:
+            epoch = state.epoch + 1
+            start = time.perf_counter()
+            lr = learning_rate(config, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            vae.train()
+            with tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False) as bar:
+                total, seen = train_epoch(vae, elbo, optimizer, data, config.batch_size, config.jit, bar, epoch)
+            vae.eval()
+            valid, test = (evaluate_elbo(vae, eval_elbo, x, config.batch_size).item() for x in (data.valid, data.test))
+            if not all(math.isfinite(v) for v in (valid, test)):
+                raise TrainingDiverged(f"non-finite validation or test bound at the end of epoch {epoch}", epoch, steps)
+            record = EpochRecord(epoch, lr, total.item() / seen, valid, test, time.perf_counter() - start)
+            state.history.append(record)
+            state.epoch = epoch
+            log.info(
+                "epoch %d/%d  %s train %.2f  valid %.2f  test %.2f nats/image  (%.1f s)",
+                epoch, config.epochs, objective_name(config), record.train_elbo, valid, test, record.seconds,
+            )
+            if config.patience:
+                if valid > state.best_valid:
+                    state.best_valid, state.best_epoch = valid, epoch
+                    state.best_params = copy.deepcopy(vae.state_dict())
+                elif epoch - state.best_epoch >= config.patience:
+                    state.stopped_early = True
+                    log.info("early stop: no better validation bound in %d epochs; keeping epoch %d (valid %.2f)",
+                             config.patience, state.best_epoch, state.best_valid)
+            if callback is not None:
+                callback(record)
+            state.rng = rng_state()  # after the callback: it may draw random numbers too
+            if save is not None:
+                last = take_snapshot(vae, optimizer, state)
+                if epoch % save_every == 0:
+                    flush()
+    except KeyboardInterrupt:
+        flush()
+        raise TrainingInterrupted(saved if save is not None else state.epoch) from None
+    except TrainingDiverged:
+        flush()  # the last completed epoch was finite: keep it
+        raise
+    flush()
+    if state.best_params is not None and state.history[-1].valid_elbo < state.best_valid:
+        vae.load_state_dict(state.best_params)
+    return state
 
 
 def objective_name(config: TrainConfig) -> str:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pyro
 
@@ -66,6 +67,11 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
     p.add_argument("--device", choices=DEVICES, default=t.device, help="auto picks CUDA when present (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seeds torch, numpy and the data split (default: %(default)s)")
     p.add_argument("--out", default="runs/train_svi", help="output directory (default: %(default)s)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=1,
+                   help="rewrite <out>/checkpoint.pt every N epochs, and after the last (default: %(default)s)")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                   help="go on from a checkpoint (default <out>/checkpoint.pt) of a run with the same flags; "
+                        "--epochs may grow. Model and data flags must match; changed training flags are allowed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     model = ModelConfig(z_dim=a.z_dim, hidden=a.hidden, activation=a.activation, likelihood=a.likelihood,
@@ -81,7 +87,9 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
 def run(argv: list[str] | None) -> None:
     model, data, train, args = parse(argv)
     pyro.set_rng_seed(args.seed)
-    run_training(model, data, train, args.out, progress=not args.no_progress)
+    resume = None if args.resume is None else (args.resume or Path(args.out) / "checkpoint.pt")
+    run_training(model, data, train, args.out, progress=not args.no_progress, resume=resume,
+                 checkpoint_every=args.checkpoint_every)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def test_training_raises_the_elbo_and_changes_every_parameter(elbo, particles, j
     eval_elbo = make_elbo("meanfield")
     start = evaluate_elbo(vae, eval_elbo, data.test, 64).item()
     config = TrainConfig(epochs=12, batch_size=32, lr=1e-2, elbo=elbo, num_particles=particles, jit=jit)
-    history = fit(vae, torch.optim.Adam(vae.parameters(), lr=config.lr), data, config, progress=False)
+    history = fit(vae, torch.optim.Adam(vae.parameters(), lr=config.lr), data, config, progress=False).history
     end = evaluate_elbo(vae, eval_elbo, data.test, 64).item()
     # 96 steps on two noisy prototypes: a random decoder scores ~-14 nats (20 pixels x log 2);
     # a fitted one ~-5 (the 5% flips cost ~0.2 nats each). 4 nats is far above the noise (~0.3).
@@ -156,7 +156,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(monkeypatch):
     data = PreparedData(x[:64], x[64:80], x[80:], "none", (4, 5))
     vae = small_vae()
     config = TrainConfig(epochs=20, batch_size=32, lr=1e-2, patience=3)
-    history = fit(vae, torch.optim.Adam(vae.parameters(), lr=config.lr), data, config, progress=False)
+    history = fit(vae, torch.optim.Adam(vae.parameters(), lr=config.lr), data, config, progress=False).history
     assert [r.epoch for r in history] == [1, 2, 3, 4, 5]  # epoch 5 is the third without improvement
     best = snapshots[2]  # the parameters evaluated at the end of epoch 2
     assert all(torch.equal(v, best[k]) for k, v in vae.state_dict().items())

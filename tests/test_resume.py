@@ -1,0 +1,169 @@
+"""Checkpoints, --resume, Ctrl-C, the NaN guard and determinism, through train_svi.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pyro_vae.train as train_module
+from pyro_vae import checkpoint
+from pyro_vae.data import PreparedData
+from test_scripts import ROOT, TINY, run_in_process
+
+
+def trained(out):
+    """Everything a run leaves that must match between two runs: weights, Adam state, metrics."""
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    return state, metrics["final"], (out / "history.csv").read_text().splitlines()
+
+
+def assert_same_run(a, b):
+    (state_a, final_a, history_a), (state_b, final_b, history_b) = a, b
+    for part in ("encoder", "decoder"):
+        for name, tensor in state_a[part].items():
+            assert torch.equal(tensor, state_b[part][name]), (part, name)  # bit for bit
+    for group_a, group_b in zip(state_a["optimizer"]["state"].values(), state_b["optimizer"]["state"].values()):
+        assert all(torch.equal(group_a[k], group_b[k]) for k in ("exp_avg", "exp_avg_sq", "step"))
+    assert final_a == final_b  # test ELBO and log p^(x): same floats
+    # per-epoch numbers equal; the last column is wall time
+    assert [row.rsplit(",", 1)[0] for row in history_a] == [row.rsplit(",", 1)[0] for row in history_b]
+
+
+def interrupt_in_epoch(monkeypatch, epoch):
+    """Ctrl-C (a KeyboardInterrupt, as SIGINT raises) in the middle of ``epoch``."""
+    real = train_module.train_epoch
+
+    def train_epoch(*args, **kwargs):
+        if kwargs.get("epoch", args[7] if len(args) > 7 else None) == epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_epoch", train_epoch)
+
+
+def test_same_seed_same_numbers(tiny_mnist, tmp_path):
+    # dynamic binarization, the default here, draws from the same RNG as z: both are covered
+    for name in ("a", "b"):
+        assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path / name, *TINY]) == 0
+    assert_same_run(trained(tmp_path / "a"), trained(tmp_path / "b"))
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path / "c", *TINY, "--seed", "1"]) == 0
+    assert trained(tmp_path / "c")[1] != trained(tmp_path / "a")[1]
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_mnist, tmp_path, monkeypatch, capsys):
+    argv = ["--data-dir", tiny_mnist, *TINY, "--epochs", "4"]
+    assert run_in_process("train_svi", [*argv, "--out", tmp_path / "whole"]) == 0
+
+    interrupt_in_epoch(monkeypatch, 3)
+    assert run_in_process("train_svi", [*argv, "--out", tmp_path / "parts"]) == 130
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "epoch 2 is saved in" in message and "--resume" in message, message
+    assert torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=True)["train_state"]["epoch"] == 2
+    monkeypatch.undo()
+
+    assert run_in_process("train_svi", [*argv, "--out", tmp_path / "parts", "--resume"]) == 0
+    assert_same_run(trained(tmp_path / "whole"), trained(tmp_path / "parts"))
+
+
+def test_resume_with_more_epochs_and_sparse_checkpoints(tiny_mnist, tmp_path, monkeypatch):
+    argv = ["--data-dir", tiny_mnist, *TINY, "--checkpoint-every", "3"]
+    interrupt_in_epoch(monkeypatch, 2)  # epoch 1 is done but not yet saved: Ctrl-C saves it
+    assert run_in_process("train_svi", [*argv, "--epochs", "5", "--out", tmp_path]) == 130
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["train_state"]["epoch"] == 1
+    monkeypatch.undo()
+    assert run_in_process("train_svi", [*argv, "--epochs", "5", "--out", tmp_path, "--resume"]) == 0
+    assert run_in_process("train_svi", [*argv, "--epochs", "7", "--out", tmp_path, "--resume", tmp_path / "checkpoint.pt"]) == 0
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["train_state"]
+    assert [r["epoch"] for r in state["history"]] == list(range(1, 8))
+
+
+def test_sigint_saves_and_says_how_to_resume(tiny_mnist, tmp_path):
+    """A real SIGINT to a real process, then --resume: the same run as one never interrupted."""
+    argv = ["--data-dir", str(tiny_mnist), *TINY, "--epochs", "40"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(ROOT / "scripts" / "train_svi.py"), *argv]
+    process = subprocess.Popen([*command, "--out", str(tmp_path / "parts")], cwd=tmp_path, env=env,
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if line.startswith("epoch 2/40"):
+            process.send_signal(signal.SIGINT)
+            break
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 130, rest
+    saved = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=True)["train_state"]["epoch"]
+    # epoch 2 may or may not have reached the checkpoint when the signal came; the message says which
+    assert 1 <= saved < 40 and f"epoch {saved} is saved in" in rest and "--resume" in rest, rest
+    assert "Traceback" not in rest, rest
+    subprocess.run([*command, "--out", str(tmp_path / "parts"), "--resume"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=300)
+    subprocess.run([*command, "--out", str(tmp_path / "whole")], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=300)
+    assert_same_run(trained(tmp_path / "whole"), trained(tmp_path / "parts"))
+
+
+@pytest.mark.parametrize("validation", [True, False], ids=["pyro-validation", "no-validation"])
+def test_nan_stops_naming_epoch_step_and_the_good_checkpoint(tiny_mnist, tmp_path, monkeypatch, capsys, validation):
+    """Validation on: Pyro refuses the NaN parameters at once. Off: the loss goes NaN and the
+    device-side check (every few steps) names the first bad step."""
+    import pyro
+
+    calls = {"n": 0}
+    real = PreparedData.minibatch
+
+    def minibatch(self, index):  # 54 training images in batches of 16: 4 steps an epoch
+        calls["n"] += 1
+        x = real(self, index)
+        return torch.full_like(x, float("nan")) if calls["n"] == 6 else x  # epoch 2, step 2
+
+    monkeypatch.setattr(PreparedData, "minibatch", minibatch)
+    pyro.enable_validation(validation)
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY, "--epochs", "3"]) == 3
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: training diverged: non-finite") and "at epoch 2, step 2 of 4" in line, line
+    assert "last good checkpoint" in line and "--lr" in line and "--resume" in line
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["train_state"]["epoch"] == 1  # epoch 1's checkpoint, not overwritten
+    assert all(torch.isfinite(t).all() for t in state["decoder"].values())
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--z-dim", "3"], "was trained with z_dim=2 but this model has z_dim=3"),
+        (["--likelihood", "gaussian"], "likelihood='bernoulli'"),
+        (["--hidden", "16,16"], "hidden=(16,)"),
+        (["--binarize", "static"], "binarize='dynamic' but this run asks for binarize='static'"),
+    ],
+)
+def test_resume_with_another_model_or_data_is_one_line(tiny_mnist, tmp_path, capsys, flags, message):
+    argv = ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]
+    assert run_in_process("train_svi", argv) == 0
+    capsys.readouterr()
+    assert run_in_process("train_svi", [*argv, *flags, "--resume"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --resume") and message in lines[0], lines
+
+
+def test_checkpoint_restore_into_another_architecture_is_a_clear_error(tiny_mnist, tmp_path):
+    from pyro_vae.config import ModelConfig
+    from pyro_vae.errors import UsageError
+    from pyro_vae.vae import VAE
+
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]) == 0
+    state = checkpoint.read(tmp_path / "checkpoint.pt")
+    with pytest.raises(UsageError, match=r"z_dim=2.*z_dim=20"):
+        checkpoint.restore(VAE(784, ModelConfig()), state)
+    with pytest.raises(UsageError, match="x_dim=784.*x_dim=100"):
+        checkpoint.restore(VAE(100, ModelConfig(z_dim=2, hidden=(16,))), state)
+
+
+def test_resume_without_a_checkpoint_is_one_line(tmp_path, capsys):
+    assert run_in_process("train_svi", ["--out", tmp_path, "--resume"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "does not exist" in lines[0]
