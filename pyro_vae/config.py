@@ -44,6 +44,9 @@ class DataConfig:
     # on grey data); static: threshold at 0.5; none: keep grey values; auto: dynamic for the
     # Bernoulli likelihood on grey data, none otherwise.
     binarize: str = "auto"
+    # add U(0, 1) noise to 8-bit pixels, (k + u)/256, so that a continuous likelihood's log p(x)
+    # bounds the probability of the 8-bit image (see data.dequantize)
+    dequantize: bool = False
     download: bool = True  # try torchvision's download when the files are not on disk
     seed: int = 0  # shuffles and splits the mnist5k subset; draws the fixed binarized test set
 

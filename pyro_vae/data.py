@@ -229,23 +229,47 @@ class PreparedData:
     test: Tensor  # (M, D) on the device, fixed likewise
     binarize: str  # the resolved mode: dynamic, static or none
     image_shape: tuple[int, int]  # (H, W) with H * W = D, for figures
+    test_labels: Tensor | None = None  # (M,) class labels of the test set, for figures, when known
+    dequantize: bool = False  # training pixels get fresh uniform noise every minibatch (see dequantize)
 
     def minibatch(self, index: Tensor) -> Tensor:
-        """Training images at ``index``, freshly binarized when the mode is dynamic.   (B,) -> (B, D)"""
+        """Training images at ``index``, freshly binarized or dequantized as configured.   (B,) -> (B, D)"""
         x = self.train[index]
+        if self.dequantize:
+            return dequantize(x)
         # dynamic binarization (Salakhutdinov & Murray 2008): a new binary image every pass
         return torch.bernoulli(x) if self.binarize == "dynamic" else x
 
 
+LEVELS = 256  # 8-bit pixels
+
+
+def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """8-bit pixels stored as k/255 -> (k + u) / 256 with u ~ U(0, 1) (Theis et al. 2016; Uria et
+    al. 2013). A density p on [0, 1]^D then bounds the probability of the 8-bit image k:
+    log P(k) >= E_u log p((k + u)/256) - D log 256."""
+    k = torch.round(x * (LEVELS - 1))
+    u = torch.rand(x.shape, generator=generator, device=x.device) if generator is None else \
+        torch.rand(x.shape, generator=generator).to(x.device)
+    return (k + u) / LEVELS
+
+
 def prepare_data(
-    dataset: Dataset, likelihood: Likelihood, binarize: str, seed: int, device: torch.device | str = "cpu"
+    dataset: Dataset, likelihood: Likelihood, binarize: str, seed: int, device: torch.device | str = "cpu",
+    dequantize_pixels: bool = False,
 ) -> PreparedData:
-    """Binarize as asked, check the likelihood's support, and move the tensors to ``device``.
+    """Binarize or dequantize as asked, check the likelihood's support, and move the tensors to ``device``.
 
     ``binarize`` must be resolved already (see resolve_binarize). The validation and test sets of
-    a dynamic run are binarized once with ``seed``, so that every evaluation scores the same images.
+    a dynamic or dequantized run are drawn once with ``seed``, so every evaluation scores the same images.
     """
     splits = {"training": dataset.train, "validation": dataset.valid, "test": dataset.test}
+    if dequantize_pixels:
+        if binarize != "none" or likelihood.wants_binary_data:
+            raise UsageError("--dequantize adds uniform noise to 8-bit pixels for a continuous likelihood: use "
+                             "--likelihood continuous-bernoulli or gaussian, with --binarize none (or auto)")
+        if any(not torch.allclose(x * (LEVELS - 1), torch.round(x * (LEVELS - 1)), atol=1e-4) for x in splits.values()):
+            raise UsageError(f"{dataset.name}: --dequantize needs 8-bit pixels stored as k/255, and these are not")
     if binarize == "dynamic" and not all(bool(((x >= 0) & (x <= 1)).all()) for x in splits.values()):
         raise UsageError(
             f"{dataset.name}: dynamic binarization draws Bernoulli(intensity) pixels, so intensities "
@@ -253,17 +277,18 @@ def prepare_data(
         )
     if binarize == "static":
         splits = {split: (x > 0.5).float() for split, x in splits.items()}
-    elif binarize == "dynamic":
+    elif binarize == "dynamic" or dequantize_pixels:
         generator = torch.Generator().manual_seed(seed)
-        splits = {split: x if split == "training" else torch.bernoulli(x, generator=generator)
-                  for split, x in splits.items()}
+        draw = (lambda x: dequantize(x, generator)) if dequantize_pixels else (lambda x: torch.bernoulli(x, generator=generator))
+        splits = {split: x if split == "training" else draw(x) for split, x in splits.items()}
     for split, x in splits.items():
-        # dynamic training batches are binary by construction; every fixed split is checked
-        if binarize == "dynamic" and split == "training":
+        # training batches drawn per minibatch are in the support by construction; fixed splits are checked
+        if (binarize == "dynamic" or dequantize_pixels) and split == "training":
             continue
         try:
             likelihood.check_support(x)
         except UsageError as error:
             raise UsageError(f"{dataset.name} {split} set: {error}") from None
     train, valid, test = (x.to(device) for x in splits.values())
-    return PreparedData(train, valid, test, binarize, dataset.image_shape)
+    labels = None if dataset.labels is None else dataset.labels["test"]
+    return PreparedData(train, valid, test, binarize, dataset.image_shape, labels, dequantize_pixels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -13,11 +14,13 @@ import torch
 
 from pyro_vae import checkpoint
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
-from pyro_vae.data import PreparedData, load_dataset, prepare_data, resolve_binarize
+from pyro_vae.data import LEVELS, PreparedData, load_dataset, prepare_data, resolve_binarize
 from pyro_vae.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from pyro_vae.evaluation import evaluate_bounds
 from pyro_vae.likelihoods import make_likelihood
-from pyro_vae.plots import plot_history, plot_reconstructions, plot_samples
+from pyro_vae.plots import (
+    manifold_grid, plot_history, plot_latent, plot_manifold, plot_reconstructions, plot_samples,
+)
 from pyro_vae.train import Snapshot, fit, objective_name
 from pyro_vae.vae import VAE
 
@@ -55,7 +58,7 @@ def build(model_config: ModelConfig, data_config: DataConfig, device: torch.devi
             "warning: --binarize none scores grey pixels as Bernoulli targets (as pytorch/examples does); that "
             "is not a normalized likelihood on [0, 1], so this ELBO and log p(x) are not comparable with others'"
         )
-    data = prepare_data(dataset, likelihood, binarize, data_config.seed, device)
+    data = prepare_data(dataset, likelihood, binarize, data_config.seed, device, data_config.dequantize)
     vae = VAE(dataset.train.shape[1], model_config, likelihood).to(device)
     return vae, data, replace(data_config, dataset=dataset.name, binarize=binarize)
 
@@ -81,9 +84,9 @@ def _check_resumable(saved: dict, path: Path, data_used: DataConfig, train_confi
     """A UsageError when the run asks for other data than the checkpoint's; a logged line for
     changed training settings (allowed, e.g. a lower --lr after a divergence)."""
     old = saved["data_config"]
-    differ = [k for k in ("dataset", "binarize", "seed") if old[k] != getattr(data_used, k)]
+    differ = [k for k in ("dataset", "binarize", "seed", "dequantize") if old.get(k, False) != getattr(data_used, k)]
     if differ:
-        raise UsageError(f"--resume {path}: it was trained on " + ", ".join(f"{k}={old[k]!r}" for k in differ)
+        raise UsageError(f"--resume {path}: it was trained on " + ", ".join(f"{k}={old.get(k, False)!r}" for k in differ)
                          + " but this run asks for " + ", ".join(f"{k}={getattr(data_used, k)!r}" for k in differ)
                          + ": pass the flags of the original run")
     changed = [f"{k} {v} -> {getattr(train_config, k)}" for k, v in saved["train_config"].items()
@@ -150,16 +153,18 @@ def run_training(
         final["test_log_likelihood"] = {"num_samples": report.num_samples, **asdict(report.log_likelihood)}
         final["test_elbo_from_importance_samples"] = asdict(report.elbo)
         final["khat_above_0.7"] = report.khat_above
+        if data_config.dequantize:  # a density on [0, 1]^D bounds the probability of the 8-bit image
+            nats = report.log_likelihood.mean - data.test.shape[1] * math.log(LEVELS)
+            final["test_log_likelihood_8bit"] = nats
+            final["bits_per_dim"] = -nats / (data.test.shape[1] * math.log(2))
+            log.info("8-bit test images: log P(x) >= %.2f nats, %.3f bits/dim", nats, final["bits_per_dim"])
         log.info(
             "test log p^(x) %.2f ± %.2f nats/image (K=%d importance samples); test ELBO %.2f; gap %.2f",
             report.log_likelihood.mean, report.log_likelihood.se, report.num_samples, report.elbo.mean,
             report.gap.mean,
         )
 
-    with torch.no_grad():
-        x = data.test[:32]
-        plot_reconstructions(x, vae.reconstruct(x), data.image_shape, out / "reconstructions.png")
-        plot_samples(vae.decode_mean(torch.randn(64, model_config.z_dim, device=device)), data.image_shape, out / "samples.png")
+    figures = write_figures(vae, data, out)
     log_likelihood = final.get("test_log_likelihood", {}).get("mean")
     plot_history(history, out / "learning_curve.png", log_likelihood, objective_name(train_config), kept.epoch)
     with open(out / "history.csv", "w", newline="") as f:
@@ -170,17 +175,35 @@ def run_training(
         "config": {"model": asdict(model_config), "data": asdict(data_config), "train": asdict(train_config)},
         "dataset": data_used.dataset,
         "binarize": data_used.binarize,
+        "x_dim": data.test.shape[1],
         "num_train": len(data.train),
         "num_valid": len(data.valid),
         "num_test": len(data.test),
         "final": final,
+        "history": [asdict(record) for record in history],
         "wall_seconds": time.perf_counter() - start,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "versions": checkpoint.versions(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("wrote %s: checkpoint.pt metrics.json history.csv reconstructions.png samples.png learning_curve.png", out)
+    log.info("wrote %s: checkpoint.pt metrics.json history.csv learning_curve.png %s", out, " ".join(figures))
     return metrics
+
+
+@torch.no_grad()
+def write_figures(vae: VAE, data: PreparedData, out: Path) -> list[str]:
+    """Reconstructions, prior samples, the test set's latent means (scatter for z = 2, PCA above)
+    and, for z = 2, the decoded manifold, as PNGs in ``out``; returns the file names."""
+    x, z_dim = data.test[:32], vae.config.z_dim
+    plot_reconstructions(x, vae.reconstruct(x), data.image_shape, out / "reconstructions.png")
+    plot_samples(vae.decode_mean(torch.randn(64, z_dim, device=x.device)), data.image_shape, out / "samples.png")
+    loc = torch.cat([vae.encoder(batch)[0] for batch in data.test.split(1000)])  # (M, Z)
+    plot_latent(loc, data.test_labels, out / "latent.png")
+    written = ["reconstructions.png", "samples.png", "latent.png"]
+    if z_dim == 2:
+        plot_manifold(vae.decode_mean(manifold_grid().to(x.device)), data.image_shape, out / "manifold.png")
+        written.append("manifold.png")
+    return written
 
 
 def load_run(path: str | Path, device: str = "auto", data_dir: str | None = None) -> tuple[VAE, PreparedData, dict]:

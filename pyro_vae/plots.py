@@ -41,6 +41,50 @@ def plot_samples(images: Tensor, image_shape: tuple[int, int], path: str | Path)
     _save_grid(_grid(images, image_shape, 8), "mean of p(x|z), z ~ N(0, I)", path)
 
 
+def project_2d(z: Tensor) -> tuple[Tensor, tuple[str, str]]:
+    """(N, Z) -> (N, 2): z itself when Z = 2, else its first two principal components (PCA by SVD),
+    with the two axis labels."""
+    if z.shape[1] == 2:
+        return z, ("$z_1$", "$z_2$")
+    centred = z - z.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    explained = 100 * s**2 / (s**2).sum()
+    return centred @ v[:2].T, tuple(f"principal component {i + 1} ({explained[i]:.0f}% of the variance)" for i in (0, 1))
+
+
+def plot_latent(loc: Tensor, labels: Tensor | None, path: str | Path, title: str = "") -> None:
+    """The test set's posterior means E_q[z|x] (N, Z): a scatter for Z = 2, else their 2-D PCA
+    projection, coloured by class label when there are labels."""
+    xy, (xlabel, ylabel) = project_2d(loc.detach().float().cpu())
+    fig = Figure(figsize=(6, 5.2))
+    ax = fig.add_subplot()
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.5)
+    else:
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=labels.cpu(), cmap="tab10", vmin=-0.5, vmax=9.5, s=3, alpha=0.7)
+        fig.colorbar(points, ax=ax, ticks=range(10), label="class")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    projected = "" if loc.shape[1] == 2 else f", {loc.shape[1]}-D projected by PCA"
+    ax.set_title(title or f"posterior means E[z|x] of {len(xy)} test images{projected}", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+
+
+def manifold_grid(n: int = 20, low: float = 0.05, high: float = 0.95) -> Tensor:
+    """n x n points z in R^2 through the inverse Gaussian CDF of an even grid on [low, high]^2, so
+    that each covers equal prior mass (Kingma & Welling 2014, Fig. 4). (n*n, 2), rows top to bottom."""
+    quantiles = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(low, high, n))
+    z2, z1 = torch.meshgrid(quantiles.flip(0), quantiles, indexing="ij")  # z2 grows upwards
+    return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1)
+
+
+def plot_manifold(images: Tensor, image_shape: tuple[int, int], path: str | Path) -> None:
+    """Decoded means of manifold_grid(n): (n*n, D) images, z_1 left to right, z_2 bottom to top."""
+    n = round(len(images) ** 0.5)
+    _save_grid(_grid(images, image_shape, n), "learned 2-D manifold: mean of p(x|z) on a grid of prior quantiles", path)
+
+
 def plot_history(
     history: Sequence[EpochRecord], path: str | Path, test_log_likelihood: float | None = None,
     objective: str = "ELBO", kept_epoch: int | None = None,
@@ -57,6 +101,10 @@ def plot_history(
     if test_log_likelihood is not None:
         ax.plot([kept_epoch or epochs[-1]], [test_log_likelihood], marker="*", markersize=12, linestyle="none",
                 label=f"test log p̂(x) = {test_log_likelihood:.2f}")
+    if len(history) > 3:  # the first epoch's running train bound would squash the rest of the curve
+        later = [v for r in history[1:] for v in (r.train_elbo, r.valid_elbo, r.test_elbo)]
+        top = max(later + ([test_log_likelihood] if test_log_likelihood is not None else []))
+        ax.set_ylim(min(later) - 0.05 * (top - min(later)), top + 0.1 * (top - min(later)))
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per image")
     ax.grid(alpha=0.3)

@@ -24,6 +24,11 @@ class VAE(nn.Module):
         self.encoder = Encoder(x_dim, config.hidden, config.z_dim, config.activation)
         out_features = x_dim * self.likelihood.params_per_pixel
         self.decoder = Decoder(config.z_dim, config.hidden[::-1], out_features, config.activation)
+        # One bound method each for the VAE's lifetime: Pyro's JIT ELBOs key their compiled traces by
+        # id(model) and id(guide), and every `vae.model` lookup would otherwise make a new object with
+        # a new id, so the JIT would retrace at every step (measured: 5x slower than no JIT).
+        self.model = self.model
+        self.guide = self.guide
 
     def model(self, x: Tensor, size: int | None = None) -> None:
         model(x, self.decoder, self.likelihood, self.config.z_dim, size)

@@ -38,6 +38,9 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
     p.add_argument("--binarize", choices=BINARIZE, default=d.binarize,
                    help="dynamic: resample pixels as Bernoulli(intensity) every minibatch; static: threshold 0.5; "
                         "none: keep grey values; auto: dynamic for bernoulli on grey data, else none (default: %(default)s)")
+    p.add_argument("--dequantize", action="store_true",
+                   help="add U(0,1) noise to 8-bit pixels, (k + u)/256, so that a continuous likelihood's log p(x) "
+                        "bounds the probability of the 8-bit images (continuous-bernoulli, gaussian)")
     p.add_argument("--scale-floor", type=positive_float, default=m.scale_floor,
                    help="gaussian likelihood: lower bound on each pixel's scale (default: %(default)s)")
     p.add_argument("--z-dim", type=positive_int, default=m.z_dim, help="latent dimension (default: %(default)s)")
@@ -77,7 +80,7 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
     model = ModelConfig(z_dim=a.z_dim, hidden=a.hidden, activation=a.activation, likelihood=a.likelihood,
                         scale_floor=a.scale_floor)
     data = DataConfig(dataset=a.dataset or d.dataset, data_dir=a.data_dir, binarize=a.binarize,
-                      download=not a.no_download, seed=a.seed, fallback=a.dataset is None)
+                      dequantize=a.dequantize, download=not a.no_download, seed=a.seed, fallback=a.dataset is None)
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, elbo=a.elbo, num_particles=a.num_particles,
                         lr_schedule=a.lr_schedule, patience=a.patience, init_output_bias=a.init_output_bias,
                         jit=a.jit, eval_samples=a.eval_samples, device=a.device)

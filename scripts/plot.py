@@ -1,0 +1,47 @@
+"""Draw a trained VAE's figures from its checkpoint: reconstructions, prior samples, the test set's
+latent means (PCA above z = 2), the 2-D manifold (z = 2) and the learning curve.
+
+    python scripts/plot.py --checkpoint runs/train_svi/checkpoint.pt
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pyro
+
+from pyro_vae import checkpoint
+from pyro_vae.cli import ArgumentParser, main
+from pyro_vae.config import TrainConfig
+from pyro_vae.experiment import DEVICES, load_run, write_figures, writable_dir
+from pyro_vae.plots import plot_history
+from pyro_vae.train import objective_name
+
+log = logging.getLogger("pyro_vae")
+
+
+def run(argv: list[str] | None) -> None:
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train_svi.py")
+    p.add_argument("--data-dir", help="read the data from here instead of the directory used in training")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the prior samples (default: %(default)s)")
+    p.add_argument("--out", help="where the PNGs go (default: beside the checkpoint)")
+    a = p.parse_args(argv)
+
+    pyro.set_rng_seed(a.seed)
+    vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)
+    out = writable_dir(a.out or Path(a.checkpoint).parent)
+    written = write_figures(vae, data, out)
+    if "train_state" in state:
+        train_state = checkpoint.train_state(state)
+        plot_history(train_state.history, out / "learning_curve.png",
+                     objective=objective_name(TrainConfig(**state["train_config"])))
+        written.append("learning_curve.png")
+    log.info("wrote %s: %s", out, " ".join(written))
+
+
+if __name__ == "__main__":
+    sys.exit(main(run))

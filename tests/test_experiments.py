@@ -1,0 +1,53 @@
+"""The experiment scripts and the plotting command, end to end on tiny MNIST files."""
+
+import json
+
+from PIL import Image
+
+from test_scripts import ROOT, run_in_process
+
+
+def run_experiment(name, argv):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(module.run, [str(a) for a in argv])
+
+
+def test_z_sweep_runs_and_draws(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert run_experiment("z_sweep", ["--dataset", "mnist", "--data-dir", tiny_mnist, "--z-dims", "2,3",
+                                      "--epochs", "2", "--eval-samples", "10", "--out", out]) == 0
+    results = json.loads((out / "z_sweep.json").read_text())
+    assert set(results) == {"2", "3"} and len(results["2"]["history"]) == 2
+    assert Image.open(out / "z_sweep.png").size[0] > 500
+    assert (out / "z2" / "manifold.png").exists() and not (out / "z3" / "manifold.png").exists()
+    assert "| 3 |" in capsys.readouterr().out
+
+
+def test_likelihood_comparison_reports_bits_per_dim(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "lik"
+    assert run_experiment("likelihoods", ["--dataset", "mnist", "--data-dir", tiny_mnist, "--epochs", "1",
+                                          "--eval-samples", "10", "--out", out]) == 0
+    results = json.loads((out / "likelihoods.json").read_text())
+    for name in ("continuous-bernoulli", "gaussian"):
+        final = results[name]["final"]
+        # the 8-bit bound is the density's log p^ minus 784 log 256, and bits/dim its negative over 784 ln 2
+        assert abs(final["test_log_likelihood_8bit"] - (final["test_log_likelihood"]["mean"] - 784 * 5.545177444479562)) < 1e-6
+        assert abs(final["bits_per_dim"] + final["test_log_likelihood_8bit"] / (784 * 0.6931471805599453)) < 1e-9
+        assert results[name]["config"]["data"]["dequantize"]
+    assert results["bernoulli"]["binarize"] == "dynamic" and "bits_per_dim" not in results["bernoulli"]["final"]
+    assert Image.open(out / "likelihoods.png").size[0] > 500
+    assert "bits/dim" in capsys.readouterr().out
+
+
+def test_plot_command_redraws_a_run(tiny_mnist, tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", run_dir, "--epochs", "2", "--z-dim", "2",
+                                        "--hidden", "16", "--eval-samples", "0", "--no-progress"]) == 0
+    figures = tmp_path / "figures"
+    assert run_in_process("plot", ["--checkpoint", run_dir / "checkpoint.pt", "--out", figures]) == 0
+    for name in ("reconstructions.png", "samples.png", "latent.png", "manifold.png", "learning_curve.png"):
+        assert Image.open(figures / name).size[0] > 100, name
