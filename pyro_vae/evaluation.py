@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from pyro_vae.distributed import SINGLE, Context
 from pyro_vae.estimators import importance_log_weights, iwae_bound, pareto_khat
 from pyro_vae.model import DATA_PLATE
 from pyro_vae.vae import VAE
@@ -69,7 +70,7 @@ class BoundsReport:
 @torch.no_grad()
 def evaluate_bounds(
     vae: VAE, x: Tensor, ks: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 100,
-    chunk_size: int = 250, diagnose: bool = True,
+    chunk_size: int = 250, diagnose: bool = True, context: Context = SINGLE,
 ) -> BoundsReport:
     """ELBO, IWAE bounds for each k in ``ks`` and the PSIS k^ summary of ``vae`` on ``x`` (N, D).
 
@@ -82,7 +83,7 @@ def evaluate_bounds(
     num_samples = ks[-1]
     vae.eval()
     elbo, khat, bounds = [], [], {k: [] for k in ks}
-    for batch in x.split(batch_size):
+    for batch in context.shard(x).split(batch_size):  # distributed: each rank scores its shard
         log_w = importance_log_weights(
             vae.model, vae.guide, batch, num_samples=num_samples, plate=DATA_PLATE, chunk_size=chunk_size,
             max_plate_nesting=1,
@@ -92,8 +93,9 @@ def evaluate_bounds(
             bounds[k].append(iwae_bound(log_w, k))
         if diagnose and num_samples > 1:
             khat.append(pareto_khat(log_w))
-    elbo_n, bound_n = torch.cat(elbo), {k: torch.cat(v) for k, v in bounds.items()}
-    khat_n = torch.cat(khat) if khat else None
+    elbo_n = context.cat(torch.cat(elbo) if elbo else x.new_zeros(0))
+    bound_n = {k: context.cat(torch.cat(v) if v else x.new_zeros(0)) for k, v in bounds.items()}
+    khat_n = context.cat(torch.cat(khat) if khat else torch.zeros(0)) if diagnose and num_samples > 1 else None
     return BoundsReport(
         num_datapoints=len(x),
         num_samples=num_samples,

@@ -15,13 +15,14 @@ import torch
 from pyro_vae import checkpoint
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
 from pyro_vae.data import LEVELS, PreparedData, load_dataset, prepare_data, resolve_binarize
+from pyro_vae.distributed import SINGLE, Context
 from pyro_vae.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from pyro_vae.evaluation import evaluate_bounds
 from pyro_vae.likelihoods import make_likelihood
 from pyro_vae.plots import (
     manifold_grid, plot_history, plot_latent, plot_manifold, plot_reconstructions, plot_samples,
 )
-from pyro_vae.train import Snapshot, fit, objective_name
+from pyro_vae.train import Snapshot, fit, make_optimizer, objective_name
 from pyro_vae.vae import VAE
 
 log = logging.getLogger("pyro_vae")
@@ -99,23 +100,28 @@ def _check_resumable(saved: dict, path: Path, data_used: DataConfig, train_confi
 def run_training(
     model_config: ModelConfig, data_config: DataConfig, train_config: TrainConfig, out: str | Path,
     progress: bool = True, resume: str | Path | None = None, checkpoint_every: int = 1,
+    context: Context = SINGLE,
 ) -> dict:
     """Train, evaluate on the test set, and write checkpoint.pt, metrics.json, history.csv and
     PNG figures into ``out``. Returns the metrics. Seeds are the caller's to set.
 
     checkpoint.pt is rewritten (atomically) every ``checkpoint_every`` epochs and after the last;
     ``resume`` names a checkpoint to go on from (same model and data; see _check_resumable).
+    ``context``: data-parallel training and evaluation over torchrun's processes; rank 0 alone
+    writes files (see distributed.py).
     """
     start = time.perf_counter()
     out = writable_dir(out)
     path = out / "checkpoint.pt"
     device = resolve_device(train_config.device)
+    if context.distributed and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (distributed.init)
     saved = checkpoint.read(resume, device) if resume is not None else None
     vae, data, data_used = build(model_config, data_config, device)
     if data_used.dataset != data_config.dataset:
         log.info("dataset used: %s (%d training, %d validation, %d test images)", data_used.dataset,
                  len(data.train), len(data.valid), len(data.test))
-    optimizer = torch.optim.Adam(vae.parameters(), lr=train_config.lr)
+    optimizer = make_optimizer(vae.parameters(), train_config.lr)
     state = None
     if saved is not None:
         checkpoint.check_compatible(vae, saved, f"--resume {resume}")
@@ -131,7 +137,8 @@ def run_training(
         checkpoint.save(path, vae, optimizer, data_used, train_config, snapshot=snapshot)
 
     try:
-        state = fit(vae, optimizer, data, train_config, progress, state=state, save=save, save_every=checkpoint_every)
+        state = fit(vae, optimizer, data, train_config, progress, state=state, save=save if context.is_main else None,
+                    save_every=checkpoint_every, context=context)
     except TrainingDiverged as error:
         if path.exists():
             after = f"the last good checkpoint, {path}, is left as it was; {REMEDIES}, and pass --resume to go on from it"
@@ -149,7 +156,7 @@ def run_training(
     final = {"epoch": kept.epoch, "epochs_run": len(history), "objective": objective_name(train_config),
              "train_elbo": kept.train_elbo, "valid_elbo": kept.valid_elbo, "test_elbo": kept.test_elbo}
     if train_config.eval_samples:
-        report = evaluate_bounds(vae, data.test, ks=(train_config.eval_samples,))
+        report = evaluate_bounds(vae, data.test, ks=(train_config.eval_samples,), context=context)
         final["test_log_likelihood"] = {"num_samples": report.num_samples, **asdict(report.log_likelihood)}
         final["test_elbo_from_importance_samples"] = asdict(report.elbo)
         final["khat_above_0.7"] = report.khat_above
@@ -164,13 +171,6 @@ def run_training(
             report.gap.mean,
         )
 
-    figures = write_figures(vae, data, out)
-    log_likelihood = final.get("test_log_likelihood", {}).get("mean")
-    plot_history(history, out / "learning_curve.png", log_likelihood, objective_name(train_config), kept.epoch)
-    with open(out / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(history[0])))
-        writer.writeheader()
-        writer.writerows(asdict(record) for record in history)
     metrics = {
         "config": {"model": asdict(model_config), "data": asdict(data_config), "train": asdict(train_config)},
         "dataset": data_used.dataset,
@@ -181,10 +181,20 @@ def run_training(
         "num_test": len(data.test),
         "final": final,
         "history": [asdict(record) for record in history],
-        "wall_seconds": time.perf_counter() - start,
+        "processes": context.world_size,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "versions": checkpoint.versions(),
     }
+    if not context.is_main:
+        return metrics
+    figures = write_figures(vae, data, out)
+    log_likelihood = final.get("test_log_likelihood", {}).get("mean")
+    plot_history(history, out / "learning_curve.png", log_likelihood, objective_name(train_config), kept.epoch)
+    with open(out / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(history[0])))
+        writer.writeheader()
+        writer.writerows(asdict(record) for record in history)
+    metrics["wall_seconds"] = time.perf_counter() - start
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("wrote %s: checkpoint.pt metrics.json history.csv learning_curve.png %s", out, " ".join(figures))
     return metrics

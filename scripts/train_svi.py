@@ -2,6 +2,7 @@
 
     python scripts/train_svi.py                                   # MNIST, Bernoulli, 784-400-20
     python scripts/train_svi.py --likelihood continuous-bernoulli --elbo meanfield
+    torchrun --nproc_per_node=2 scripts/train_svi.py                # data-parallel over 2 processes
     python scripts/train_svi.py --dataset binarized-mnist --elbo iwae --num-particles 5 \
         --hidden 200,200 --activation tanh --z-dim 50 --init-output-bias --lr-schedule burda
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pyro
 
+from pyro_vae import distributed
 from pyro_vae.cli import ArgumentParser, int_list, main, non_negative_int, positive_float, positive_int
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
 from pyro_vae.data import BINARIZE, DATASETS
@@ -89,10 +91,14 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
 
 def run(argv: list[str] | None) -> None:
     model, data, train, args = parse(argv)
-    pyro.set_rng_seed(args.seed)
-    resume = None if args.resume is None else (args.resume or Path(args.out) / "checkpoint.pt")
-    run_training(model, data, train, args.out, progress=not args.no_progress, resume=resume,
-                 checkpoint_every=args.checkpoint_every)
+    context, _ = distributed.init(train.device)  # under torchrun: join the process group
+    try:
+        pyro.set_rng_seed(args.seed + context.rank)  # each rank its own z and binarization noise
+        resume = None if args.resume is None else (args.resume or Path(args.out) / "checkpoint.pt")
+        run_training(model, data, train, args.out, progress=not args.no_progress, resume=resume,
+                     checkpoint_every=args.checkpoint_every, context=context)
+    finally:
+        distributed.finish()
 
 
 if __name__ == "__main__":

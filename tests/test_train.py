@@ -147,7 +147,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(monkeypatch):
     scripted = iter([-10.0, -10.0, -5.0, -5.0, -6.0, -6.0, -7.0, -7.0, -5.5, -5.5] + [0.0] * 30)  # (valid, test) pairs
     snapshots = []
 
-    def fake_evaluate(vae, elbo, x, batch_size):  # called for validation, then test, each epoch
+    def fake_evaluate(vae, elbo, x, batch_size, context):  # called for validation, then test, each epoch
         snapshots.append({k: v.clone() for k, v in vae.state_dict().items()})
         return torch.tensor(next(scripted))
 
