@@ -184,7 +184,8 @@ def main() -> None:
     p.add_argument("--epoch-jit", action="store_true", help="pyro_vae with --jit in part 2")
     p.add_argument("--epoch-rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (pytorch/examples: 1 on CUDA)")
-    p.add_argument("--skip-epochs", action="store_true")
+    p.add_argument("--skip-steps", action="store_true", help="part 2 only")
+    p.add_argument("--skip-epochs", action="store_true", help="part 1 only")
     p.add_argument("--device", default="auto")
     p.add_argument("--one", choices=[*HAND, *VARIANTS], help=argparse.SUPPRESS)  # internal: one timing
     a = p.parse_args()
@@ -194,7 +195,8 @@ def main() -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
         print(json.dumps(one_variant(a.one, a, device)))
         return
-    bench_steps(a, device)
+    if not a.skip_steps:
+        bench_steps(a, device)
     if not a.skip_epochs:
         bench_epochs(a, device)
     print(f"\npeak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
