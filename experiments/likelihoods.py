@@ -25,7 +25,7 @@ import pyro
 import torch
 from matplotlib.figure import Figure
 
-from pyro_vae.cli import ArgumentParser, main, positive_int
+from pyro_vae.cli import ArgumentParser, add_experiment_arguments, main
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
 from pyro_vae.data import DATASETS
 from pyro_vae.experiment import load_run, run_training, writable_dir
@@ -69,14 +69,7 @@ def plot_comparison(results: dict[str, dict], samples: dict[str, torch.Tensor], 
 
 def run(argv: list[str] | None) -> None:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=[d for d in DATASETS if d != "binarized-mnist"], default=None,
-                   help="grey-scale data; default: mnist, falling back to mnist5k offline, as train_svi.py")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--epochs", type=positive_int, default=30, help="(default: %(default)s)")
-    p.add_argument("--eval-samples", type=positive_int, default=1000, help="K for log p^(x) (default: %(default)s)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/likelihoods")
+    add_experiment_arguments(p, "runs/likelihoods", [d for d in DATASETS if d != "binarized-mnist"])  # grey data
     a = p.parse_args(argv)
     out = writable_dir(a.out)
     train = TrainConfig(epochs=a.epochs, eval_samples=a.eval_samples, device=a.device)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyro
 from matplotlib.figure import Figure
 
-from pyro_vae.cli import ArgumentParser, int_list, main, non_negative_int, positive_int
+from pyro_vae.cli import ArgumentParser, add_experiment_arguments, int_list, main
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
 from pyro_vae.data import DATASETS
 from pyro_vae.experiment import run_training, writable_dir
@@ -61,14 +61,7 @@ def plot_sweep(results: dict[int, dict], path: Path) -> None:
 def run(argv: list[str] | None) -> None:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--z-dims", type=int_list, default=(2, 5, 10, 20, 50), help="(default: 2,5,10,20,50)")
-    p.add_argument("--dataset", choices=list(DATASETS), default=None,
-                   help="default: mnist, falling back to mnist5k offline, as train_svi.py")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--epochs", type=positive_int, default=30, help="(default: %(default)s)")
-    p.add_argument("--eval-samples", type=non_negative_int, default=1000, help="K for log p^(x) (default: %(default)s)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/z_sweep")
+    add_experiment_arguments(p, "runs/z_sweep", list(DATASETS))
     a = p.parse_args(argv)
     out = writable_dir(a.out)
     data = DataConfig(dataset=a.dataset or "mnist", data_dir=a.data_dir, seed=a.seed, fallback=a.dataset is None)

@@ -9,13 +9,14 @@ from pyro_vae.estimators import importance_log_weights, iwae_bound, log_marginal
 from pyro_vae.evaluation import BoundsReport, evaluate_bounds
 from pyro_vae.experiment import build, load_run, run_training
 from pyro_vae.guide import guide
+from pyro_vae.iwae import IWAE_ELBO
 from pyro_vae.likelihoods import LIKELIHOODS, Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood
 from pyro_vae.model import DATA_PLATE, LATENT, OBSERVED, model
-from pyro_vae.train import ELBOS, fit, make_elbo
+from pyro_vae.train import ELBOS, TrainState, fit, make_elbo, make_optimizer
 from pyro_vae.vae import VAE
 
 __all__ = [
-    "BoundsReport", "Bernoulli", "ContinuousBernoulli", "DATA_PLATE", "DataConfig", "Dataset", "ELBOS",
+    "BoundsReport", "Bernoulli", "IWAE_ELBO", "TrainState", "make_optimizer", "ContinuousBernoulli", "DATA_PLATE", "DataConfig", "Dataset", "ELBOS",
     "Gaussian", "LATENT", "LIKELIHOODS", "ModelConfig", "OBSERVED", "TrainConfig", "UsageError", "VAE",
     "build", "evaluate_bounds", "fit", "guide", "importance_log_weights", "iwae_bound", "load_dataset",
     "load_run", "log_marginal_likelihood", "make_elbo", "make_likelihood", "model", "pareto_khat",

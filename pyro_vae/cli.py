@@ -51,6 +51,28 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def add_experiment_arguments(p: argparse.ArgumentParser, out: str, datasets: list[str], eval_samples: int = 1000) -> None:
+    """The flags every experiment script shares: data, length, K, device, seed, output folder."""
+    p.add_argument("--dataset", choices=datasets, default=None,
+                   help="default: mnist, falling back to mnist5k (and saying so) offline, as train_svi.py")
+    p.add_argument("--data-dir", default="data", help="where datasets are read and downloaded (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=30, help="(default: %(default)s)")
+    p.add_argument("--eval-samples", type=positive_int, default=eval_samples,
+                   help="K for the test log p^(x) (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--out", default=out, help="(default: %(default)s)")
+
+
+def add_checkpoint_arguments(p: argparse.ArgumentParser, seeds: str, out: str) -> None:
+    """The flags of scripts that read a trained run: the checkpoint, where its data is, device, seed, out."""
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train_svi.py")
+    p.add_argument("--data-dir", help="read the data from here instead of the directory used in training")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help=f"seeds {seeds} (default: %(default)s)")
+    p.add_argument("--out", help=f"where {out} go (default: beside the checkpoint)")
+
+
 def main(run: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
     """Run a script's body: log to stderr as plain lines, turn a UsageError into one line and exit 2."""
     handler = logging.StreamHandler(sys.stderr)

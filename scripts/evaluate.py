@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pyro
 
-from pyro_vae.cli import ArgumentParser, int_list, main, positive_int
+from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, main, positive_int
 from pyro_vae.evaluation import evaluate_bounds
-from pyro_vae.experiment import DEVICES, load_run, writable_dir
+from pyro_vae.experiment import load_run, writable_dir
 from pyro_vae.plots import plot_bounds
 
 log = logging.getLogger("pyro_vae")
@@ -22,7 +22,6 @@ log = logging.getLogger("pyro_vae")
 
 def run(argv: list[str] | None) -> None:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train_svi.py")
     p.add_argument("--num-samples", type=positive_int, default=5000,
                    help="K for log p^(x), the largest bound; every bound uses these samples (default: %(default)s)")
     p.add_argument("--ks", type=int_list, default=(1, 10, 100, 1000, 5000),
@@ -33,10 +32,7 @@ def run(argv: list[str] | None) -> None:
                    help="importance samples per pass; memory grows with batch-size x chunk-size (default: %(default)s)")
     p.add_argument("--limit", type=positive_int, help="evaluate only the first LIMIT test images")
     p.add_argument("--no-khat", action="store_true", help="skip the PSIS k^ diagnostic")
-    p.add_argument("--data-dir", help="read the data from here instead of the directory used in training")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default: %(default)s)")
-    p.add_argument("--out", help="where evaluation.json and bounds.png go (default: beside the checkpoint)")
+    add_checkpoint_arguments(p, seeds="the importance samples", out="evaluation.json and bounds.png")
     a = p.parse_args(argv)
 
     pyro.set_rng_seed(a.seed)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pyro
 
 from pyro_vae import checkpoint
-from pyro_vae.cli import ArgumentParser, main
+from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, main
 from pyro_vae.config import TrainConfig
-from pyro_vae.experiment import DEVICES, load_run, write_figures, writable_dir
+from pyro_vae.experiment import load_run, write_figures, writable_dir
 from pyro_vae.plots import plot_history
 from pyro_vae.train import objective_name
 
@@ -24,11 +24,7 @@ log = logging.getLogger("pyro_vae")
 
 def run(argv: list[str] | None) -> None:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train_svi.py")
-    p.add_argument("--data-dir", help="read the data from here instead of the directory used in training")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the prior samples (default: %(default)s)")
-    p.add_argument("--out", help="where the PNGs go (default: beside the checkpoint)")
+    add_checkpoint_arguments(p, seeds="the prior samples", out="the PNGs")
     a = p.parse_args(argv)
 
     pyro.set_rng_seed(a.seed)

@@ -59,8 +59,8 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
     p.add_argument("--num-particles", type=positive_int, default=t.num_particles,
                    help="L samples of z per datapoint in the ELBO, K for iwae; vectorized (default: %(default)s)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=t.lr_schedule,
-                   help="burda: lr * 10^(-i/7) over 8 stages of 3^i epochs (Burda et al.), shrunk in proportion to "
-                        "--epochs (--epochs 3280 is the paper's schedule) (default: %(default)s)")
+                   help="burda: lr * 10^(-i/7) in stage i = 0..7, stages growing as 3^i (Burda et al.; --epochs 3280 "
+                        "is the paper's schedule) or, for shorter runs, as b^i with b < 3 (default: %(default)s)")
     p.add_argument("--patience", type=non_negative_int, default=t.patience,
                    help="early stopping: stop after this many epochs without a better validation bound and keep "
                         "the best epoch's parameters; 0 never stops early (default: %(default)s)")
