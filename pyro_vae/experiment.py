@@ -141,7 +141,8 @@ def run_training(
                     save_every=checkpoint_every, context=context)
     except TrainingDiverged as error:
         if path.exists():
-            after = f"the last good checkpoint, {path}, is left as it was; {REMEDIES}, and pass --resume to go on from it"
+            after = (f"the last good checkpoint, {path}, holds epoch {error.epoch - 1}; {REMEDIES}, and pass --resume "
+                     "to go on from it")
         else:
             after = f"no checkpoint was written yet; {REMEDIES}"
         raise TrainingDiverged(f"training diverged: {error}; {after}", error.epoch, error.step) from None

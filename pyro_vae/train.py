@@ -266,7 +266,8 @@ def fit(
     ``context`` trains data-parallel over ranks (see train_epoch); pass ``save`` on rank 0 only.
 
     Ctrl-C: the partial epoch is dropped, the last completed epoch is saved (when it was not yet)
-    and TrainingInterrupted is raised. A non-finite loss raises TrainingDiverged, nothing saved.
+    and TrainingInterrupted is raised. A non-finite loss raises TrainingDiverged; the diverged epoch
+    is never saved, the last completed one is (when it was not yet).
     """
     # pyro.module registers the networks in Pyro's global param store by name; an entry left by an
     # earlier VAE in this process would shadow this one's parameters inside the JIT-compiled ELBO.

@@ -125,7 +125,7 @@ def test_nan_stops_naming_epoch_step_and_the_good_checkpoint(tiny_mnist, tmp_pat
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY, "--epochs", "3"]) == 3
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error: training diverged: non-finite") and "at epoch 2, step 2 of 4" in line, line
-    assert "last good checkpoint" in line and "--lr" in line and "--resume" in line
+    assert "last good checkpoint" in line and "holds epoch 1" in line and "--lr" in line and "--resume" in line
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["train_state"]["epoch"] == 1  # epoch 1's checkpoint, not overwritten
     assert all(torch.isfinite(t).all() for t in state["decoder"].values())
