@@ -87,8 +87,11 @@ def test_sigint_saves_and_says_how_to_resume(tiny_mnist, tmp_path):
     argv = ["--data-dir", str(tiny_mnist), *TINY, "--epochs", "40"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, str(ROOT / "scripts" / "train_svi.py"), *argv]
+    # SIG_DFL in the child: a shell that starts jobs in the background (as CI may) leaves SIGINT ignored,
+    # and Python then never turns it into KeyboardInterrupt
     process = subprocess.Popen([*command, "--out", str(tmp_path / "parts")], cwd=tmp_path, env=env,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stderr:
         if line.startswith("epoch 2/40"):
             process.send_signal(signal.SIGINT)
