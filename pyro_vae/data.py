@@ -46,7 +46,7 @@ class Dataset:
 def hold_out(name: str, x: Tensor, labels: Tensor | None, test: Tensor, test_labels: Tensor | None,
              image_shape: tuple[int, int]) -> Dataset:
     """A Dataset whose validation set is the last 1/VALID_FRACTION of the training images: for
-    MNIST the same 10,000 images that form the binarized-MNIST validation set."""
+    MNIST the last 10,000, the standard 50,000/10,000 split that binarized MNIST also follows."""
     n_train = len(x) - len(x) // VALID_FRACTION
     split_labels = None if labels is None else {
         "train": labels[:n_train], "valid": labels[n_train:], "test": test_labels}
