@@ -53,8 +53,7 @@ def save(path: str | Path, vae: VAE, optimizer: torch.optim.Optimizer, data_conf
         **extra,
     }
     if snapshot is not None:
-        train_state = asdict(snapshot.state)
-        state["train_state"] = train_state
+        state["train_state"] = asdict(snapshot.state)
         state["epoch"] = snapshot.state.epoch
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
