@@ -73,6 +73,7 @@ def train_state(state: dict) -> TrainState:
                          "ended without one): it can be evaluated but not resumed; start a new run")
     fields = dict(state["train_state"])
     fields["history"] = [EpochRecord(**record) for record in fields["history"]]
+    fields.setdefault("schedule_epochs", state["train_config"]["epochs"])  # older checkpoints: the run's --epochs
     return TrainState(**fields)
 
 
@@ -95,7 +96,10 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
 def configs(state: dict) -> tuple[ModelConfig, DataConfig]:
     """The model config and the data config as used in training (dataset and binarization resolved)."""
     model = state["model_config"]
-    return ModelConfig(**{**model, "hidden": tuple(model["hidden"])}), DataConfig(**state["data_config"])
+    data = dict(state["data_config"])
+    if data.get("binarize") == "static":  # its name before 0.2: thresholding at 0.5
+        data["binarize"] = "threshold"
+    return ModelConfig(**{**model, "hidden": tuple(model["hidden"])}), DataConfig(**data)
 
 
 def check_compatible(vae: VAE, state: dict, path: str | Path = "the checkpoint") -> None:

@@ -7,6 +7,7 @@ per-item transform runs in the training loop.
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pyro_vae.likelihoods import Bernoulli, Likelihood
 
 log = logging.getLogger("pyro_vae")
 
-BINARIZE = ("auto", "dynamic", "static", "none")
+BINARIZE = ("auto", "dynamic", "threshold", "none")
 MNIST5K_TEST = 1000  # images of the 5,000-digit subset held out for testing
 VALID_FRACTION = 6  # datasets without a validation set hold out the last 1/6 of their training set
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
@@ -215,6 +216,9 @@ def load_dataset(
 
 def resolve_binarize(binarize: str, likelihood_name: str, data_is_binary: bool) -> str:
     """'auto' -> 'dynamic' for the Bernoulli likelihood on grey data, else 'none'."""
+    if binarize == "static":
+        raise UsageError("binarization 'static' is now called 'threshold' (it sets pixels above 0.5 to 1); the "
+                         "literature's static binarization is a fixed random draw: that is --dataset binarized-mnist")
     if binarize not in BINARIZE:
         raise UsageError(f"unknown binarization {binarize!r}: choose one of {', '.join(BINARIZE)}")
     if binarize != "auto":
@@ -225,9 +229,9 @@ def resolve_binarize(binarize: str, likelihood_name: str, data_is_binary: bool) 
 @dataclass(frozen=True)
 class PreparedData:
     train: Tensor  # (N, D) on the device; grey when binarize == 'dynamic' (sampled per minibatch)
-    valid: Tensor  # (V, D) on the device, fixed: binarized once when binarize is dynamic or static
+    valid: Tensor  # (V, D) on the device, fixed: binarized once when binarize is dynamic or threshold
     test: Tensor  # (M, D) on the device, fixed likewise
-    binarize: str  # the resolved mode: dynamic, static or none
+    binarize: str  # the resolved mode: dynamic, threshold or none
     image_shape: tuple[int, int]  # (H, W) with H * W = D, for figures
     test_labels: Tensor | None = None  # (M,) class labels of the test set, for figures, when known
     dequantize: bool = False  # training pixels get fresh uniform noise every minibatch (see dequantize)
@@ -254,6 +258,14 @@ def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return (k + u) / LEVELS
 
 
+def dequantized_bound(log_px: float, dims: int) -> tuple[float, float]:
+    """From a density's log p^ of dequantized images (nats per image of ``dims`` pixels), the bound
+    on the 8-bit images' log P(k) >= log p - D log 256 in nats, and as bits per dimension,
+    -log2 P / D (see dequantize). A uniform density on [0, 1]^D gives exactly 8 bits/dim."""
+    nats = log_px - dims * math.log(LEVELS)
+    return nats, -nats / (dims * math.log(2))
+
+
 def prepare_data(
     dataset: Dataset, likelihood: Likelihood, binarize: str, seed: int, device: torch.device | str = "cpu",
     dequantize_pixels: bool = False,
@@ -273,9 +285,9 @@ def prepare_data(
     if binarize == "dynamic" and not all(bool(((x >= 0) & (x <= 1)).all()) for x in splits.values()):
         raise UsageError(
             f"{dataset.name}: dynamic binarization draws Bernoulli(intensity) pixels, so intensities "
-            "must lie in [0, 1]: rescale the data or pass --binarize static"
+            "must lie in [0, 1]: rescale the data or pass --binarize threshold"
         )
-    if binarize == "static":
+    if binarize == "threshold":
         splits = {split: (x > 0.5).float() for split, x in splits.items()}
     elif binarize == "dynamic" or dequantize_pixels:
         generator = torch.Generator().manual_seed(seed)

@@ -121,8 +121,8 @@ class Objective(nn.Module):
         self.vae = vae
         self.elbo = elbo
 
-    def forward(self, x: Tensor, size: int) -> Tensor:
-        return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x, size=size)
+    def forward(self, x: Tensor, size: int, subsample: Tensor | None = None) -> Tensor:
+        return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x, size=size, subsample=subsample)
 
 
 def objective(vae: nn.Module, elbo: Any, context: Context) -> nn.Module:

@@ -82,8 +82,9 @@ def _per_datapoint_log_prob(trace: poutine.Trace, plate: str, nesting: int) -> T
     return total
 
 
-def _data_scale(trace: poutine.Trace) -> float | Tensor:
-    """The subsample scale (size / B) that the data plate puts on every sample site of ``trace``."""
+def data_scale(trace: poutine.Trace) -> float | Tensor:
+    """The subsample scale (size / B) that the data plate puts on every sample site of ``trace``:
+    what a dataset-level objective (IWAE_ELBO) multiplies its per-datapoint bounds by."""
     scales = {float(site["scale"]) for site in prune_subsample_sites(trace).nodes.values() if site["type"] == "sample"}
     if len(scales) != 1:
         raise ValueError(f"sample sites carry different scales {sorted(scales)}: a per-datapoint bound needs "
@@ -91,12 +92,23 @@ def _data_scale(trace: poutine.Trace) -> float | Tensor:
     return scales.pop()
 
 
-def log_weights(
-    model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int, plate: str, nesting: int
-) -> tuple[Tensor, float]:
-    """One vectorized draw of ``num_samples`` samples from the guide: the per-datapoint
-    log-weights (K, N), differentiable when called with gradients on, and the data plate's
-    subsample scale. ``nesting`` is the pair's max plate nesting (see plate_nesting)."""
+def check_reparameterized(guide_trace: poutine.Trace) -> None:
+    """A ValueError naming the first guide sample site drawn without ``rsample``: a pathwise gradient
+    through log-weights is only the gradient of their expectation for reparameterized samples."""
+    for name, site in prune_subsample_sites(guide_trace).nodes.items():
+        if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
+            raise ValueError(
+                f"guide site {name!r} samples from {type(site['fn']).__name__}, which is not reparameterizable: a "
+                "gradient through importance weights would miss its score-function term and be wrong; use a "
+                "reparameterizable distribution there, or an ELBO with score-function terms (pyro.infer.TraceGraph_ELBO)"
+            )
+
+
+def vectorized_traces(
+    model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int, nesting: int
+) -> tuple[poutine.Trace, poutine.Trace]:
+    """The guide's trace of ``num_samples`` vectorized draws and the model's trace replayed on them.
+    ``nesting`` is the pair's max plate nesting (see plate_nesting): the samples take the next dim."""
 
     def vectorized(fn: Callable) -> Callable:
         def run(*a: Any, **kw: Any) -> Any:
@@ -107,8 +119,25 @@ def log_weights(
 
     guide_trace = poutine.trace(vectorized(guide)).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(vectorized(model), trace=guide_trace)).get_trace(*args, **kwargs)
+    return guide_trace, model_trace
+
+
+def trace_log_weights(guide_trace: poutine.Trace, model_trace: poutine.Trace, plate: str, nesting: int) -> Tensor:
+    """log w = log p(x, z) - log q(z|x) per sample and per datapoint of ``plate``, from a pair of
+    vectorized traces (see vectorized_traces): (K, N); differentiable when the traces are."""
     log_w = _per_datapoint_log_prob(model_trace, plate, nesting) - _per_datapoint_log_prob(guide_trace, plate, nesting)
-    return log_w.reshape(log_w.shape[0], -1).expand(num_samples, -1), _data_scale(model_trace)  # (K, N)
+    num_samples = guide_trace.nodes[PARTICLES]["value"].shape[0]
+    return log_w.reshape(log_w.shape[0], -1).expand(num_samples, -1)  # (K, N)
+
+
+def log_weights(
+    model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int, plate: str, nesting: int
+) -> Tensor:
+    """One vectorized draw of ``num_samples`` samples from the guide: the per-datapoint
+    log-weights (K, N). Scales (the data plate's size / B, poutine.scale) are ignored: they
+    weight a dataset-level objective, not the density of one datapoint."""
+    guide_trace, model_trace = vectorized_traces(model, guide, args, kwargs, num_samples, nesting)
+    return trace_log_weights(guide_trace, model_trace, plate, nesting)
 
 
 def _log_weight_chunks(
@@ -122,7 +151,7 @@ def _log_weight_chunks(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     for start in range(0, num_samples, chunk_size):
-        yield log_weights(model, guide, args, kwargs, min(chunk_size, num_samples - start), plate, nesting)[0]
+        yield log_weights(model, guide, args, kwargs, min(chunk_size, num_samples - start), plate, nesting)
 
 
 @torch.no_grad()

@@ -24,13 +24,16 @@ KHAT_THRESHOLD = 0.7  # PSIS: above it the importance-sampling estimate is unrel
 @dataclass(frozen=True)
 class Estimate:
     mean: float  # mean over datapoints, nats per image
-    se: float  # standard error of that mean over datapoints
+    se: float | None  # standard error of that mean over datapoints; None (JSON null) for one datapoint
 
     @classmethod
     def of(cls, per_datapoint: Tensor) -> Estimate:
         n = per_datapoint.numel()
-        se = per_datapoint.std().item() / math.sqrt(n) if n > 1 else float("nan")
+        se = per_datapoint.std().item() / math.sqrt(n) if n > 1 else None
         return cls(per_datapoint.mean().item(), se)
+
+    def __str__(self) -> str:
+        return f"{self.mean:10.2f} ± {self.se:.2f}" if self.se is not None else f"{self.mean:10.2f} (one datapoint: no SE)"
 
 
 @dataclass(frozen=True)
@@ -49,16 +52,20 @@ class BoundsReport:
         return self.iwae[self.num_samples]
 
     def to_dict(self) -> dict:
+        """As valid JSON holds it: null where a value is undefined (the SE of one datapoint; k^, which
+        ArviZ gives as inf when there are too few samples to fit a tail)."""
         out = asdict(self)
         out["iwae"] = {str(k): asdict(v) for k, v in self.iwae.items()}
+        if out["khat_median"] is not None and not math.isfinite(out["khat_median"]):
+            out["khat_median"] = None
         out["khat_threshold"] = KHAT_THRESHOLD
         return out
 
     def lines(self) -> list[str]:
         """The report as text, one bound a line (L_1 appears once, as the ELBO)."""
-        lines = [f"{'ELBO':>14}  {self.elbo.mean:10.2f} ± {self.elbo.se:.2f}"]
-        lines += [f"{f'IWAE K={k}':>14}  {e.mean:10.2f} ± {e.se:.2f}" for k, e in self.iwae.items() if k > 1]
-        lines.append(f"{'gap':>14}  {self.gap.mean:10.2f} ± {self.gap.se:.2f}   (log p^(x) - ELBO)")
+        lines = [f"{'ELBO':>14}  {self.elbo}"]
+        lines += [f"{f'IWAE K={k}':>14}  {e}" for k, e in self.iwae.items() if k > 1]
+        lines.append(f"{'gap':>14}  {self.gap}   (log p^(x) - ELBO)")
         if self.khat_above is not None:
             lines.append(
                 f"{'PSIS k^':>14}  median {self.khat_median:.2f}; {100 * self.khat_above:.1f}% of datapoints "

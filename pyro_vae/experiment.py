@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
+import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -14,7 +14,7 @@ import torch
 
 from pyro_vae import checkpoint
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
-from pyro_vae.data import LEVELS, PreparedData, load_dataset, prepare_data, resolve_binarize
+from pyro_vae.data import PreparedData, dequantized_bound, load_dataset, prepare_data, resolve_binarize
 from pyro_vae.distributed import SINGLE, Context
 from pyro_vae.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from pyro_vae.evaluation import evaluate_bounds
@@ -69,9 +69,7 @@ def writable_dir(out: str | Path) -> Path:
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.touch()
-        probe.unlink()
+        tempfile.TemporaryFile(dir=out).close()  # a probe of this process's own: torchrun's ranks probe at once
     except OSError as error:
         raise UsageError(f"--out {out} is not a writable directory ({error.strerror}): choose another --out") from None
     return out
@@ -153,7 +151,7 @@ def run_training(
     history = state.history
 
     # the epoch whose parameters the VAE holds now: the best validation one under early stopping
-    kept = max(history, key=lambda r: r.valid_elbo) if train_config.patience else history[-1]
+    kept = history[state.kept_epoch - 1]
     final = {"epoch": kept.epoch, "epochs_run": len(history), "objective": objective_name(train_config),
              "train_elbo": kept.train_elbo, "valid_elbo": kept.valid_elbo, "test_elbo": kept.test_elbo}
     if train_config.eval_samples:
@@ -162,13 +160,12 @@ def run_training(
         final["test_elbo_from_importance_samples"] = asdict(report.elbo)
         final["khat_above_0.7"] = report.khat_above
         if data_config.dequantize:  # a density on [0, 1]^D bounds the probability of the 8-bit image
-            nats = report.log_likelihood.mean - data.test.shape[1] * math.log(LEVELS)
+            nats, final["bits_per_dim"] = dequantized_bound(report.log_likelihood.mean, data.test.shape[1])
             final["test_log_likelihood_8bit"] = nats
-            final["bits_per_dim"] = -nats / (data.test.shape[1] * math.log(2))
             log.info("8-bit test images: log P(x) >= %.2f nats, %.3f bits/dim", nats, final["bits_per_dim"])
         log.info(
-            "test log p^(x) %.2f ± %.2f nats/image (K=%d importance samples); test ELBO %.2f; gap %.2f",
-            report.log_likelihood.mean, report.log_likelihood.se, report.num_samples, report.elbo.mean,
+            "test log p^(x) %s nats/image (K=%d importance samples); test ELBO %.2f; gap %.2f",
+            str(report.log_likelihood).strip(), report.num_samples, report.elbo.mean,
             report.gap.mean,
         )
 

@@ -10,9 +10,9 @@ from pyro_vae.model import LATENT, data_plate
 from pyro_vae.networks import Encoder
 
 
-def guide(x: Tensor, encoder: Encoder, size: int | None = None) -> None:
-    """z ~ N(loc(x), diag scale(x)^2), reparameterized.   x: (B, D)"""
+def guide(x: Tensor, encoder: Encoder, size: int | None = None, subsample: Tensor | None = None) -> None:
+    """z ~ N(loc(x), diag scale(x)^2), reparameterized.   x: (B, D), at dataset indices ``subsample``"""
     pyro.module("encoder", encoder)
-    with data_plate(x, size):
+    with data_plate(x, size, subsample):
         loc, scale = encoder(x)  # (B, Z), (B, Z)
         pyro.sample(LATENT, dist.Normal(loc, scale).to_event(1))

@@ -24,7 +24,7 @@ import torch
 from pyro.infer import ELBO
 from torch import Tensor
 
-from pyro_vae.estimators import plate_nesting, log_weights
+from pyro_vae.estimators import check_reparameterized, data_scale, plate_nesting, trace_log_weights, vectorized_traces
 from pyro_vae.model import DATA_PLATE
 
 
@@ -42,14 +42,21 @@ class IWAE_ELBO(ELBO):
         self._nesting = max_plate_nesting
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
-        raise NotImplementedError("IWAE_ELBO draws its vectorized traces in estimators.log_weights")
+        raise NotImplementedError("IWAE_ELBO draws its vectorized traces in estimators.vectorized_traces")
 
     def bound(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> tuple[Tensor, float]:
-        """Per-datapoint L_K estimates (N,) and the data plate's subsample scale."""
+        """Per-datapoint L_K estimates (N,) and the data plate's subsample scale.
+
+        With gradients on, every guide sample site must be reparameterized (else a ValueError
+        names it): the IWAE gradient has no score-function term.
+        """
         if self._nesting is None:
             self._nesting = plate_nesting(model, guide, args, kwargs, self.plate)
-        log_w, scale = log_weights(model, guide, args, kwargs, self.num_particles, self.plate, self._nesting)
-        return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles), scale  # (K, N) -> (N,)
+        guide_trace, model_trace = vectorized_traces(model, guide, args, kwargs, self.num_particles, self._nesting)
+        if torch.is_grad_enabled():
+            check_reparameterized(guide_trace)
+        log_w = trace_log_weights(guide_trace, model_trace, self.plate, self._nesting)  # (K, N)
+        return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles), data_scale(model_trace)  # (N,)
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
         bound, scale = self.bound(model, guide, *args, **kwargs)

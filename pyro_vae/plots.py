@@ -117,13 +117,13 @@ def plot_bounds(report: BoundsReport, path: str | Path, title: str = "") -> None
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     ks = list(report.iwae)
-    ax.errorbar(ks, [report.iwae[k].mean for k in ks], yerr=[2 * report.iwae[k].se for k in ks],
+    ax.errorbar(ks, [report.iwae[k].mean for k in ks], yerr=[2 * (report.iwae[k].se or 0.0) for k in ks],
                 marker="o", capsize=3, label="IWAE bound $\\mathcal{L}_K$ (± 2 SE over images)")
     ax.axhline(report.elbo.mean, color="C3", linestyle="--", label=f"ELBO = {report.elbo.mean:.2f}")
     ax.set_xscale("log")
     ax.set_xlabel("K (importance samples)")
     ax.set_ylabel("nats per image")
-    ax.set_title(title or f"gap log p̂(x) − ELBO = {report.gap.mean:.2f} ± {report.gap.se:.2f} nats "
+    ax.set_title(title or f"gap log p̂(x) − ELBO = {str(report.gap).strip()} nats "
                  f"({report.num_datapoints} images)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend()

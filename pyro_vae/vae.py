@@ -13,8 +13,10 @@ from pyro_vae.networks import Decoder, Encoder
 
 
 class VAE(nn.Module):
-    """Holds the networks; ``vae.model`` and ``vae.guide`` are what Pyro's ELBOs and the
-    estimators take. Both are called as ``(x, size=None)`` with x of shape (B, D)."""
+    """Holds the networks; ``vae.model`` and ``vae.guide`` are what Pyro's ELBOs, ``Predictive``
+    and the estimators take, called as ``(x, size=None, subsample=None)``: x (B, D) a minibatch of a
+    dataset of ``size`` images at indices ``subsample`` (see model.data_plate). ``vae.model(None,
+    size=B)`` draws B images x ~ p(x)."""
 
     def __init__(self, x_dim: int, config: ModelConfig, likelihood: Likelihood | None = None) -> None:
         super().__init__()
@@ -30,11 +32,11 @@ class VAE(nn.Module):
         self.model = self.model
         self.guide = self.guide
 
-    def model(self, x: Tensor, size: int | None = None) -> None:
-        model(x, self.decoder, self.likelihood, self.config.z_dim, size)
+    def model(self, x: Tensor | None, size: int | None = None, subsample: Tensor | None = None) -> None:
+        model(x, self.decoder, self.likelihood, self.config.z_dim, size, subsample)
 
-    def guide(self, x: Tensor, size: int | None = None) -> None:
-        guide(x, self.encoder, size)
+    def guide(self, x: Tensor, size: int | None = None, subsample: Tensor | None = None) -> None:
+        guide(x, self.encoder, size, subsample)
 
     @torch.no_grad()
     def init_output_bias(self, x: Tensor) -> None:

@@ -119,7 +119,7 @@ def test_unknown_dataset_is_a_clear_error():
         ("auto", "bernoulli", True, "none"),
         ("auto", "continuous-bernoulli", False, "none"),
         ("auto", "gaussian", False, "none"),
-        ("static", "bernoulli", False, "static"),
+        ("threshold", "bernoulli", False, "threshold"),
         ("none", "bernoulli", False, "none"),
     ],
 )
@@ -130,6 +130,9 @@ def test_resolve_binarize(binarize, likelihood, binary, expected):
 def test_unknown_binarization_is_a_clear_error():
     with pytest.raises(UsageError, match="unknown binarization"):
         resolve_binarize("otsu", "bernoulli", False)
+    # thresholding was once called "static", a name the literature uses for a fixed random draw
+    with pytest.raises(UsageError, match="now called 'threshold'.*--dataset binarized-mnist"):
+        resolve_binarize("static", "bernoulli", False)
 
 
 def grey_dataset(low=0.0, high=1.0):
@@ -138,9 +141,9 @@ def grey_dataset(low=0.0, high=1.0):
     return Dataset("grey", x[:25], x[25:30], x[30:], (4, 4))
 
 
-def test_static_binarization_thresholds_every_split():
+def test_threshold_binarization_thresholds_every_split():
     ds = grey_dataset()
-    data = prepare_data(ds, Bernoulli(), "static", seed=0)
+    data = prepare_data(ds, Bernoulli(), "threshold", seed=0)
     for split in ("train", "valid", "test"):
         assert torch.equal(getattr(data, split), (getattr(ds, split) > 0.5).float())
 

@@ -12,6 +12,7 @@ import pyro
 import pytest
 import torch
 from pyro import distributions as dist
+from pyro import poutine
 
 from pyro_vae.config import ModelConfig
 from pyro_vae.estimators import importance_log_weights, iwae_bound, log_marginal_likelihood, pareto_khat
@@ -154,6 +155,21 @@ def test_works_for_nested_plates_and_a_data_plate_that_is_not_rightmost(problem)
             pyro.sample("z", dist.MultivariateNormal(problem["post_mean"].unsqueeze(-2), problem["post_cov"]))
 
     estimate = log_marginal_likelihood(model, guide, problem["x"], problem["W"], problem["b"], num_samples=20)
+    torch.testing.assert_close(estimate, problem["exact"], rtol=0, atol=1e-9)
+
+
+def test_scaled_sites_do_not_change_the_estimate(problem):
+    # A beta-VAE or an annealed KL scales a site's log-density with poutine.scale; log p(x) is a
+    # property of the unscaled model, so the estimator ignores scales: with the exact posterior
+    # every weight is still p(x) (1e-9: float64 rounding).
+    def beta_model(x, W, b):
+        with pyro.plate("data", x.shape[0]):
+            with poutine.scale(scale=0.5):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], Z), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ W.T + b, SIGMA).to_event(1), obs=x)
+
+    guide = exact_guide(problem["post_mean"], problem["post_cov"])
+    estimate = log_marginal_likelihood(beta_model, guide, problem["x"], problem["W"], problem["b"], num_samples=10)
     torch.testing.assert_close(estimate, problem["exact"], rtol=0, atol=1e-9)
 
 

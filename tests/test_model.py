@@ -2,6 +2,7 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
+from pyro.infer import Predictive
 
 from pyro_vae.config import ModelConfig
 from pyro_vae.model import DATA_PLATE, LATENT, OBSERVED
@@ -59,3 +60,35 @@ def test_decoder_mirrors_encoder_and_output_matches_likelihood():
     widths = [m.out_features for m in vae.decoder.net if isinstance(m, torch.nn.Linear)]
     assert widths == [7, 9, 24]  # mean and log-variance per pixel
     assert vae.reconstruct(torch.rand(4, 12)).shape == (4, 12)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "continuous-bernoulli", "gaussian"])
+def test_model_without_data_draws_images_from_the_prior(likelihood):
+    # Pyro's idiom: Predictive(model, num_samples=S)(None, size=B)["x"] has shape (S, B, D)
+    vae = VAE(x_dim=12, config=ModelConfig(z_dim=3, hidden=(8,), likelihood=likelihood))
+    draws = Predictive(vae.model, num_samples=4)(None, size=5)
+    assert draws["z"].shape == (4, 5, 3) and draws["x"].shape == (4, 5, 12)
+    assert not torch.equal(draws["x"][0], draws["x"][1])  # a new image per draw
+    if likelihood == "bernoulli":
+        assert set(draws["x"].unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="pass size"):
+        vae.model(None)
+
+
+def test_prior_draws_follow_the_decoder():
+    # a decoder that ignores z and outputs logit 3 everywhere: pixels are 1 with probability sigmoid(3)
+    vae = VAE(x_dim=50, config=ModelConfig(z_dim=2, hidden=(4,)))
+    with torch.no_grad():
+        vae.decoder.net[-1].weight.zero_()
+        vae.decoder.net[-1].bias.fill_(3.0)
+    x = Predictive(vae.model, num_samples=40)(None, size=50)["x"]  # 100,000 pixels
+    # sd of the mean of 100,000 Bernoulli(0.953) draws is 6.7e-4; 5 sd
+    assert x.mean().item() == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item(), abs=5 * 6.7e-4)
+
+
+def test_reconstruction_by_predictive_through_the_guide():
+    vae = VAE(x_dim=12, config=ModelConfig(z_dim=3, hidden=(8,)))
+    x = torch.bernoulli(torch.full((5, 12), 0.3))
+    z = Predictive(vae.guide, num_samples=4)(x)["z"]  # (S, B, Z) from q(z|x)
+    x_hat = Predictive(vae.model, posterior_samples={LATENT: z})(None, size=5)[OBSERVED]
+    assert z.shape == (4, 5, 3) and x_hat.shape == (4, 5, 12)

@@ -141,7 +141,7 @@ def test_nan_stops_naming_epoch_step_and_the_good_checkpoint(tiny_mnist, tmp_pat
         (["--z-dim", "3"], "was trained with z_dim=2 but this model has z_dim=3"),
         (["--likelihood", "gaussian"], "likelihood='bernoulli'"),
         (["--hidden", "16,16"], "hidden=(16,)"),
-        (["--binarize", "static"], "binarize='dynamic' but this run asks for binarize='static'"),
+        (["--binarize", "threshold"], "binarize='dynamic' but this run asks for binarize='threshold'"),
     ],
 )
 def test_resume_with_another_model_or_data_is_one_line(tiny_mnist, tmp_path, capsys, flags, message):

@@ -1,14 +1,17 @@
+import copy
+
 import pyro
 import pytest
 import torch
 import torch.distributions as td
+import torch.nn.functional as F
 from pyro import poutine
 
 from pyro_vae.config import ModelConfig, TrainConfig
 from pyro_vae.data import PreparedData
 from pyro_vae.errors import UsageError
 from pyro_vae.model import LATENT
-from pyro_vae.train import evaluate_elbo, fit, learning_rate, make_elbo, train_epoch
+from pyro_vae.train import TrainState, evaluate_elbo, fit, learning_rate, make_elbo, train_epoch
 from pyro_vae.vae import VAE
 
 from conftest import binary_data
@@ -114,6 +117,72 @@ def test_dynamic_binarization_resamples_each_minibatch():
     assert torch.equal(PreparedData(grey, grey, grey, "none", (4, 5)).minibatch(index), grey)
 
 
+def reference_epoch(vae, optimizer, x, batch_size):
+    """pytorch/examples' VAE loop (vae/main.py): summed binary cross-entropy + analytic KL of each
+    minibatch, the last one smaller; the same randperm and normal draws as our loop consumes."""
+    for index in torch.randperm(len(x)).split(batch_size):
+        batch = x[index]
+        mu, std = vae.encoder(batch)
+        z = mu + std * torch.randn_like(std)
+        bce = F.binary_cross_entropy_with_logits(vae.decoder(z), batch, reduction="sum")
+        kld = 0.5 * torch.sum(std**2 + mu**2 - 1 - 2 * std.log())
+        optimizer.zero_grad()
+        (bce + kld).backward()
+        optimizer.step()
+
+
+def test_a_partial_last_minibatch_takes_the_steps_of_pytorch_examples():
+    """51 images in minibatches of 16: three full and one of 3. Our loss is the whole-dataset ELBO
+    (n/b times the minibatch's), pytorch/examples' the minibatch's sum; Adam takes the same steps
+    for gradients that differ by one constant factor, so only if the partial minibatch is weighted
+    like the full ones do the two loops end at the same weights. Before, its 3 images got a full
+    step: after 3 epochs the weights differed by 0.04; now 3e-7 (float32 rounding; 1e-5 allowed)."""
+    x = binary_data(51)
+    ours = small_vae()
+    reference = copy.deepcopy(ours)
+    data = PreparedData(x, x[:5], x[:5], "none", (4, 5))
+    optimizers = [torch.optim.Adam(vae.parameters(), lr=1e-2) for vae in (ours, reference)]
+    pyro.set_rng_seed(1)
+    for _ in range(3):
+        train_epoch(ours, make_elbo("meanfield"), optimizers[0], data, batch_size=16)
+    pyro.set_rng_seed(1)
+    for _ in range(3):
+        reference_epoch(reference, optimizers[1], x, batch_size=16)
+    moved = max((a - b).abs().max().item() for a, b in zip(ours.parameters(), small_vae().parameters()))
+    differ = max((a - b).abs().max().item() for a, b in zip(ours.parameters(), reference.parameters()))
+    assert moved > 0.01 and differ < 1e-5, (moved, differ)
+
+
+def test_each_minibatch_reaches_the_plate_with_its_dataset_indices():
+    # A per-datapoint local parameter, pyro.param(...)[index], needs the minibatch's real indices.
+    x = binary_data(40)
+    vae = small_vae()
+    seen = []
+    model = vae.model
+
+    def recording_model(batch, size=None, subsample=None):
+        with poutine.block():  # a trace of our own, hidden from the ELBO's
+            trace = poutine.trace(model).get_trace(batch, size, subsample)
+        seen.append((batch, trace.nodes["data"]["value"]))
+        return model(batch, size, subsample)
+
+    vae.model = recording_model
+    data = PreparedData(x, x[:5], x[:5], "none", (4, 5))
+    train_epoch(vae, make_elbo("trace"), torch.optim.Adam(vae.parameters()), data, batch_size=16)
+    assert [len(index) for _, index in seen] == [16, 16, 8]
+    assert sorted(torch.cat([index for _, index in seen]).tolist()) == list(range(40))  # a permutation
+    assert all(torch.equal(batch, x[index]) for batch, index in seen)
+
+
+def test_fit_leaves_a_users_other_pyro_params_alone():
+    mine = pyro.param("my_scale", torch.tensor(2.5))
+    x = binary_data(32)
+    vae = small_vae()
+    fit(vae, torch.optim.Adam(vae.parameters()), PreparedData(x, x[:8], x[:8], "none", (4, 5)),
+        TrainConfig(epochs=1, batch_size=16), progress=False)
+    assert "my_scale" in pyro.get_param_store() and torch.equal(pyro.param("my_scale"), mine)
+
+
 def test_iwae_cannot_be_jit_compiled():
     with pytest.raises(UsageError, match="--jit is not available with --elbo iwae"):
         make_elbo("iwae", 5, jit=True)
@@ -138,6 +207,35 @@ def test_burda_schedule_exact_and_shrunk():
         assert all(later >= earlier - 1 for earlier, later in zip(lengths, lengths[1:])), lengths
         assert lengths[-1] == max(lengths)
     assert all(learning_rate(TrainConfig(lr=3e-4), e) == 3e-4 for e in (1, 30))
+
+
+@pytest.mark.parametrize("epochs", [2, 3, 4, 5, 7])
+def test_burda_schedule_shorter_than_its_stages_starts_at_the_full_rate(epochs):
+    # fewer epochs than the 8 stages: from stage 0 (lr) to stage 7 (lr / 10), never increasing
+    rates = [learning_rate(TrainConfig(epochs=epochs, lr=1e-3, lr_schedule="burda"), e) for e in range(1, epochs + 1)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == epochs
+    assert learning_rate(TrainConfig(epochs=1, lr=1e-3, lr_schedule="burda"), 1) == pytest.approx(1e-3)
+
+
+def test_a_resumed_run_keeps_its_schedule_and_never_raises_the_rate(caplog):
+    # a 10-epoch burda run stopped after 4, resumed with --epochs 14: epochs 5-10 follow the
+    # 10-epoch layout, 11-14 stay at its last rate. Before, the stages were laid out anew for 14
+    # epochs and the rate jumped back up at the resume.
+    x = binary_data(32)
+    data = PreparedData(x, x[:8], x[:8], "none", (4, 5))
+    config = TrainConfig(epochs=10, batch_size=16, lr=1e-3, lr_schedule="burda")
+    uninterrupted = [learning_rate(config, e) for e in range(1, 11)]
+    vae = small_vae()
+    optimizer = torch.optim.Adam(vae.parameters())
+    state = fit(vae, optimizer, data, TrainConfig(**{**config.__dict__, "epochs": 4}), progress=False,
+                state=TrainState(schedule_epochs=10))  # as a checkpoint of the 10-epoch run holds it
+    with caplog.at_level("INFO", logger="pyro_vae"):
+        state = fit(vae, optimizer, data, TrainConfig(**{**config.__dict__, "epochs": 14}), progress=False, state=state)
+    rates = [record.lr for record in state.history]
+    assert rates[:10] == pytest.approx(uninterrupted)
+    assert rates[10:] == pytest.approx([1e-4] * 4)
+    assert "stays laid out for 10 epochs" in caplog.text
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(monkeypatch):
@@ -169,3 +267,31 @@ def test_output_bias_starts_the_decoder_at_the_mean_image():
     with torch.no_grad():
         mean = vae.likelihood.distribution(vae.decoder.net[-1].bias).mean
     assert torch.allclose(mean, x.mean(0).clamp(1e-3, 1 - 1e-3), atol=1e-6)
+
+
+def test_early_stopping_switched_on_at_a_resume_keeps_an_epoch_whose_parameters_it_holds(monkeypatch, caplog):
+    """Epochs 1-3 without early stopping (epoch 1 has the best validation bound, but its parameters
+    were never kept), then resumed with patience 2: the kept epoch is the best of epochs 4 on."""
+    import pyro_vae.train as train_module
+
+    valid = iter([-5.0, -8.0, -9.0, -7.0, -8.0, -8.0, -9.0])
+    snapshots = {}
+
+    def fake_evaluate(vae, elbo, x, batch_size, context):
+        if x is data.valid:
+            snapshots[len(snapshots) + 1] = copy.deepcopy(vae.state_dict())
+            return torch.tensor(next(valid))
+        return torch.tensor(0.0)
+
+    monkeypatch.setattr(train_module, "evaluate_elbo", fake_evaluate)
+    x = binary_data(64)
+    data = PreparedData(x[:32], x[32:48], x[48:], "none", (4, 5))
+    vae = small_vae()
+    optimizer = torch.optim.Adam(vae.parameters())
+    state = fit(vae, optimizer, data, TrainConfig(epochs=3, batch_size=16), progress=False)
+    assert state.kept_epoch == 3
+    with caplog.at_level("INFO", logger="pyro_vae"):
+        state = fit(vae, optimizer, data, TrainConfig(epochs=10, batch_size=16, patience=2), progress=False, state=state)
+    assert [r.epoch for r in state.history] == [1, 2, 3, 4, 5, 6] and state.stopped_early
+    assert state.kept_epoch == 4 and "early stopping starts at epoch 4" in caplog.text
+    assert all(torch.equal(v, snapshots[4][k]) for k, v in vae.state_dict().items())
