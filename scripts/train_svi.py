@@ -38,7 +38,8 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
                    help="p(x|z): bernoulli for binary pixels, continuous-bernoulli for grey pixels in [0, 1], "
                         "gaussian for real values (default: %(default)s)")
     p.add_argument("--binarize", choices=BINARIZE, default=d.binarize,
-                   help="dynamic: resample pixels as Bernoulli(intensity) every minibatch; static: threshold 0.5; "
+                   help="dynamic: resample pixels as Bernoulli(intensity) every minibatch; threshold: 1 above 0.5 (not the "
+                        "literature's static binarization, a fixed random draw: --dataset binarized-mnist); "
                         "none: keep grey values; auto: dynamic for bernoulli on grey data, else none (default: %(default)s)")
     p.add_argument("--dequantize", action="store_true",
                    help="add U(0,1) noise to 8-bit pixels, (k + u)/256, so that a continuous likelihood's log p(x) "
