@@ -31,7 +31,7 @@ def _check_num_samples(num_samples: int) -> None:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
 
 
-def _data_dim(site: dict, plate: str) -> int:
+def data_dim(site: dict, plate: str) -> int:
     """The (negative) batch dimension of ``plate`` at a sample site."""
     for frame in site["cond_indep_stack"]:
         if frame.name == plate:
@@ -58,11 +58,11 @@ def plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict, p
         if site["type"] == "sample"
     ]
     for site in sites:
-        _data_dim(site, plate)
+        data_dim(site, plate)
     return max((-frame.dim for site in sites for frame in site["cond_indep_stack"] if frame.vectorized), default=0)
 
 
-def _per_datapoint_log_prob(trace: poutine.Trace, plate: str, nesting: int) -> Tensor:
+def per_datapoint_log_prob(trace: poutine.Trace, plate: str, nesting: int) -> Tensor:
     """Sum of the trace's sample-site log-densities, kept per particle and per datapoint: (k, N).
 
     Masks apply; scales do not: the data plate's size/B subsample scale belongs to the ELBO of a
@@ -72,11 +72,11 @@ def _per_datapoint_log_prob(trace: poutine.Trace, plate: str, nesting: int) -> T
     for site in prune_subsample_sites(trace).nodes.values():
         if site["type"] != "sample":
             continue
-        data_dim = _data_dim(site, plate)
+        dim = data_dim(site, plate)
         log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
         log_p = scale_and_mask(log_p, mask=site["mask"])
         log_p = log_p.reshape((1,) * (nesting + 1 - log_p.dim()) + log_p.shape)  # (k|1, ..., N|1, ...)
-        other_dims = [d for d in range(1, nesting + 1) if d != nesting + 1 + data_dim]
+        other_dims = [d for d in range(1, nesting + 1) if d != nesting + 1 + dim]
         log_p = log_p.sum(other_dims) if other_dims else log_p  # (k|1, N)
         total = total + log_p
     return total
@@ -125,7 +125,7 @@ def vectorized_traces(
 def trace_log_weights(guide_trace: poutine.Trace, model_trace: poutine.Trace, plate: str, nesting: int) -> Tensor:
     """log w = log p(x, z) - log q(z|x) per sample and per datapoint of ``plate``, from a pair of
     vectorized traces (see vectorized_traces): (K, N); differentiable when the traces are."""
-    log_w = _per_datapoint_log_prob(model_trace, plate, nesting) - _per_datapoint_log_prob(guide_trace, plate, nesting)
+    log_w = per_datapoint_log_prob(model_trace, plate, nesting) - per_datapoint_log_prob(guide_trace, plate, nesting)
     num_samples = guide_trace.nodes[PARTICLES]["value"].shape[0]
     return log_w.reshape(log_w.shape[0], -1).expand(num_samples, -1)  # (K, N)
 

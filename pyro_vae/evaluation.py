@@ -7,12 +7,14 @@ approximate posterior (Burda et al. 2016; Cremer et al. 2018).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
 
+from pyro_vae.ais import ais
 from pyro_vae.distributed import SINGLE, Context
 from pyro_vae.estimators import importance_log_weights, iwae_bound, pareto_khat
 from pyro_vae.model import DATA_PLATE
@@ -37,6 +39,17 @@ class Estimate:
 
 
 @dataclass(frozen=True)
+class AISEstimate:
+    """One AIS row: log p^(x) by annealed importance sampling, averaged over datapoints."""
+
+    num_steps: int
+    num_chains: int
+    log_likelihood: Estimate  # mean over datapoints of the per-datapoint AIS lower bound, and its SE
+    acceptance: float  # mean HMC acceptance probability over datapoints, chains and transitions
+    seconds: float
+
+
+@dataclass(frozen=True)
 class BoundsReport:
     num_datapoints: int
     num_samples: int  # K of the largest bound; every bound is estimated from these samples
@@ -45,6 +58,7 @@ class BoundsReport:
     gap: Estimate  # L_K - L_1 per datapoint: estimates E KL(q(z|x) || p(z|x)) from below
     khat_above: float | None  # fraction of datapoints with PSIS k^ > KHAT_THRESHOLD (None: not computed)
     khat_median: float | None
+    ais: tuple[AISEstimate, ...] = ()  # AIS rows, by evaluate_ais, in increasing steps
 
     @property
     def log_likelihood(self) -> Estimate:
@@ -56,6 +70,7 @@ class BoundsReport:
         ArviZ gives as inf when there are too few samples to fit a tail)."""
         out = asdict(self)
         out["iwae"] = {str(k): asdict(v) for k, v in self.iwae.items()}
+        out["ais"] = [asdict(row) for row in self.ais]
         if out["khat_median"] is not None and not math.isfinite(out["khat_median"]):
             out["khat_median"] = None
         out["khat_threshold"] = KHAT_THRESHOLD
@@ -66,6 +81,9 @@ class BoundsReport:
         lines = [f"{'ELBO':>14}  {self.elbo}"]
         lines += [f"{f'IWAE K={k}':>14}  {e}" for k, e in self.iwae.items() if k > 1]
         lines.append(f"{'gap':>14}  {self.gap}   (log p^(x) - ELBO)")
+        for row in self.ais:
+            lines.append(f"{f'AIS T={row.num_steps}':>14}  {row.log_likelihood}   ({row.num_chains} chains, "
+                         f"acceptance {row.acceptance:.2f}, {row.seconds:.0f} s)")
         if self.khat_above is not None:
             lines.append(
                 f"{'PSIS k^':>14}  median {self.khat_median:.2f}; {100 * self.khat_above:.1f}% of datapoints "
@@ -112,3 +130,17 @@ def evaluate_bounds(
         khat_above=None if khat_n is None else (khat_n > KHAT_THRESHOLD).double().mean().item(),
         khat_median=None if khat_n is None else khat_n.median().item(),
     )
+
+
+@torch.no_grad()
+def evaluate_ais(
+    vae: VAE, x: Tensor, num_steps: int, num_chains: int = 16, num_leapfrog: int = 10, batch_size: int = 100,
+) -> AISEstimate:
+    """Forward AIS (see ais.py) of ``vae`` on ``x`` (N, D), ``batch_size`` images at a time: the mean
+    over images of each image's AIS lower bound on log p(x), with its SE and the mean acceptance rate."""
+    start = time.perf_counter()
+    vae.eval()
+    result = ais(vae.model, vae.guide, x, num_steps=num_steps, num_chains=num_chains, plate=DATA_PLATE,
+                 num_leapfrog=num_leapfrog, chunk_size=batch_size, max_plate_nesting=1)
+    return AISEstimate(num_steps, num_chains, Estimate.of(result.bound()), result.acceptance.mean().item(),
+                       time.perf_counter() - start)

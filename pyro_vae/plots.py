@@ -120,11 +120,16 @@ def plot_bounds(report: BoundsReport, path: str | Path, title: str = "") -> None
     ax.errorbar(ks, [report.iwae[k].mean for k in ks], yerr=[2 * (report.iwae[k].se or 0.0) for k in ks],
                 marker="o", capsize=3, label="IWAE bound $\\mathcal{L}_K$ (± 2 SE over images)")
     ax.axhline(report.elbo.mean, color="C3", linestyle="--", label=f"ELBO = {report.elbo.mean:.2f}")
+    if report.ais:  # the longest AIS run as a line; the shorter ones in its label
+        *shorter, last = report.ais
+        others = "".join(f"; {row.num_steps}: {row.log_likelihood.mean:.2f}" for row in reversed(shorter))
+        ax.axhline(last.log_likelihood.mean, color="C2", linestyle=":",
+                   label=f"AIS, {last.num_steps} steps = {last.log_likelihood.mean:.2f}{others}")
     ax.set_xscale("log")
     ax.set_xlabel("K (importance samples)")
     ax.set_ylabel("nats per image")
     ax.set_title(title or f"gap log p̂(x) − ELBO = {str(report.gap).strip()} nats "
                  f"({report.num_datapoints} images)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(loc="lower right", fontsize=8)
     fig.savefig(path, dpi=100, bbox_inches="tight")

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pyro
 
 from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, main, positive_int
-from pyro_vae.evaluation import evaluate_bounds
+from pyro_vae.evaluation import evaluate_ais, evaluate_bounds
 from pyro_vae.experiment import load_run, writable_dir
 from pyro_vae.plots import plot_bounds
 
@@ -32,6 +33,12 @@ def run(argv: list[str] | None) -> None:
                    help="importance samples per pass; memory grows with batch-size x chunk-size (default: %(default)s)")
     p.add_argument("--limit", type=positive_int, help="evaluate only the first LIMIT test images")
     p.add_argument("--no-khat", action="store_true", help="skip the PSIS k^ diagnostic")
+    p.add_argument("--ais-steps", type=int_list, default=(),
+                   help="add a row of annealed importance sampling (AIS) with this many HMC transitions; "
+                        "comma-separated for several rows, e.g. 100,1000 (default: none)")
+    p.add_argument("--ais-chains", type=positive_int, default=16, help="AIS chains per image (default: %(default)s)")
+    p.add_argument("--ais-leapfrog", type=positive_int, default=10,
+                   help="leapfrog steps per HMC transition (default: %(default)s)")
     add_checkpoint_arguments(p, seeds="the importance samples", out="evaluation.json and bounds.png")
     a = p.parse_args(argv)
 
@@ -45,6 +52,12 @@ def run(argv: list[str] | None) -> None:
     log.info("%s: %d test images of %s, K = %s", a.checkpoint, len(x), state["data_config"]["dataset"],
              ",".join(map(str, ks)))
     report = evaluate_bounds(vae, x, ks=ks, batch_size=a.batch_size, chunk_size=a.chunk_size, diagnose=not a.no_khat)
+    rows = []
+    for steps in sorted(set(a.ais_steps)):
+        log.info("AIS with %d steps x %d chains (%d leapfrog steps each) on %d images", steps, a.ais_chains,
+                 a.ais_leapfrog, len(x))
+        rows.append(evaluate_ais(vae, x, steps, a.ais_chains, a.ais_leapfrog, a.batch_size))
+    report = replace(report, ais=tuple(rows))
     print("\n".join(report.lines()))
 
     result = {"checkpoint": str(a.checkpoint), "dataset": state["data_config"]["dataset"], **report.to_dict()}

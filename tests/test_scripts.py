@@ -79,12 +79,15 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[1]["test_elbo"]) == pytest.approx(final["test_elbo"])
 
     done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--num-samples", "50", "--ks", "1,5,50",
-                                       "--data-dir", tiny_mnist], cwd=tmp_path)
+                                       "--data-dir", tiny_mnist, "--ais-steps", "20,3", "--ais-chains", "4",
+                                       "--ais-leapfrog", "3"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    for label in ("ELBO", "IWAE K=5", "IWAE K=50", "gap", "PSIS k^"):
+    for label in ("ELBO", "IWAE K=5", "IWAE K=50", "gap", "PSIS k^", "AIS T=3", "AIS T=20"):
         assert label in done.stdout, done.stdout
     report = json.loads((out / "evaluation.json").read_text())
     assert report["num_datapoints"] == 32 and list(report["iwae"]) == ["1", "5", "50"]
+    assert [row["num_steps"] for row in report["ais"]] == [3, 20] and report["ais"][0]["num_chains"] == 4
+    assert all(0 < row["acceptance"] <= 1 and row["log_likelihood"]["se"] > 0 for row in report["ais"])
     # each row against the same bound computed by plain torch from the checkpoint's networks
     vae, data, _ = load_run(out / "checkpoint.pt", "cpu", str(tiny_mnist))
     for k, row in (("1", report["elbo"]), ("5", report["iwae"]["5"]), ("50", report["iwae"]["50"])):
@@ -93,6 +96,17 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
         tolerance = 4 * math.sqrt(group_var / 32 * (int(k) / 50 + int(k) / 4000))
         assert row["mean"] == pytest.approx(reference, abs=tolerance), (k, row["mean"], reference, tolerance)
     assert Image.open(out / "bounds.png").size[0] > 100
+
+    done = run_subprocess("bdmc", ["--checkpoint", out / "checkpoint.pt", "--num-images", "12", "--steps", "2,10",
+                                   "--chains", "3", "--leapfrog", "2", "--iwae-samples", "20", "--data-dir", tiny_mnist,
+                                   "--out", tmp_path / "bdmc"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "reverse AIS (upper)" in done.stdout and "IWAE K=20" in done.stdout, done.stdout
+    bdmc = json.loads((tmp_path / "bdmc" / "bdmc.json").read_text())
+    assert [row["num_steps"] for row in bdmc["rows"]] == [2, 10] and bdmc["importance_sampling"]["num_datapoints"] == 12
+    for row in bdmc["rows"]:
+        assert row["gap"]["mean"] == pytest.approx(row["upper"]["mean"] - row["lower"]["mean"], abs=1e-3)
+    assert Image.open(tmp_path / "bdmc" / "bdmc.png").size[0] > 100
 
     (tmp_path / "file").write_text("")
     done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--num-samples", "5", "--data-dir",
@@ -180,6 +194,12 @@ def test_binarized_mnist_with_iwae_end_to_end(tmp_path):
         ("evaluate", ["--checkpoint", "x.pt", "--num-samples", "0"], "must be a positive integer"),
         ("evaluate", ["--checkpoint", "{tmp}/missing.pt"], "does not exist"),
         ("evaluate", ["--checkpoint", "{file}"], "is not a pyro_vae checkpoint"),
+        ("evaluate", ["--checkpoint", "x.pt", "--ais-steps", "100,-5"], "every value must be a positive integer"),
+        ("evaluate", ["--checkpoint", "x.pt", "--ais-chains", "0"], "must be a positive integer"),
+        ("bdmc", [], "--checkpoint"),
+        ("bdmc", ["--checkpoint", "{tmp}/missing.pt"], "does not exist"),
+        ("bdmc", ["--checkpoint", "x.pt", "--steps", "0"], "every value must be a positive integer"),
+        ("bdmc", ["--checkpoint", "x.pt", "--num-images", "0"], "must be a positive integer"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name, argv, message):
