@@ -29,7 +29,7 @@ from pyro_vae.cli import ArgumentParser, add_experiment_arguments, main
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
 from pyro_vae.data import DATASETS
 from pyro_vae.experiment import load_run, run_training, writable_dir
-from pyro_vae.plots import _grid
+from pyro_vae.plots import image_grid
 
 # name -> (likelihood, dequantize the 8-bit pixels)
 SETUPS = {
@@ -49,7 +49,7 @@ def plot_comparison(results: dict[str, dict], samples: dict[str, torch.Tensor], 
     fig = Figure(figsize=(4 * len(results) + 4, 4.4), layout="constrained")
     axes = fig.subplots(1, len(results) + 1)
     for ax, (name, images) in zip(axes, samples.items()):
-        ax.imshow(_grid(images, image_shape, 6).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(image_grid(images, image_shape, 6).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         final = results[name]["final"]
         what = (f"{final['bits_per_dim']:.3f} bits/dim (8-bit images)" if "bits_per_dim" in final
                 else f"{final['bits_per_dim_binary']:.3f} bits/dim (binary images)")

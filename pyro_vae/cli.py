@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -80,8 +79,6 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
     logger = logging.getLogger("pyro_vae")  # ours only: ArviZ logs import chatter at INFO on its own
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
-    warnings.filterwarnings("ignore", message=".*torch.jit.trace.*is deprecated", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor", category=FutureWarning)
     try:
         run(argv)
     except UsageError as error:

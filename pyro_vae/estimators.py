@@ -13,6 +13,7 @@ dimension except the particle dimension and the data plate's dimension.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -206,7 +207,9 @@ def pareto_khat(log_weights: Tensor) -> Tensor:
     k^ > 0.7 flags a datapoint whose estimate is unreliable (Vehtari et al. 2024; Yao et al. 2018).
     ArviZ 0.x's ``psislw`` takes log-weights with samples on the last axis.
     """
-    import arviz as az
+    with warnings.catch_warnings():  # its once-a-day notice of a coming refactor is not the user's business
+        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
+        import arviz as az
 
     _, khat = az.psislw(log_weights.T.double().cpu().numpy())
     return torch.as_tensor(khat, dtype=log_weights.dtype)

@@ -22,7 +22,7 @@ from pyro_vae.likelihoods import make_likelihood
 from pyro_vae.plots import (
     manifold_grid, plot_history, plot_latent, plot_manifold, plot_reconstructions, plot_samples,
 )
-from pyro_vae.train import Snapshot, fit, make_optimizer, objective_name
+from pyro_vae.train import EpochRecord, Snapshot, fit, make_optimizer, objective_name
 from pyro_vae.vae import VAE
 
 log = logging.getLogger("pyro_vae")
@@ -98,7 +98,7 @@ def _check_resumable(saved: dict, path: Path, data_used: DataConfig, train_confi
 def run_training(
     model_config: ModelConfig, data_config: DataConfig, train_config: TrainConfig, out: str | Path,
     progress: bool = True, resume: str | Path | None = None, checkpoint_every: int = 1,
-    context: Context = SINGLE,
+    context: Context = SINGLE, tensorboard: str | Path | None = None,
 ) -> dict:
     """Train, evaluate on the test set, and write checkpoint.pt, metrics.json, history.csv and
     PNG figures into ``out``. Returns the metrics. Seeds are the caller's to set.
@@ -106,7 +106,8 @@ def run_training(
     checkpoint.pt is rewritten (atomically) every ``checkpoint_every`` epochs and after the last;
     ``resume`` names a checkpoint to go on from (same model and data; see _check_resumable).
     ``context``: data-parallel training and evaluation over torchrun's processes; rank 0 alone
-    writes files (see distributed.py).
+    writes files (see distributed.py). ``tensorboard``: a folder for TensorBoard event files
+    (see tensorboard.py), continued across resumes.
     """
     start = time.perf_counter()
     out = writable_dir(out)
@@ -134,9 +135,20 @@ def run_training(
     def save(snapshot: Snapshot) -> None:
         checkpoint.save(path, vae, optimizer, data_used, train_config, snapshot=snapshot)
 
+    board = None
+    if tensorboard is not None and context.is_main:
+        from pyro_vae.tensorboard import TensorBoardWriter  # optional dependency: imported when asked for
+
+        board = TensorBoardWriter(tensorboard, resumed_epoch=state.epoch if state else 0)
+        board.config({"model": asdict(model_config), "data": asdict(data_used), "train": asdict(train_config)})
+
+    def on_epoch(record: EpochRecord) -> None:
+        if board is not None:
+            board.epoch(record, objective_name(train_config), vae, data)
+
     try:
-        state = fit(vae, optimizer, data, train_config, progress, state=state, save=save if context.is_main else None,
-                    save_every=checkpoint_every, context=context)
+        state = fit(vae, optimizer, data, train_config, progress, callback=on_epoch, state=state,
+                    save=save if context.is_main else None, save_every=checkpoint_every, context=context)
     except TrainingDiverged as error:
         if path.exists():
             after = (f"the last good checkpoint, {path}, holds epoch {error.epoch - 1}; {REMEDIES}, and pass --resume "
@@ -168,6 +180,10 @@ def run_training(
             str(report.log_likelihood).strip(), report.num_samples, report.elbo.mean,
             report.gap.mean,
         )
+
+    if board is not None:
+        board.final(final, len(history))
+        board.close()
 
     metrics = {
         "config": {"model": asdict(model_config), "data": asdict(data_config), "train": asdict(train_config)},

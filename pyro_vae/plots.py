@@ -14,7 +14,7 @@ from pyro_vae.evaluation import BoundsReport
 from pyro_vae.train import EpochRecord
 
 
-def _grid(images: Tensor, image_shape: tuple[int, int], nrow: int) -> Tensor:
+def image_grid(images: Tensor, image_shape: tuple[int, int], nrow: int) -> Tensor:
     """(N, D) in [0, 1] -> one (H', W') image of the N images in rows of ``nrow``."""
     tiles = images.detach().float().cpu().clamp(0, 1).reshape(-1, 1, *image_shape)
     return make_grid(tiles, nrow=nrow, padding=2, pad_value=1.0)[0]
@@ -29,16 +29,21 @@ def _save_grid(grid: Tensor, title: str, path: str | Path) -> None:
     fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
-def plot_reconstructions(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int], path: str | Path) -> None:
-    """Data in the odd rows, the mean of p(x|z = E_q z) below each in the even rows.   (N, D), (N, D)"""
+def reconstruction_grid(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int]) -> Tensor:
+    """Data in the odd rows of 8, the mean of p(x|z = E_q z) below each in the even rows.   (N, D), (N, D) -> (H', W')"""
     nrow = min(len(x), 8)
     rows = [t for i in range(0, len(x), nrow) for t in (x[i : i + nrow], reconstruction[i : i + nrow])]
-    _save_grid(_grid(torch.cat(rows), image_shape, nrow), "data (odd rows) and reconstructions (even rows)", path)
+    return image_grid(torch.cat(rows), image_shape, nrow)
+
+
+def plot_reconstructions(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int], path: str | Path) -> None:
+    """reconstruction_grid as a PNG.   (N, D), (N, D)"""
+    _save_grid(reconstruction_grid(x, reconstruction, image_shape), "data (odd rows) and reconstructions (even rows)", path)
 
 
 def plot_samples(images: Tensor, image_shape: tuple[int, int], path: str | Path) -> None:
     """Means of p(x|z) for z drawn from the prior.   (N, D)"""
-    _save_grid(_grid(images, image_shape, 8), "mean of p(x|z), z ~ N(0, I)", path)
+    _save_grid(image_grid(images, image_shape, 8), "mean of p(x|z), z ~ N(0, I)", path)
 
 
 def project_2d(z: Tensor) -> tuple[Tensor, tuple[str, str]]:
@@ -82,7 +87,7 @@ def manifold_grid(n: int = 20, low: float = 0.05, high: float = 0.95) -> Tensor:
 def plot_manifold(images: Tensor, image_shape: tuple[int, int], path: str | Path) -> None:
     """Decoded means of manifold_grid(n): (n*n, D) images, z_1 left to right, z_2 bottom to top."""
     n = round(len(images) ** 0.5)
-    _save_grid(_grid(images, image_shape, n), "learned 2-D manifold: mean of p(x|z) on a grid of prior quantiles", path)
+    _save_grid(image_grid(images, image_shape, n), "learned 2-D manifold: mean of p(x|z) on a grid of prior quantiles", path)
 
 
 def plot_history(
