@@ -28,14 +28,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
-from pyro_vae.estimators import PARTICLES, data_dim, per_datapoint_log_prob, plate_nesting
+from pyro_vae.estimators import PARTICLES, data_dim, per_datapoint_log_prob, plate_nesting, vectorized
 
 TARGET_ACCEPT = 0.65  # HMC's optimal acceptance rate in high dimension (Neal 2011; Beskos et al. 2013)
 STEP_GROWTH = 1.02  # step sizes grow or shrink by this factor after each transition
@@ -97,14 +96,6 @@ def _is_real(support: constraints.Constraint) -> bool:
     return support is constraints.real
 
 
-def _vectorized(fn: Callable, num_chains: int, nesting: int) -> Callable:
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with pyro.plate(PARTICLES, num_chains, dim=-(nesting + 1)):
-            return fn(*args, **kwargs)
-
-    return run
-
-
 def _check_arguments(num_steps: int, num_chains: int) -> None:
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0 (0 is importance sampling with K = num_chains), got {num_steps}")
@@ -123,7 +114,7 @@ def anneal(
     (b_t - b_{t-1}) [log p(x, z) - log q(z|x)]: forward (increasing betas) they estimate log p(x_n),
     reverse (decreasing) -log p(x_n)."""
     nesting = plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
-    model_c, guide_c = _vectorized(model, num_chains, nesting), _vectorized(guide, num_chains, nesting)
+    model_c, guide_c = vectorized(model, num_chains, nesting), vectorized(guide, num_chains, nesting)
     with torch.no_grad():
         first = poutine.trace(guide_c).get_trace(*args, **kwargs)
     latents = _Latents(first, plate)

@@ -97,7 +97,7 @@ def configs(state: dict) -> tuple[ModelConfig, DataConfig]:
     """The model config and the data config as used in training (dataset and binarization resolved)."""
     model = state["model_config"]
     data = dict(state["data_config"])
-    if data.get("binarize") == "static":  # its name before 0.2: thresholding at 0.5
+    if data.get("binarize") == "static":  # its old name, in earlier checkpoints: thresholding at 0.5
         data["binarize"] = "threshold"
     return ModelConfig(**{**model, "hidden": tuple(model["hidden"])}), DataConfig(**data)
 

@@ -105,21 +105,25 @@ def check_reparameterized(guide_trace: poutine.Trace) -> None:
             )
 
 
+def vectorized(fn: Callable, num_samples: int, nesting: int) -> Callable:
+    """``fn`` run inside a plate of ``num_samples`` at dim -(nesting + 1), left of the pair's own plates:
+    every sample site draws ``num_samples`` values at once."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with pyro.plate(PARTICLES, num_samples, dim=-(nesting + 1)):
+            return fn(*args, **kwargs)
+
+    return run
+
+
 def vectorized_traces(
     model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int, nesting: int
 ) -> tuple[poutine.Trace, poutine.Trace]:
     """The guide's trace of ``num_samples`` vectorized draws and the model's trace replayed on them.
     ``nesting`` is the pair's max plate nesting (see plate_nesting): the samples take the next dim."""
-
-    def vectorized(fn: Callable) -> Callable:
-        def run(*a: Any, **kw: Any) -> Any:
-            with pyro.plate(PARTICLES, num_samples, dim=-(nesting + 1)):
-                return fn(*a, **kw)
-
-        return run
-
-    guide_trace = poutine.trace(vectorized(guide)).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(vectorized(model), trace=guide_trace)).get_trace(*args, **kwargs)
+    guide_trace = poutine.trace(vectorized(guide, num_samples, nesting)).get_trace(*args, **kwargs)
+    model = poutine.replay(vectorized(model, num_samples, nesting), trace=guide_trace)
+    model_trace = poutine.trace(model).get_trace(*args, **kwargs)
     return guide_trace, model_trace
 
 
