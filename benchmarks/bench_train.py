@@ -31,7 +31,7 @@ import pyro
 import torch
 import torch.nn.functional as F
 
-from pyro_vae import DataConfig, ModelConfig, VAE, load_dataset
+from pyro_vae import ModelConfig, VAE, load_dataset
 from pyro_vae.data import PreparedData
 from pyro_vae.experiment import resolve_device
 from pyro_vae.train import make_elbo, make_optimizer, train_epoch

@@ -22,7 +22,6 @@ import logging
 import platform
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pyro

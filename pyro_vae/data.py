@@ -69,7 +69,7 @@ def _load_idx(cls: type, name: str, data_dir: str | Path, download: bool, get_th
     expected = ", ".join(Path(url).stem for url, _ in cls.resources)
     try:
         train, test = (cls(str(data_dir), train=split, download=download) for split in (True, False))
-    except RuntimeError as error:  # torchvision: absent, and not downloadable (or downloads off)
+    except RuntimeError:  # torchvision: absent, and not downloadable (or downloads off)
         reason = "the download failed (offline?)" if download else "downloads are disabled"
         raise UsageError(f"{name}: files not found: expected {expected} in {raw}, and {reason}; {get_them}") from None
     except _CORRUPT as error:
