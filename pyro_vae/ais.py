@@ -34,7 +34,7 @@ from pyro.distributions import constraints
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
-from pyro_vae.estimators import PARTICLES, data_dim, per_datapoint_log_prob, plate_nesting, vectorized
+from pyro_vae.estimators import PARTICLES, data_dim, log_mean_exp, per_datapoint_log_prob, plate_nesting, vectorized
 
 TARGET_ACCEPT = 0.65  # HMC's optimal acceptance rate in high dimension (Neal 2011; Beskos et al. 2013)
 STEP_GROWTH = 1.02  # step sizes grow or shrink by this factor after each transition
@@ -51,7 +51,7 @@ class AISResult:
 
     def bound(self) -> Tensor:
         """log-mean-exp over chains (forward: a lower bound on log p(x_n)).   (C, N) -> (N,)"""
-        return torch.logsumexp(self.log_weights, dim=0) - math.log(self.log_weights.shape[0])
+        return log_mean_exp(self.log_weights)
 
 
 def sigmoid_schedule(num_steps: int, sharpness: float = SIGMOID_SHARPNESS) -> Tensor:

@@ -191,6 +191,12 @@ def log_marginal_likelihood(
     return running - math.log(num_samples)
 
 
+def log_mean_exp(log_w: Tensor, dim: int = 0) -> Tensor:
+    """log (1/K) sum_k exp(log_w_k) along ``dim``, stably: the importance-sampled log p^ from K
+    log-weights (Burda et al. 2016, eq. 8).   e.g. (K, N) -> (N,)"""
+    return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
+
+
 def iwae_bound(log_weights: Tensor, k: int) -> Tensor:
     """Per-datapoint estimate of the IWAE bound L_k from K >= k log-weights (K, N) -> (N,).
 
@@ -202,7 +208,7 @@ def iwae_bound(log_weights: Tensor, k: int) -> Tensor:
     if not 1 <= k <= total:
         raise ValueError(f"k must be between 1 and the number of samples ({total}), got {k}")
     groups = log_weights[: total // k * k].reshape(total // k, k, n)  # (G, k, N)
-    return (torch.logsumexp(groups, dim=1) - math.log(k)).mean(dim=0)  # (N,)
+    return log_mean_exp(groups, dim=1).mean(dim=0)  # (N,)
 
 
 def pareto_khat(log_weights: Tensor) -> Tensor:

@@ -16,7 +16,6 @@ subsampling the two agree, which tests/test_iwae.py checks.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,9 @@ import torch
 from pyro.infer import ELBO
 from torch import Tensor
 
-from pyro_vae.estimators import check_reparameterized, data_scale, plate_nesting, trace_log_weights, vectorized_traces
+from pyro_vae.estimators import (
+    check_reparameterized, data_scale, log_mean_exp, plate_nesting, trace_log_weights, vectorized_traces,
+)
 from pyro_vae.model import DATA_PLATE
 
 
@@ -56,7 +57,7 @@ class IWAE_ELBO(ELBO):
         if torch.is_grad_enabled():
             check_reparameterized(guide_trace)
         log_w = trace_log_weights(guide_trace, model_trace, self.plate, self._nesting)  # (K, N)
-        return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles), data_scale(model_trace)  # (N,)
+        return log_mean_exp(log_w), data_scale(model_trace)  # (N,)
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
         bound, scale = self.bound(model, guide, *args, **kwargs)
