@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import hashlib
+import io
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,27 +12,35 @@ import torch
 
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
 from pyro_vae.errors import UsageError
+from pyro_vae.files import atomic_write, interrupts_deferred
 from pyro_vae.train import EpochRecord, Snapshot, TrainState
 from pyro_vae.vae import VAE
 
 FORMAT = "pyro_vae.checkpoint/1"
+REQUIRED = ("model_config", "data_config", "train_config", "x_dim", "encoder", "decoder")  # what evaluation reads
 
 
 def versions() -> dict[str, str]:
-    import pyro
-    import torchvision
+    """The versions of the packages a run used, from their installed metadata (importing
+    torchvision only to read its version would add a second to every run)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from pyro_vae import __version__
 
-    found = {"pyro_vae": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-             "pyro": pyro.__version__}
-    return {name: str(version) for name, version in found.items()}  # torch's is a TorchVersion, not a str
+    found = {"pyro_vae": __version__, "torch": torch.__version__}
+    for name, distribution in (("torchvision", "torchvision"), ("pyro", "pyro-ppl")):
+        try:
+            found[name] = version(distribution)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return {name: str(v) for name, v in found.items()}  # torch's is a TorchVersion, not a str
 
 
 def save(path: str | Path, vae: VAE, optimizer: torch.optim.Optimizer, data_config: DataConfig,
          train_config: TrainConfig, snapshot: Snapshot | None = None, **extra: Any) -> None:
-    """Write the checkpoint to a temporary file beside ``path``, then rename it into place, so that
-    an interruption leaves either the old checkpoint or the new one, never half of one.
+    """Write the checkpoint atomically (see files.atomic_write): an interruption or a full disk
+    leaves either the old checkpoint or the new one, never half of one; Ctrl-C waits until the
+    write is done. A checksum of every tensor goes with it (see checksum).
 
     Saves ``snapshot`` (networks, optimizer and training state at the end of an epoch) when given,
     else the current weights and optimizer state of ``vae`` and ``optimizer``. ``data_config``
@@ -55,15 +63,33 @@ def save(path: str | Path, vae: VAE, optimizer: torch.optim.Optimizer, data_conf
     if snapshot is not None:
         state["train_state"] = asdict(snapshot.state)
         state["epoch"] = snapshot.state.epoch
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    state["checksum"] = checksum(state)
+    with interrupts_deferred():  # a Ctrl-C inside torch's zip writer would become its RuntimeError
+        buffer = io.BytesIO()  # serialized in memory, so that a full disk is an OSError of our own write
+        torch.save(state, buffer)
+        atomic_write(path, buffer.getvalue())
+
+
+def checksum(state: Any) -> str:
+    """SHA-256 of every tensor in ``state`` (weights, optimizer moments, random states) with its
+    place, dtype and shape: a flipped bit in a weight changes it, while torch.load would not notice."""
+    digest = hashlib.sha256()
+
+    def visit(value: Any, where: str) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{where}:{value.dtype}:{tuple(value.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                if not (where == "" and key == "checksum"):
+                    visit(value[key], f"{where}/{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(item, f"{where}/{i}")
+
+    visit(state, "")
+    return digest.hexdigest()
 
 
 def train_state(state: dict) -> TrainState:
@@ -74,7 +100,21 @@ def train_state(state: dict) -> TrainState:
     fields = dict(state["train_state"])
     fields["history"] = [EpochRecord(**record) for record in fields["history"]]
     fields.setdefault("schedule_epochs", state["train_config"]["epochs"])  # older checkpoints: the run's --epochs
-    return TrainState(**fields)
+    if "optimizer" not in state:
+        raise UsageError("this checkpoint holds no optimizer state: it can be evaluated but not resumed")
+    return _build(TrainState, fields, "train_state")
+
+
+def _build(cls: type, fields: dict, part: str) -> Any:
+    """``cls(**fields)``, or a UsageError naming the settings this version does not know."""
+    unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise UsageError(f"the checkpoint's {part} holds settings this pyro_vae does not know ({', '.join(unknown)}): "
+                         "it was written by a newer version or edited; evaluate it with the version that wrote it")
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"the checkpoint's {part} is not valid ({error})") from None
 
 
 def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
@@ -90,6 +130,13 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UsageError(f"{path} is not a pyro_vae checkpoint (no {FORMAT!r} marker): pass one written by train_svi.py")
+    missing = [key for key in REQUIRED if key not in state]
+    if missing:
+        raise UsageError(f"{path} lacks {', '.join(missing)}: it is not a whole pyro_vae checkpoint (edited or written "
+                         "by other code); pass one written by train_svi.py")
+    if "checksum" in state and checksum(state) != state["checksum"]:  # checkpoints before 0.1.0's checksum have none
+        raise UsageError(f"corrupt checkpoint: the tensors in {path} do not match the checksum stored with them "
+                         "(damaged on disk or in transfer); use another copy, or train again")
     return state
 
 
@@ -99,7 +146,8 @@ def configs(state: dict) -> tuple[ModelConfig, DataConfig]:
     data = dict(state["data_config"])
     if data.get("binarize") == "static":  # its old name, in earlier checkpoints: thresholding at 0.5
         data["binarize"] = "threshold"
-    return ModelConfig(**{**model, "hidden": tuple(model["hidden"])}), DataConfig(**data)
+    return (_build(ModelConfig, {**model, "hidden": tuple(model.get("hidden", ()))}, "model_config"),
+            _build(DataConfig, data, "data_config"))
 
 
 def check_compatible(vae: VAE, state: dict, path: str | Path = "the checkpoint") -> None:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
+from types import FrameType
 from typing import NoReturn
 
-from pyro_vae.errors import TrainingDiverged, UsageError
+from pyro_vae.errors import OutputError, TrainingDiverged, UsageError
+
+
+STARTED = time.perf_counter()  # about when a script's process began: this module is its first import
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -34,8 +43,18 @@ def non_negative_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+SEEDS = 2**32  # numpy's seeds, which pyro.set_rng_seed sets too, are 0 .. 2^32 - 1
+
+
+def seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < SEEDS:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {SEEDS - 1}, got {text}")
     return value
 
 
@@ -59,7 +78,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser, out: str, datasets: lis
     p.add_argument("--eval-samples", type=positive_int, default=eval_samples,
                    help="K for the test log p^(x) (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--seed", type=seed, default=0, help="(default: %(default)s)")
     p.add_argument("--out", default=out, help="(default: %(default)s)")
 
 
@@ -68,17 +87,28 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser, seeds: str, out: str) -
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train_svi.py")
     p.add_argument("--data-dir", help="read the data from here instead of the directory used in training")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help=f"seeds {seeds} (default: %(default)s)")
+    p.add_argument("--seed", type=seed, default=0, help=f"seeds {seeds} (default: %(default)s)")
     p.add_argument("--out", help=f"where {out} go (default: beside the checkpoint)")
 
 
+def stop(signum: int, frame: FrameType | None) -> None:
+    """SIGINT's handler while a script runs: the first Ctrl-C stops it (KeyboardInterrupt); later
+    ones are ignored, so that they cannot cut short the saving it triggers or Python's exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(run: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
-    """Run a script's body: log to stderr as plain lines, turn a UsageError into one line and exit 2."""
+    """Run a script's body and return its exit status, every failure the user can act on as one
+    line on stderr: 2 bad input (UsageError), 3 divergence, 1 a result that could not be written or
+    memory that ran out, 130 Ctrl-C (see stop). Logs go to stderr as plain lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("pyro_vae")  # ours only: ArviZ logs import chatter at INFO on its own
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, stop) if in_main_thread else None
     try:
         run(argv)
     except UsageError as error:
@@ -87,7 +117,26 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as error:  # torch's CPU and CUDA allocators raise RuntimeErrors
+        if not (isinstance(error, MemoryError) or OUT_OF_MEMORY.search(str(error))):
+            raise
+        detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        print(f"error: out of memory ({detail}): lower the batch size, the number of samples or the network "
+              "sizes", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as error:  # TrainingInterrupted says what was saved and how to go on
         print(str(error) or "interrupted", file=sys.stderr)
         return 130
+    finally:
+        # argv None: main runs as its script's process, which ignores Ctrl-C from here to its exit, so
+        # that a late one cannot interrupt Python's shutdown with a traceback; in-process callers
+        # (tests, notebooks) get their handler back
+        if in_main_thread:
+            signal.signal(signal.SIGINT, signal.SIG_IGN if argv is None else previous)
     return 0
+
+
+OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)

@@ -5,6 +5,7 @@ Config flows one way: argparse (scripts only) -> these dataclasses -> library fu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pyro_vae.errors import UsageError
@@ -12,8 +13,8 @@ from pyro_vae.errors import UsageError
 
 def _require_positive(**values: float) -> None:
     for name, value in values.items():
-        if value <= 0:
-            raise UsageError(f"{name} must be positive, got {value}")
+        if not (value > 0 and math.isfinite(value)):
+            raise UsageError(f"{name} must be positive and finite, got {value}")
 
 
 @dataclass(frozen=True)

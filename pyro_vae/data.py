@@ -6,6 +6,7 @@ per-item transform runs in the training loop.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import zlib
@@ -18,7 +19,9 @@ import torch
 from torch import Tensor
 
 from pyro_vae.errors import UsageError
+from pyro_vae.files import atomic_write
 from pyro_vae.likelihoods import Bernoulli, Likelihood
+from pyro_vae.readers import damaged, read_amat, read_idx
 
 log = logging.getLogger("pyro_vae")
 
@@ -28,6 +31,7 @@ VALID_FRACTION = 6  # datasets without a validation set hold out the last 1/6 of
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
 BINARIZED_MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 BINARIZED_MNIST_SPLITS = ("train", "valid", "test")
+BINARIZED_MNIST_SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}  # Larochelle & Murray's files
 
 
 @dataclass(frozen=True)
@@ -54,31 +58,49 @@ def hold_out(name: str, x: Tensor, labels: Tensor | None, test: Tensor, test_lab
     return Dataset(name, x[:n_train], x[n_train:], test, image_shape, split_labels)
 
 
-def _from_uint8(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    return images.reshape(len(images), -1).float() / 255.0, labels.long()
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IMAGE_SHAPE = (28, 28)  # MNIST and Fashion-MNIST
 
 
-# what a corrupt IDX/gz file raises inside torchvision's readers and gzip
-_CORRUPT = (AssertionError, TypeError, ValueError, IndexError, EOFError, OSError, zlib.error)
+def _load_idx(folder: str, name: str, data_dir: str | Path, download: bool, get_them: str) -> Dataset:
+    """MNIST-format data (the four IDX files in ``data_dir/<folder>/raw``) as a Dataset.
 
+    Files that are absent are downloaded by torchvision's dataset class of that name, imported
+    only then (when ``download``); then each file is read and checked (readers.read_idx: type, dimensions, size;
+    here: as many labels as images, labels 0-9). One-line UsageErrors: "files not found" when none
+    of the four is there (the one case the default run may fall back from), "missing" when some
+    are, "damaged data file" naming the file and the fault otherwise.
+    """
+    raw = Path(data_dir) / folder / "raw"
+    paths = [raw / file for file in IDX_FILES]
+    if download and not all(path.exists() for path in paths):
+        import torchvision.datasets
 
-def _load_idx(cls: type, name: str, data_dir: str | Path, download: bool, get_them: str) -> Dataset:
-    """MNIST-format data (four IDX files) through a torchvision dataset class, as a Dataset;
-    one-line UsageErrors when the files are absent or unreadable."""
-    raw = Path(data_dir) / cls.__name__ / "raw"
-    expected = ", ".join(Path(url).stem for url, _ in cls.resources)
-    try:
-        train, test = (cls(str(data_dir), train=split, download=download) for split in (True, False))
-    except RuntimeError:  # torchvision: absent, and not downloadable (or downloads off)
-        reason = "the download failed (offline?)" if download else "downloads are disabled"
-        raise UsageError(f"{name}: files not found: expected {expected} in {raw}, and {reason}; {get_them}") from None
-    except _CORRUPT as error:
-        raise UsageError(f"{name}: cannot read the files in {raw} ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'corrupt data'}); delete them and "
-                         f"{get_them}") from None
-    x_train, y_train = _from_uint8(train.data, train.targets)
-    x_test, y_test = _from_uint8(test.data, test.targets)
-    return hold_out(name, x_train, y_train, x_test, y_test, (28, 28))
+        try:
+            getattr(torchvision.datasets, folder)(str(data_dir), train=True, download=True)  # fetches all four
+        except (RuntimeError, OSError) as error:
+            log.info("%s download failed: %s", name, str(error).splitlines()[0][:120] if str(error) else error)
+    missing = [path.name for path in paths if not path.exists()]
+    reason = "the download failed (offline?)" if download else "downloads are disabled"
+    if len(missing) == len(paths):
+        raise UsageError(f"{name}: files not found: expected {', '.join(IDX_FILES)} in {raw}, and {reason}; {get_them}")
+    if missing:
+        raise UsageError(f"{name}: {', '.join(missing)} missing from {raw} (the other files are there), and {reason}; "
+                         f"{get_them}")
+    remedy = f"delete it and {get_them}"
+    split: dict[str, tuple[Tensor, Tensor]] = {}
+    for prefix, images_path, labels_path in (("train", *paths[:2]), ("t10k", *paths[2:])):
+        images = read_idx(images_path, (None, *IMAGE_SHAPE), remedy)  # (n, 28, 28) uint8
+        labels = read_idx(labels_path, (None,), remedy)  # (n,) uint8
+        if len(labels) != len(images):
+            raise damaged(labels_path, f"it holds {len(labels):,} labels for the {len(images):,} images of "
+                          f"{images_path.name}", remedy)
+        if len(labels) and labels.max() > 9:
+            raise damaged(labels_path, f"it holds the label {labels.max()}, and digit classes are 0-9", remedy)
+        split[prefix] = (torch.from_numpy(images.reshape(len(images), -1).astype(np.float32)) / 255.0,
+                         torch.from_numpy(labels.astype(np.int64)))
+    (x_train, y_train), (x_test, y_test) = split["train"], split["t10k"]
+    return hold_out(name, x_train, y_train, x_test, y_test, IMAGE_SHAPE)
 
 
 def load_mnist(data_dir: str | Path, download: bool, seed: int, fallback: bool = False) -> Dataset:
@@ -87,11 +109,9 @@ def load_mnist(data_dir: str | Path, download: bool, seed: int, fallback: bool =
     With ``fallback`` (the default run's dataset), files that are neither on disk nor downloadable
     lead to the mnist5k subset with one logged line instead of an error.
     """
-    from torchvision.datasets import MNIST
-
     get_them = "run once with network access (torchvision downloads them) or pass --data-dir"
     try:
-        return _load_idx(MNIST, "mnist", data_dir, download, get_them)
+        return _load_idx("MNIST", "mnist", data_dir, download, get_them)
     except UsageError as error:
         if not fallback or "files not found" not in str(error):
             raise
@@ -106,53 +126,22 @@ def load_mnist(data_dir: str | Path, download: bool, seed: int, fallback: bool =
 def load_fashion_mnist(data_dir: str | Path, download: bool, seed: int) -> Dataset:
     """Fashion-MNIST through torchvision; offline, the gzipped IDX files of Debian's
     dataset-fashion-mnist package are unpacked into ``data_dir`` first, as a download would be."""
-    from torchvision.datasets import FashionMNIST
-    from torchvision.datasets.utils import extract_archive
-
-    raw = Path(data_dir) / FashionMNIST.__name__ / "raw"
-    packaged = [DEBIAN_FASHION_MNIST / Path(url).name for url, _ in FashionMNIST.resources]
-    unpacked = [raw / path.stem for path in packaged]
-    if not all(path.exists() for path in unpacked) and all(path.exists() for path in packaged):
+    raw = Path(data_dir) / "FashionMNIST" / "raw"
+    packaged = [DEBIAN_FASHION_MNIST / f"{file}.gz" for file in IDX_FILES]
+    unpacked = [raw / file for file in IDX_FILES]
+    if not any(path.exists() for path in unpacked) and all(path.exists() for path in packaged):
         log.info("unpacking Fashion-MNIST from %s into %s", DEBIAN_FASHION_MNIST, raw)
         try:
             raw.mkdir(parents=True, exist_ok=True)
-            for path in packaged:
-                extract_archive(str(path), str(raw))
-        except _CORRUPT as error:
+            for source, target in zip(packaged, unpacked):
+                atomic_write(target, gzip.decompress(source.read_bytes()))
+        except (OSError, EOFError, zlib.error) as error:
             raise UsageError(f"fashion-mnist: cannot unpack {DEBIAN_FASHION_MNIST} into {raw} "
                              f"({type(error).__name__}: {error}); reinstall dataset-fashion-mnist or pass "
                              "another --data-dir") from None
     get_them = (f"`apt-get install dataset-fashion-mnist` (read from {DEBIAN_FASHION_MNIST}) or run once with "
                 "network access (torchvision downloads them)")
-    return _load_idx(FashionMNIST, "fashion-mnist", data_dir, download, get_them)
-
-
-def read_amat(path: Path, width: int = 784) -> Tensor:
-    """A binarized-MNIST .amat file: one image per line, ``width`` space-separated 0/1 values.
-    (n, width) float32; a UsageError naming the file and line when it is not in that format."""
-    text = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-    is_digit = (text == ord("0")) | (text == ord("1"))
-    is_space = (text == ord(" ")) | (text == ord("\n")) | (text == ord("\r")) | (text == ord("\t"))
-    if not (is_digit | is_space).all():
-        position = int(np.argmin(is_digit | is_space))
-        line = int((text[:position] == ord("\n")).sum()) + 1
-        raise UsageError(f"{path}: line {line} holds {chr(text[position])!r}; a binarized-MNIST .amat file holds only "
-                         "0/1 values separated by spaces: delete it and download it again")
-    newlines = np.flatnonzero(text == ord("\n"))
-    if len(text) and text[-1] != ord("\n"):
-        newlines = np.append(newlines, len(text))  # a last line without its newline
-    digits_before = np.concatenate([[0], np.cumsum(is_digit)])  # digits_before[p]: digits in text[:p]
-    counts = np.diff(digits_before[np.concatenate([[0], newlines])])  # digits per line
-    counts = counts[counts > 0]  # blank lines carry no image
-    bad = np.flatnonzero(counts != width)
-    joined = np.flatnonzero(is_digit[1:] & is_digit[:-1])  # "01" is one token, not two values
-    if len(joined):
-        bad = np.append(bad, (text[: joined[0]] == ord("\n")).sum())
-    if len(counts) == 0 or len(bad):
-        where = f"line {int(bad.min()) + 1} does not hold" if len(bad) else "does not hold lines of"
-        raise UsageError(f"{path}: {where} {width} space-separated 0/1 values (truncated or corrupt?): "
-                         "delete it and download it again")
-    return torch.from_numpy(text[is_digit] - ord("0")).float().reshape(len(counts), width)
+    return _load_idx("FashionMNIST", "fashion-mnist", data_dir, download, get_them)
 
 
 def load_binarized_mnist(data_dir: str | Path, download: bool, seed: int) -> Dataset:
@@ -177,8 +166,15 @@ def load_binarized_mnist(data_dir: str | Path, download: bool, seed: int) -> Dat
             f"binarized-mnist: files not found: expected {', '.join(names)} in {folders[0]} or {folders[1]}, and "
             f"{how}; get them from {BINARIZED_MNIST_URL} or pass --data-dir <folder holding them>"
         )
-    train, valid, test = (read_amat(found / name) for name in names)
-    return Dataset("binarized-mnist", train, valid, test, (28, 28))
+    remedy = f"delete it and download it again from {BINARIZED_MNIST_URL}"
+    splits = []
+    for split, name in zip(BINARIZED_MNIST_SPLITS, names):
+        x = read_amat(found / name, remedy=remedy)
+        if len(x) != BINARIZED_MNIST_SIZES[split]:
+            raise damaged(found / name, f"it holds {len(x):,} images, and the {split} split of binarized MNIST has "
+                          f"{BINARIZED_MNIST_SIZES[split]:,} (truncated?)", remedy)
+        splits.append(x)
+    return Dataset("binarized-mnist", *splits, IMAGE_SHAPE)
 
 
 def load_mnist5k(data_dir: str | Path, download: bool, seed: int) -> Dataset:
@@ -209,6 +205,8 @@ def load_dataset(
     it is neither on disk nor downloadable: the default run's behaviour, and the only fallback."""
     if name not in DATASETS:
         raise UsageError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise UsageError(f"--data-dir {data_dir} is a file, not a folder: pass the folder that holds the dataset")
     if name == "mnist":
         return load_mnist(data_dir, download, seed, fallback=fallback)
     return DATASETS[name](data_dir, download, seed)

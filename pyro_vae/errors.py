@@ -24,3 +24,15 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, epoch: int, message: str = "") -> None:
         super().__init__(message or f"interrupted after epoch {epoch}")
         self.epoch = epoch  # the last completed (and saved) epoch
+
+
+class OutputError(OSError):
+    """A result could not be written (disk full, a folder where a file should be). The scripts
+    print the one-line message, which says what was kept, and exit with status 1."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.message, self.path = message, path
+
+    def __str__(self) -> str:
+        return self.message

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from pyro_vae.ais import ais
 from pyro_vae.distributed import SINGLE, Context
+from pyro_vae.memory import FLOAT, estimator_bytes, require_memory
 from pyro_vae.estimators import importance_log_weights, iwae_bound, pareto_khat
 from pyro_vae.model import DATA_PLATE
 from pyro_vae.vae import VAE
@@ -106,6 +107,10 @@ def evaluate_bounds(
     if not ks or ks[0] < 1:
         raise ValueError(f"every K must be >= 1, got {list(ks)}")
     num_samples = ks[-1]
+    images, chunk = min(batch_size, len(x)), min(chunk_size, num_samples)
+    require_memory(estimator_bytes(vae, x.shape[-1], images, chunk) + FLOAT * num_samples * images, x.device,
+                   f"importance sampling {chunk} samples of z for {images} images at once",
+                   "lower the chunk size (--chunk-size) or the batch size (--batch-size)")
     vae.eval()
     elbo, khat, bounds = [], [], {k: [] for k in ks}
     for batch in context.shard(x).split(batch_size):  # distributed: each rank scores its shard
@@ -139,6 +144,10 @@ def evaluate_ais(
     """Forward AIS (see ais.py) of ``vae`` on ``x`` (N, D), ``batch_size`` images at a time: the mean
     over images of each image's AIS lower bound on log p(x), with its SE and the mean acceptance rate."""
     start = time.perf_counter()
+    images = min(batch_size, len(x))
+    require_memory(2 * estimator_bytes(vae, x.shape[-1], images, num_chains), x.device,  # the HMC gradients as well
+                   f"AIS with {num_chains} chains for {images} images at once",
+                   "lower the chains (--ais-chains) or the batch size (--batch-size)")
     vae.eval()
     result = ais(vae.model, vae.guide, x, num_steps=num_steps, num_chains=num_chains, plate=DATA_PLATE,
                  num_leapfrog=num_leapfrog, chunk_size=batch_size, max_plate_nesting=1)

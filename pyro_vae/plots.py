@@ -8,16 +8,26 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from pyro_vae.evaluation import BoundsReport
+from pyro_vae.files import save_figure
 from pyro_vae.train import EpochRecord
 
 
-def image_grid(images: Tensor, image_shape: tuple[int, int], nrow: int) -> Tensor:
-    """(N, D) in [0, 1] -> one (H', W') image of the N images in rows of ``nrow``."""
-    tiles = images.detach().float().cpu().clamp(0, 1).reshape(-1, 1, *image_shape)
-    return make_grid(tiles, nrow=nrow, padding=2, pad_value=1.0)[0]
+def image_grid(images: Tensor, image_shape: tuple[int, int], nrow: int, padding: int = 2) -> Tensor:
+    """(N, D) in [0, 1] -> one (H', W') image of the N images in rows of ``nrow``, ``padding`` white
+    pixels around each: the layout of torchvision's make_grid (tested equal), without the 1.4 s
+    that importing torchvision adds to every run."""
+    tiles = images.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape)  # (N, H, W)
+    if len(tiles) == 1:
+        return tiles[0]  # as make_grid: one image, unpadded
+    (height, width), cols = image_shape, min(nrow, len(tiles))
+    rows = -(-len(tiles) // cols)
+    grid = torch.ones(rows * (height + padding) + padding, cols * (width + padding) + padding)
+    for i, tile in enumerate(tiles):
+        top, left = (padding + k * (size + padding) for k, size in zip(divmod(i, cols), image_shape))
+        grid[top : top + height, left : left + width] = tile
+    return grid
 
 
 def _save_grid(grid: Tensor, title: str, path: str | Path) -> None:
@@ -26,7 +36,7 @@ def _save_grid(grid: Tensor, title: str, path: str | Path) -> None:
     ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.axis("off")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path)
 
 
 def reconstruction_grid(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int]) -> Tensor:
@@ -73,7 +83,7 @@ def plot_latent(loc: Tensor, labels: Tensor | None, path: str | Path, title: str
     projected = "" if loc.shape[1] == 2 else f", {loc.shape[1]}-D projected by PCA"
     ax.set_title(title or f"posterior means E[z|x] of {len(xy)} test images{projected}", fontsize=9)
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path)
 
 
 def manifold_grid(n: int = 20, low: float = 0.05, high: float = 0.95) -> Tensor:
@@ -114,7 +124,7 @@ def plot_history(
     ax.set_ylabel("nats per image")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path)
 
 
 def plot_bounds(report: BoundsReport, path: str | Path, title: str = "") -> None:
@@ -137,4 +147,4 @@ def plot_bounds(report: BoundsReport, path: str | Path, title: str = "") -> None
                  f"({report.num_datapoints} images)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=8)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path)

@@ -28,6 +28,7 @@ from pyro_vae.config import TrainConfig
 from pyro_vae.data import PreparedData
 from pyro_vae.distributed import SINGLE, Context, Objective, objective
 from pyro_vae.errors import TrainingDiverged, TrainingInterrupted, UsageError
+from pyro_vae.files import interrupts_deferred
 from pyro_vae.iwae import IWAE_ELBO
 from pyro_vae.vae import VAE
 
@@ -314,7 +315,7 @@ def fit(
     ``context`` trains data-parallel over ranks (see train_epoch); pass ``save`` on rank 0 only.
 
     Ctrl-C: the partial epoch is dropped, the last completed epoch is saved (when it was not yet)
-    and TrainingInterrupted is raised. A non-finite loss raises TrainingDiverged; the diverged epoch
+    and TrainingInterrupted is raised; a Ctrl-C while a checkpoint is written waits for the write. A non-finite loss raises TrainingDiverged; the diverged epoch
     is never saved, the last completed one is (when it was not yet).
     """
     # pyro.module registers the networks in Pyro's global param store by name; an entry left by an
@@ -351,8 +352,9 @@ def fit(
     def flush() -> None:
         nonlocal last, saved
         if save is not None and last is not None:
-            save(last)
-            saved, last = last.state.epoch, None
+            with interrupts_deferred():  # a Ctrl-C now is raised once the bookkeeping below is done too
+                save(last)
+                saved, last = last.state.epoch, None
 
     try:
         while state.epoch < config.epochs and not state.stopped_early:

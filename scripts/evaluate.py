@@ -3,7 +3,9 @@
 import sys
 
 from pyro_vae.cli import main
-from pyro_vae.commands.evaluate import run
+from pyro_vae.commands import runner
+
+run = runner("evaluate")
 
 if __name__ == "__main__":
     sys.exit(main(run))

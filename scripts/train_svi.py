@@ -3,7 +3,9 @@
 import sys
 
 from pyro_vae.cli import main
-from pyro_vae.commands.train import run
+from pyro_vae.commands import runner
+
+run = runner("train")
 
 if __name__ == "__main__":
     sys.exit(main(run))

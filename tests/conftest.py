@@ -71,6 +71,14 @@ def write_tiny_amat(folder: Path, sizes: tuple[int, int, int] = (60, 20, 20), se
 
 
 @pytest.fixture
+def tiny_amat_sizes(monkeypatch):
+    """Binarized MNIST's known split sizes as write_tiny_amat writes them (the real ones are 50k/10k/10k)."""
+    import pyro_vae.data
+
+    monkeypatch.setattr(pyro_vae.data, "BINARIZED_MNIST_SIZES", {"train": 60, "valid": 20, "test": 20})
+
+
+@pytest.fixture
 def tiny_mnist(tmp_path: Path) -> Path:
     return write_tiny_mnist(tmp_path / "data")
 

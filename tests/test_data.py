@@ -1,15 +1,17 @@
 import logging
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import write_tiny_amat, write_tiny_idx, write_tiny_mnist
+from conftest import _write_idx, write_tiny_amat, write_tiny_idx, write_tiny_mnist
 from pyro_vae import data as data_module
 from pyro_vae.data import (
     MNIST5K_TEST, VALID_FRACTION, Dataset, dequantize, load_dataset, prepare_data, resolve_binarize,
 )
 from pyro_vae.errors import UsageError
 from pyro_vae.likelihoods import Bernoulli, ContinuousBernoulli, Gaussian
+from pyro_vae.readers import read_amat
 
 
 def test_mnist_reads_idx_files_written_in_the_real_format(tiny_mnist):
@@ -55,15 +57,57 @@ def test_fashion_mnist_absent_names_files_places_and_remedies(tmp_path, monkeypa
     assert "apt-get install dataset-fashion-mnist" in message
 
 
-def test_corrupt_idx_file_is_one_line_naming_the_folder(tiny_mnist):
-    path = tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte"
-    path.write_bytes(path.read_bytes()[:3])  # truncated inside the header
-    with pytest.raises(UsageError, match=r"mnist: cannot read the files in .*MNIST/raw") as error:
-        load_dataset("mnist", tiny_mnist, download=False, fallback=True)  # corrupt files never fall back
-    assert "\n" not in str(error.value)
+def _set_header_byte(position, value):
+    def damage(path):
+        data = bytearray(path.read_bytes())
+        data[position] = value
+        path.write_bytes(bytes(data))
+    return damage
 
 
-def test_binarized_mnist_reads_amat_files(tmp_path):
+def _replace(array):
+    return lambda path: _write_idx(path, array)
+
+
+IMAGES, LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
+
+
+@pytest.mark.parametrize(
+    "file, damage, message",
+    [
+        (IMAGES, lambda path: path.write_bytes(path.read_bytes()[:-100]), "it is 50,092 bytes, and its header .* says 50,192: truncated"),
+        (IMAGES, lambda path: path.write_bytes(path.read_bytes()[:3]), "does not start with an IDX header"),
+        (IMAGES, lambda path: path.write_bytes(b"PK\x03\x04" + path.read_bytes()[4:]), "does not start with an IDX"),
+        (IMAGES, _set_header_byte(2, 0x0D), "holds float32 values"),
+        (IMAGES, _replace(np.zeros((64, 784))), "its array is 64 x 784, and this file should hold N x 28 x 28"),
+        (IMAGES, _replace(np.zeros((64, 20, 20))), "its array is 64 x 20 x 20"),
+        ("t10k-images-idx3-ubyte", _replace(np.zeros((32, 20, 20))), "its array is 32 x 20 x 20"),  # mixed shapes
+        (LABELS, _replace(np.zeros(10)), "holds 10 labels for the 64 images of train-images-idx3-ubyte"),
+        (LABELS, _replace(np.full(64, 12)), "holds the label 12"),
+        (LABELS, lambda path: (path.unlink(), path.mkdir()), "it is a folder, not a file"),
+    ],
+)
+def test_a_damaged_idx_file_is_named_as_damaged_and_never_falls_back(tiny_mnist, file, damage, message):
+    path = tiny_mnist / "MNIST" / "raw" / file
+    damage(path)
+    with pytest.raises(UsageError, match=f"damaged data file .*{file}: .*{message}") as error:
+        load_dataset("mnist", tiny_mnist, download=False, fallback=True)  # a damaged file never falls back
+    assert "\n" not in str(error.value) and "not found" not in str(error.value)
+
+
+def test_a_partly_missing_idx_set_is_named_and_never_falls_back(tiny_mnist):
+    (tiny_mnist / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(UsageError, match=r"mnist: t10k-labels-idx1-ubyte missing from .*MNIST/raw \(the other files"):
+        load_dataset("mnist", tiny_mnist, download=False, fallback=True)
+
+
+def test_data_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "binarized_mnist_train.amat").write_text("0 1\n")
+    with pytest.raises(UsageError, match=r"--data-dir .*binarized_mnist_train.amat is a file, not a folder"):
+        load_dataset("binarized-mnist", tmp_path / "binarized_mnist_train.amat", download=False)
+
+
+def test_binarized_mnist_reads_amat_files(tmp_path, tiny_amat_sizes):
     write_tiny_amat(tmp_path / "binarized_mnist")
     for data_dir in (tmp_path, tmp_path / "binarized_mnist"):  # the folder itself or its parent
         ds = load_dataset("binarized-mnist", data_dir, download=False)
@@ -82,13 +126,37 @@ def test_binarized_mnist_reads_amat_files(tmp_path):
         (lambda text: "", "does not hold lines of 784"),
     ],
 )
-def test_corrupt_amat_is_one_line_naming_the_file(tmp_path, damage, message):
+def test_corrupt_amat_is_one_line_naming_the_file(tmp_path, damage, message, tiny_amat_sizes):
     folder = write_tiny_amat(tmp_path)
     path = folder / "binarized_mnist_train.amat"
     path.write_text(damage(path.read_text()))
     with pytest.raises(UsageError, match=message) as error:
         load_dataset("binarized-mnist", folder, download=False)
     assert "binarized_mnist_train.amat" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_amat_file_cut_at_a_line_boundary_is_refused_by_its_known_size(tmp_path):
+    folder = write_tiny_amat(tmp_path, sizes=(60, 20, 20))
+    path = folder / "binarized_mnist_test.amat"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:10]))  # 10 of 20 whole lines
+    sizes = {"train": 60, "valid": 20, "test": 20}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(data_module, "BINARIZED_MNIST_SIZES", sizes)
+        with pytest.raises(UsageError, match=r"damaged data file .*binarized_mnist_test.amat: it holds 10 images, "
+                                             r"and the test split of binarized MNIST has 20 \(truncated\?\)"):
+            load_dataset("binarized-mnist", folder, download=False)
+    # the real sizes are Larochelle & Murray's, which the tiny files do not have
+    assert data_module.BINARIZED_MNIST_SIZES == {"train": 50_000, "valid": 10_000, "test": 10_000}
+    with pytest.raises(UsageError, match=r"it holds 60 images, and the train split of binarized MNIST has 50,000"):
+        load_dataset("binarized-mnist", write_tiny_amat(tmp_path / "whole"), download=False)
+
+
+def test_the_fast_amat_path_and_the_general_parse_agree(tmp_path):
+    folder = write_tiny_amat(tmp_path, sizes=(30, 1, 1))
+    path = folder / "binarized_mnist_train.amat"
+    fast = read_amat(path)
+    path.write_text(path.read_text().replace("\n", " \r\n"))  # other whitespace: the general parse
+    assert torch.equal(read_amat(path), fast) and fast.shape == (30, 784)
 
 
 def test_binarized_mnist_absent_names_files_and_source(tmp_path):

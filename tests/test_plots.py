@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from pyro_vae.plots import manifold_grid, plot_latent, plot_manifold, project_2d
+from pyro_vae.plots import image_grid, manifold_grid, plot_latent, plot_manifold, project_2d
 
 
 def test_manifold_grid_covers_equal_prior_mass():
@@ -31,3 +32,12 @@ def test_latent_and_manifold_figures_are_written(tmp_path):
     plot_manifold(torch.rand(16, 784), (28, 28), tmp_path / "manifold.png")
     for name in ("latent.png", "unlabelled.png", "manifold.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("n, nrow", [(64, 8), (16, 8), (10, 4), (3, 8), (1, 8)])
+def test_image_grid_lays_images_out_as_torchvisions_make_grid(n, nrow):
+    from torchvision.utils import make_grid
+
+    images = torch.rand(n, 6 * 5)
+    expected = make_grid(images.reshape(n, 1, 6, 5), nrow=nrow, padding=2, pad_value=1.0)[0]
+    assert torch.equal(image_grid(images, (6, 5), nrow), expected)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,3 +171,135 @@ def test_resume_without_a_checkpoint_is_one_line(tmp_path, capsys):
     assert run_in_process("train_svi", ["--out", tmp_path, "--resume"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "does not exist" in lines[0]
+
+
+def interrupt_inside_torch_save(monkeypatch, on_save, at_writes):
+    """Ctrl-C (a real SIGINT to this process) inside torch's zip writer, at the given write calls of
+    the ``on_save``-th checkpoint: where a KeyboardInterrupt becomes torch's RuntimeError."""
+    real = torch.save
+    saves = {"n": 0}
+
+    class Interrupting:
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes in at_writes:
+                os.kill(os.getpid(), signal.SIGINT)
+            return self.f.write(data)
+
+        def flush(self):
+            return self.f.flush()
+
+    def save(obj, f, *args, **kwargs):
+        saves["n"] += 1
+        return real(obj, Interrupting(f) if saves["n"] == on_save else f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+
+
+@pytest.mark.parametrize("at_writes", [{2}, {2, 5}], ids=["once", "twice"])
+def test_ctrl_c_while_a_checkpoint_is_written_keeps_that_epoch(tiny_mnist, tmp_path, monkeypatch, capsys, at_writes):
+    """Once, or a second time during the same write: exit 130, one line, the epoch being written is kept."""
+    interrupt_inside_torch_save(monkeypatch, on_save=2, at_writes=at_writes)  # epoch 2's checkpoint
+    argv = ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY, "--epochs", "4"]
+    assert run_in_process("train_svi", argv) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("interrupted: epoch 2 is saved in") and "Traceback" not in err, err
+    assert checkpoint.read(tmp_path / "checkpoint.pt")["train_state"]["epoch"] == 2  # whole, checksum and all
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    monkeypatch.undo()
+    assert run_in_process("train_svi", [*argv, "--resume"]) == 0
+
+
+def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_says_so(tiny_mnist, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from pyro_vae import files
+
+    real, calls = os.fsync, {"n": 0}
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] == 2:  # epoch 2's checkpoint
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY, "--epochs", "3"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("error: cannot write") and "No space left on device" in line, line
+    assert f"{tmp_path / 'checkpoint.pt'} still holds epoch 1" in line and "--resume" in line, line
+    assert checkpoint.read(tmp_path / "checkpoint.pt")["train_state"]["epoch"] == 1
+
+
+def flip_a_weight_byte(path):
+    """Flip one bit inside the bytes of a decoder weight, where torch.load does not look."""
+    weight = torch.load(path, weights_only=True)["decoder"]["net.0.weight"]
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(weight.numpy().tobytes()[:64])
+    assert at > 0
+    data[at + 9] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_checkpoint_is_named_as_corrupt(tiny_mnist, tmp_path, capsys):
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]) == 0
+    flip_a_weight_byte(tmp_path / "checkpoint.pt")
+    capsys.readouterr()
+    for name, argv in (("evaluate", ["--checkpoint", tmp_path / "checkpoint.pt", "--num-samples", "5"]),
+                       ("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY, "--resume"])):
+        assert run_in_process(name, argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: corrupt checkpoint:"), lines
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda state: state.pop("model_config"), "lacks model_config"),
+        (lambda state: state["model_config"].update(dropout=0.5), r"settings this pyro_vae does not know \(dropout\)"),
+        (lambda state: state.pop("optimizer"), "holds no optimizer state"),
+        (lambda state: state["train_state"].update(momentum=1), r"train_state holds settings .* \(momentum\)"),
+    ],
+)
+def test_a_hand_edited_checkpoint_is_one_line(tiny_mnist, tmp_path, capsys, edit, message):
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path / "run", *TINY]) == 0
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    edit(state)
+    state.pop("checksum")  # as a hand-made or older checkpoint: no checksum to check
+    torch.save(state, tmp_path / "edited.pt")
+    capsys.readouterr()
+    needs_training = "optimizer" in message or "train_state" in message
+    name, argv = (("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path / "more", *TINY, "--epochs", "3",
+                                 "--resume", tmp_path / "edited.pt"]) if needs_training
+                  else ("evaluate", ["--checkpoint", tmp_path / "edited.pt", "--num-samples", "5"]))
+    assert run_in_process(name, argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    assert re.search(message, lines[0]), lines
+
+
+def test_resume_with_fewer_epochs_than_the_checkpoint_holds_is_one_line(tiny_mnist, tmp_path, capsys):
+    argv = ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]  # 2 epochs
+    assert run_in_process("train_svi", argv) == 0
+    capsys.readouterr()
+    assert run_in_process("train_svi", [*argv, "--epochs", "1", "--resume"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: --resume {tmp_path / 'checkpoint.pt'}: it holds 2 epochs, more than --epochs 1: pass "
+                     "--epochs 2 or more"], lines
+
+
+def test_evaluating_non_finite_weights_is_one_line_not_nan_results(tiny_mnist, tmp_path, capsys):
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]) == 0
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["decoder"]["net.0.bias"][0] = float("nan")
+    state.pop("checksum")  # as a checkpoint written by other code, or before checksums
+    torch.save(state, tmp_path / "nan.pt")
+    capsys.readouterr()
+    assert run_in_process("evaluate", ["--checkpoint", tmp_path / "nan.pt", "--num-samples", "5", "--out",
+                                       tmp_path / "eval"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error:") and "not finite" in line, line
+    assert not (tmp_path / "eval" / "evaluation.json").exists()

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,7 +186,7 @@ def test_a_named_dataset_never_falls_back(tmp_path, capsys):
     assert len(lines) == 1 and "mnist: files not found" in lines[0] and "falling back" not in lines[0]
 
 
-def test_binarized_mnist_with_iwae_end_to_end(tmp_path):
+def test_binarized_mnist_with_iwae_end_to_end(tmp_path, tiny_amat_sizes):
     out = tmp_path / "run"
     write_tiny_amat(tmp_path / "data" / "binarized_mnist")
     argv = ["--dataset", "binarized-mnist", "--data-dir", tmp_path / "data", "--out", out, *TINY,
@@ -203,7 +204,16 @@ def test_binarized_mnist_with_iwae_end_to_end(tmp_path):
         ("train_svi", ["--likelihood", "poisson"], "invalid choice: 'poisson'"),
         ("train_svi", ["--epochs", "0"], "must be a positive integer"),
         ("train_svi", ["--batch-size", "-5"], "must be a positive integer"),
-        ("train_svi", ["--lr", "0"], "must be a positive number"),
+        ("train_svi", ["--lr", "0"], "must be a positive finite number"),
+        ("train_svi", ["--lr", "inf"], "must be a positive finite number, got inf"),
+        ("train_svi", ["--scale-floor", "inf"], "must be a positive finite number, got inf"),
+        ("train_svi", ["--seed", "-1"], "must be an integer from 0 to 4294967295, got -1"),
+        ("train_svi", ["--seed", str(10**23)], "must be an integer from 0 to 4294967295"),
+        ("train_svi", ["--out", ""], "--out is empty"),  # not the current folder
+        ("train_svi", ["--data-dir", "{file}", "--dataset", "mnist"], "is a file, not a folder"),
+        ("evaluate", ["--checkpoint", "x.pt", "--seed", "-1"], "must be an integer from 0 to 4294967295"),
+        ("bdmc", ["--checkpoint", "x.pt", "--seed", str(10**23)], "must be an integer from 0 to 4294967295"),
+        ("plot", ["--checkpoint", "x.pt", "--seed", "-1"], "must be an integer from 0 to 4294967295"),
         ("train_svi", ["--hidden", "400,x"], "comma-separated positive integers"),
         ("train_svi", ["--eval-samples", "-1"], "non-negative"),
         ("train_svi", ["--dataset", "cifar"], "invalid choice: 'cifar'"),
@@ -224,7 +234,8 @@ def test_binarized_mnist_with_iwae_end_to_end(tmp_path):
         ("bdmc", ["--checkpoint", "x.pt", "--num-images", "0"], "must be a positive integer"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name, argv, message):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, name, argv, message):
+    monkeypatch.chdir(tmp_path)  # the default --out, runs/train_svi, is relative
     (tmp_path / "file").write_text("not a directory, not a checkpoint")
     argv = [a.format(tmp=tmp_path, file=tmp_path / "file") for a in argv]
     assert run_in_process(name, argv) == 2
@@ -244,3 +255,73 @@ def test_cuda_run_end_to_end(tiny_mnist, tmp_path):
     out = tmp_path / "run"
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", out, *TINY, "--device", "cuda"]) == 0
     assert json.loads((out / "metrics.json").read_text())["device"] != "cpu"
+
+
+def test_a_fresh_run_never_replaces_an_earlier_one_unless_told(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", out, *TINY]) == 0  # z = 2: a manifold
+    before = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    again = ["--data-dir", tiny_mnist, "--out", out, *TINY, "--z-dim", "3"]
+    assert run_in_process("train_svi", again) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{out} holds an earlier run (checkpoint.pt, metrics.json" in lines[0], lines
+    assert "--resume" in lines[0] and "--overwrite" in lines[0] and (out / "checkpoint.pt").read_bytes() == before
+    assert run_in_process("train_svi", [*again, "--overwrite"]) == 0
+    assert checkpoint_config(out)["z_dim"] == 3
+    assert not (out / "manifold.png").exists()  # the earlier run's figure is gone, not mixed in
+
+
+def checkpoint_config(out):
+    return torch.load(out / "checkpoint.pt", weights_only=True)["model_config"]
+
+
+def test_the_default_out_folder_gets_a_new_number_for_each_run(tiny_mnist, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(3):
+        assert run_in_process("train_svi", ["--data-dir", tiny_mnist, *TINY]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["train_svi", "train_svi-2", "train_svi-3"]
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, *TINY, "--epochs", "3", "--resume"]) == 0
+    assert torch.load(tmp_path / "runs" / "train_svi" / "checkpoint.pt", weights_only=True)["epoch"] == 3
+
+
+def test_a_second_process_on_the_same_out_is_refused(tiny_mnist, tmp_path, capsys):
+    from pyro_vae.files import RunFolder
+
+    with RunFolder(tmp_path):  # as a run in another process holds it
+        assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{tmp_path} is in use by another run (pid " in lines[0], lines
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "checkpoint.pt"])
+def test_a_folder_where_a_result_goes_is_refused_before_training(tiny_mnist, tmp_path, capsys, name):
+    (tmp_path / name).mkdir()
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY, "--overwrite"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{tmp_path / name} is a folder, not a file" in lines[0], lines
+    assert "epoch" not in capsys.readouterr().err and not (tmp_path / "history.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "name, argv, message",
+    [
+        ("train_svi", ["--z-dim", "1000000000"], r"a VAE with z_dim=1000000000 and hidden=16 \(1\.6e\+12|needs at least"),
+        ("train_svi", ["--hidden", "100000000"], "needs at least"),
+        ("train_svi", ["--num-particles", "100000000"], "a training step with --batch-size 16 and --num-particles "
+                                                         "100000000 needs at least"),
+        ("evaluate", ["--batch-size", "100000", "--chunk-size", "100000000"], "importance sampling .* needs at least"),
+    ],
+)
+def test_work_that_cannot_fit_in_memory_is_refused_up_front(tiny_mnist, tmp_path, capsys, name, argv, message):
+    if name == "evaluate":
+        assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]) == 0
+        argv = ["--checkpoint", tmp_path / "checkpoint.pt", "--num-samples", "100000000", *argv]
+    else:
+        argv = ["--data-dir", tiny_mnist, "--out", tmp_path / "new", *TINY, *argv]
+    capsys.readouterr()
+    assert run_in_process(name, argv) == 2
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]  # after evaluate.py's log line naming the checkpoint
+    assert line.startswith("error:") and re.search(message, line) and "GB free" in line and "Traceback" not in err, err

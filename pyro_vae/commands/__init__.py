@@ -1,3 +1,41 @@
-"""The command-line programs. Each module's ``run(argv)`` parses flags into configs and calls the library;
-``console()`` is its console script (``pyro-vae-train``, ``pyro-vae-evaluate``, ``pyro-vae-plot``,
-``pyro-vae-bdmc``), and ``scripts/*.py`` call the same ``run``."""
+"""The command-line programs. Each module's ``run(argv)`` parses flags into configs and calls the
+library. The console scripts (``pyro-vae-train``, ``pyro-vae-evaluate``, ``pyro-vae-plot``,
+``pyro-vae-bdmc``) and ``scripts/*.py`` call it through ``runner``, which imports the module (and
+so torch and Pyro) only inside cli.main: a Ctrl-C during those imports is then the one-line
+interrupt of every other moment, and nothing heavy loads before it is needed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import import_module
+
+from pyro_vae.cli import main
+
+
+def runner(name: str) -> Callable[[list[str] | None], None]:
+    """``run(argv)`` of pyro_vae.commands.<name>, imported when called."""
+
+    def run(argv: list[str] | None) -> None:
+        import_module(f"pyro_vae.commands.{name}").run(argv)
+
+    return run
+
+
+def train_console() -> int:
+    """``pyro-vae-train``: pyro_vae/commands/train.py."""
+    return main(runner("train"))
+
+
+def evaluate_console() -> int:
+    """``pyro-vae-evaluate``: pyro_vae/commands/evaluate.py."""
+    return main(runner("evaluate"))
+
+
+def plot_console() -> int:
+    """``pyro-vae-plot``: pyro_vae/commands/plot.py."""
+    return main(runner("plot"))
+
+
+def bdmc_console() -> int:
+    """``pyro-vae-bdmc``: pyro_vae/commands/bdmc.py."""
+    return main(runner("bdmc"))

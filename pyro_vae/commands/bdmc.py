@@ -23,9 +23,10 @@ from matplotlib.ticker import NullLocator
 from pyro import poutine
 
 from pyro_vae.ais import ais, reverse_ais
-from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, main, positive_int
+from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int
 from pyro_vae.evaluation import Estimate, evaluate_bounds
 from pyro_vae.experiment import load_run, writable_dir
+from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.model import LATENT, OBSERVED
 
 log = logging.getLogger("pyro_vae")
@@ -56,7 +57,7 @@ def plot_bdmc(rows: list[dict], bounds: dict[str, float], path: Path) -> None:
         ax.set_xlabel("AIS steps (HMC transitions)")
         ax.grid(alpha=0.3, which="both")
     left.legend(fontsize=8)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path)
 
 
 def run(argv: list[str] | None) -> None:
@@ -108,11 +109,7 @@ def run(argv: list[str] | None) -> None:
               f"{tightest['upper']['mean'] - value:.2f} below reverse AIS at {tightest['num_steps']} steps")
     result = {"checkpoint": str(a.checkpoint), "dataset": state["data_config"]["dataset"], "chains": a.chains,
               "leapfrog": a.leapfrog, "rows": rows, "importance_sampling": report.to_dict()}
-    (out / "bdmc.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "bdmc.json", json.dumps(result, indent=2) + "\n")
     plot_bdmc(rows, bounds, out / "bdmc.png")
     log.info("wrote %s and %s", out / "bdmc.json", out / "bdmc.png")
 
-
-def console() -> int:
-    """The ``pyro-vae-bdmc`` console script."""
-    return main(run)

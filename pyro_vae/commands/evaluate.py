@@ -6,15 +6,18 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 import pyro
 
-from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, main, positive_int
+from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int
 from pyro_vae.evaluation import evaluate_ais, evaluate_bounds
+from pyro_vae.errors import UsageError
 from pyro_vae.experiment import load_run, writable_dir
+from pyro_vae.files import atomic_write_text
 from pyro_vae.plots import plot_bounds
 
 log = logging.getLogger("pyro_vae")
@@ -57,14 +60,13 @@ def run(argv: list[str] | None) -> None:
                  a.ais_leapfrog, len(x))
         rows.append(evaluate_ais(vae, x, steps, a.ais_chains, a.ais_leapfrog, a.batch_size))
     report = replace(report, ais=tuple(rows))
+    if not all(math.isfinite(value) for value in (report.elbo.mean, report.log_likelihood.mean)):
+        raise UsageError(f"{a.checkpoint}: the model's bounds are not finite on these images (ELBO "
+                         f"{report.elbo.mean}): its weights are damaged or diverged; use another checkpoint")
     print("\n".join(report.lines()))
 
     result = {"checkpoint": str(a.checkpoint), "dataset": state["data_config"]["dataset"], **report.to_dict()}
-    (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
     plot_bounds(report, out / "bounds.png")
     log.info("wrote %s and %s", out / "evaluation.json", out / "bounds.png")
 
-
-def console() -> int:
-    """The ``pyro-vae-evaluate`` console script."""
-    return main(run)

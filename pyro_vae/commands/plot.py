@@ -12,7 +12,7 @@ from pathlib import Path
 import pyro
 
 from pyro_vae import checkpoint
-from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, main
+from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments
 from pyro_vae.config import TrainConfig
 from pyro_vae.experiment import load_run, write_figures, writable_dir
 from pyro_vae.plots import plot_history
@@ -37,7 +37,3 @@ def run(argv: list[str] | None) -> None:
         written.append("learning_curve.png")
     log.info("wrote %s: %s", out, " ".join(written))
 
-
-def console() -> int:
-    """The ``pyro-vae-plot`` console script."""
-    return main(run)

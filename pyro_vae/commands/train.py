@@ -9,21 +9,24 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pyro
 
 from pyro_vae import distributed
-from pyro_vae.cli import ArgumentParser, int_list, main, non_negative_int, positive_float, positive_int
+from pyro_vae.cli import STARTED, ArgumentParser, int_list, non_negative_int, positive_float, positive_int, seed
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
 from pyro_vae.data import BINARIZE, DATASETS
-from pyro_vae.experiment import DEVICES, run_training
+from pyro_vae.experiment import DEVICES, earlier_run, run_training, writable_dir
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.train import ELBOS, LR_SCHEDULES
 
+DEFAULT_OUT = Path("runs/train_svi")
 
-def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig, object]:
+
+def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig, argparse.Namespace]:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     d, m, t = DataConfig(), ModelConfig(), TrainConfig()
     p.add_argument("--dataset", choices=list(DATASETS), default=None,
@@ -70,8 +73,11 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
     p.add_argument("--eval-samples", type=non_negative_int, default=t.eval_samples,
                    help="K importance samples for the final test log p(x); 0 skips it (default: %(default)s)")
     p.add_argument("--device", choices=DEVICES, default=t.device, help="auto picks CUDA when present (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seeds torch, numpy and the data split (default: %(default)s)")
-    p.add_argument("--out", default="runs/train_svi", help="output directory (default: %(default)s)")
+    p.add_argument("--seed", type=seed, default=0, help="seeds torch, numpy and the data split (default: %(default)s)")
+    p.add_argument("--out", help=f"output directory; it must not hold another run (see --overwrite). Default: "
+                                 f"{DEFAULT_OUT}, or {DEFAULT_OUT}-2, -3, ... when that holds an earlier run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier run in --out (its checkpoint, metrics and figures are deleted first)")
     p.add_argument("--checkpoint-every", type=positive_int, default=1,
                    help="rewrite <out>/checkpoint.pt every N epochs, and after the last (default: %(default)s)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
@@ -92,19 +98,30 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
     return model, data, train, a
 
 
+def output_folder(out: str | None, resume: str | None, overwrite: bool) -> Path:
+    """--out as given; without it, runs/train_svi, or the first of runs/train_svi-2, -3, ... that
+    holds no run, so that running the default command twice keeps both runs (as TensorBoard's and
+    Lightning's version folders do). --resume and --overwrite without --out mean runs/train_svi."""
+    if out is not None:
+        return writable_dir(out)  # refuses an empty --out before Path("") becomes "."
+    folder, number = DEFAULT_OUT, 1
+    while resume is None and not overwrite and earlier_run(folder):
+        number += 1
+        folder = DEFAULT_OUT.with_name(f"{DEFAULT_OUT.name}-{number}")
+    return folder
+
+
 def run(argv: list[str] | None) -> None:
     model, data, train, args = parse(argv)
     context, _ = distributed.init(train.device)  # under torchrun: join the process group
     try:
-        pyro.set_rng_seed(args.seed + context.rank)  # each rank its own z and binarization noise
-        resume = None if args.resume is None else (args.resume or Path(args.out) / "checkpoint.pt")
-        tensorboard = None if args.tensorboard is None else (args.tensorboard or Path(args.out) / "tensorboard")
-        run_training(model, data, train, args.out, progress=not args.no_progress, resume=resume,
-                     checkpoint_every=args.checkpoint_every, context=context, tensorboard=tensorboard)
+        pyro.set_rng_seed((args.seed + context.rank) % 2**32)  # each rank its own z and binarization noise
+        out = output_folder(args.out, args.resume, args.overwrite)
+        resume = None if args.resume is None else (args.resume or out / "checkpoint.pt")
+        tensorboard = None if args.tensorboard is None else (args.tensorboard or out / "tensorboard")
+        run_training(model, data, train, out, progress=not args.no_progress, resume=resume,
+                     checkpoint_every=args.checkpoint_every, context=context, tensorboard=tensorboard,
+                     overwrite=args.overwrite, started=STARTED)
     finally:
         distributed.finish()
 
-
-def console() -> int:
-    """The ``pyro-vae-train`` console script."""
-    return main(run)

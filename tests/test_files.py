@@ -1,0 +1,135 @@
+"""Atomic writes that Ctrl-C cannot cut, and a run folder one process at a time owns."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pyro_vae import files
+from pyro_vae.cli import main
+from pyro_vae.errors import OutputError, UsageError
+from pyro_vae.files import RunFolder, atomic_write, interrupts_deferred
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler (KeyboardInterrupt), restored afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)  # delivered to this (main) thread at the next bytecode
+
+
+def test_a_ctrl_c_inside_the_block_waits_for_its_end_and_counts_once(default_sigint):
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            ctrl_c()
+            done.append("after the first")
+            ctrl_c()  # a second Ctrl-C 'right after' the first: still one interrupt
+            done.append("after the second")
+    assert done == ["after the first", "after the second"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+
+
+def test_nested_blocks_hand_the_interrupt_to_the_outer_one(default_sigint):
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            with interrupts_deferred():
+                ctrl_c()
+            done.append("the outer block went on")
+    assert done == ["the outer block went on"]
+
+
+def test_without_a_ctrl_c_the_block_changes_nothing(default_sigint):
+    with interrupts_deferred():
+        pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_atomic_write_interrupted_mid_write_completes_then_raises(tmp_path, default_sigint, monkeypatch):
+    path = tmp_path / "result.json"
+    path.write_bytes(b"old")
+    real_fsync = os.fsync
+
+    def fsync(fd):  # Ctrl-C after the bytes are written, before they are renamed into place
+        ctrl_c()
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, b"new")
+    assert path.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_a_full_disk_keeps_the_old_file_and_says_so_in_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"old")
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    with pytest.raises(OutputError, match=r"cannot write .*checkpoint.pt: No space left on device"):
+        atomic_write(path, b"new")
+    assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]  # no temporary file left
+
+
+def test_a_second_process_on_a_run_folder_is_refused_until_the_first_ends(tmp_path):
+    with RunFolder(tmp_path):
+        with pytest.raises(UsageError, match=rf"{tmp_path} is in use by another run \(pid {os.getpid()}\)"):
+            RunFolder(tmp_path).__enter__()  # flock: a second open file conflicts, in this process too
+    with RunFolder(tmp_path):  # released at the end of the block
+        pass
+
+
+def test_a_killed_run_leaves_no_lock_behind(tmp_path):
+    code = ("import sys, time; from pyro_vae.files import RunFolder; folder = RunFolder(sys.argv[1]); folder.__enter__(); "
+            "print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(UsageError, match=rf"in use by another run \(pid {holder.pid}\)"):
+        RunFolder(tmp_path).__enter__()
+    holder.kill()  # SIGKILL: no cleanup of its own
+    holder.wait(timeout=30)
+    with RunFolder(tmp_path):
+        pass
+
+
+def test_entering_a_run_folder_removes_the_temporary_files_of_a_killed_write(tmp_path):
+    stale = [tmp_path / ".checkpoint.pt.x1y2.tmp", tmp_path / ".metrics.json.abc.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    kept = [tmp_path / "checkpoint.pt", tmp_path / "notes.tmp", tmp_path / ".hidden"]
+    for path in kept:
+        path.write_bytes(b"keep")
+    with RunFolder(tmp_path) as folder:
+        assert sorted(folder.removed) == sorted(stale)
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
+
+
+def test_the_first_ctrl_c_stops_a_script_and_later_ones_cannot_cut_its_cleanup(capsys):
+    cleaned = []
+
+    def run(argv):
+        try:
+            ctrl_c()
+            time.sleep(5)  # never reached: the first Ctrl-C raises here
+        except KeyboardInterrupt:
+            ctrl_c()  # a second and a third Ctrl-C while the script saves its work
+            ctrl_c()
+            cleaned.append(True)
+            raise
+
+    previous = signal.getsignal(signal.SIGINT)
+    assert main(run, []) == 130
+    assert cleaned == [True] and capsys.readouterr().err.strip() == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is previous  # in-process callers get their handler back
