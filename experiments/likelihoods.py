@@ -78,7 +78,8 @@ def run(argv: list[str] | None) -> None:
         pyro.set_rng_seed(a.seed)
         data = DataConfig(dataset=a.dataset or "mnist", data_dir=a.data_dir, seed=a.seed, dequantize=dequantize,
                           fallback=a.dataset is None)
-        metrics = run_training(ModelConfig(likelihood=likelihood), data, train, out / name, progress=False)
+        metrics = run_training(ModelConfig(likelihood=likelihood), data, train, out / name, progress=False,
+                               overwrite=True)  # the experiment owns its runs: a rerun replaces them
         final = metrics["final"]
         d = metrics["x_dim"]
         if not dequantize:  # log P(binary image): at most 1 bit per pixel

@@ -69,7 +69,8 @@ def run(argv: list[str] | None) -> None:
     results = {}
     for z in a.z_dims:
         pyro.set_rng_seed(a.seed)
-        results[z] = run_training(replace(ModelConfig(), z_dim=z), data, train, out / f"z{z}", progress=False)
+        results[z] = run_training(replace(ModelConfig(), z_dim=z), data, train, out / f"z{z}", progress=False,
+                                  overwrite=True)  # the sweep owns its runs: a rerun replaces them
     (out / "z_sweep.json").write_text(json.dumps({str(z): m for z, m in results.items()}, indent=2) + "\n")
     plot_sweep(results, out / "z_sweep.png")
     print(f"\n{results[a.z_dims[0]]['dataset']}, {a.epochs} epochs, 784-400-z, Bernoulli, K = {a.eval_samples}\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import re
 import signal
 import sys
@@ -137,6 +138,16 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
         if in_main_thread:
             signal.signal(signal.SIGINT, signal.SIG_IGN if argv is None else previous)
     return 0
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a script's process with ``code`` once its output is flushed, skipping the interpreter's
+    teardown: every file the script writes is complete (atomic, fsynced) and every resource it
+    opens is closed by then, and tearing down torch's modules took 0.9 s here after a run."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)

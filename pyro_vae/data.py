@@ -78,8 +78,8 @@ def _load_idx(folder: str, name: str, data_dir: str | Path, download: bool, get_
 
         try:
             getattr(torchvision.datasets, folder)(str(data_dir), train=True, download=True)  # fetches all four
-        except (RuntimeError, OSError) as error:
-            log.info("%s download failed: %s", name, str(error).splitlines()[0][:120] if str(error) else error)
+        except (RuntimeError, OSError):
+            pass  # said below, with what is missing, or by the caller's fallback
     missing = [path.name for path in paths if not path.exists()]
     reason = "the download failed (offline?)" if download else "downloads are disabled"
     if len(missing) == len(paths):
@@ -147,12 +147,12 @@ def load_fashion_mnist(data_dir: str | Path, download: bool, seed: int) -> Datas
 def load_binarized_mnist(data_dir: str | Path, download: bool, seed: int) -> Dataset:
     """Static binarized MNIST (Larochelle & Murray 2011): 50,000 / 10,000 / 10,000 binary images,
     read from ``data_dir`` or ``data_dir/binarized_mnist`` (downloaded there when online)."""
-    from torchvision.datasets.utils import download_url
-
     names = [f"binarized_mnist_{split}.amat" for split in BINARIZED_MNIST_SPLITS]
     folders = [Path(data_dir), Path(data_dir) / "binarized_mnist"]
     found = next((folder for folder in folders if all((folder / name).exists() for name in names)), None)
     if found is None and download:
+        from torchvision.datasets.utils import download_url
+
         try:
             for name in names:
                 if not (folders[1] / name).exists():

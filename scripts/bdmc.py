@@ -1,11 +1,9 @@
 """Bidirectional Monte Carlo: sandwich log p(x) between forward and reverse AIS on images simulated from a model: the same as ``pyro-vae-bdmc`` (the code is in pyro_vae/commands/bdmc.py)."""
 
-import sys
-
-from pyro_vae.cli import main
+from pyro_vae.cli import exit_now, main
 from pyro_vae.commands import runner
 
 run = runner("bdmc")
 
 if __name__ == "__main__":
-    sys.exit(main(run))
+    exit_now(main(run))

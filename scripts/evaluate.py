@@ -1,11 +1,9 @@
 """Compare the ELBO with importance-weighted bounds log p^_K(x) for growing K on the test set: the same as ``pyro-vae-evaluate`` (the code is in pyro_vae/commands/evaluate.py)."""
 
-import sys
-
-from pyro_vae.cli import main
+from pyro_vae.cli import exit_now, main
 from pyro_vae.commands import runner
 
 run = runner("evaluate")
 
 if __name__ == "__main__":
-    sys.exit(main(run))
+    exit_now(main(run))

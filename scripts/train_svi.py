@@ -1,11 +1,9 @@
 """Train a VAE by stochastic variational inference and report its test ELBO and log p(x): the same as ``pyro-vae-train`` (the code is in pyro_vae/commands/train.py)."""
 
-import sys
-
-from pyro_vae.cli import main
+from pyro_vae.cli import exit_now, main
 from pyro_vae.commands import runner
 
 run = runner("train")
 
 if __name__ == "__main__":
-    sys.exit(main(run))
+    exit_now(main(run))

@@ -7,9 +7,10 @@ interrupt of every other moment, and nothing heavy loads before it is needed."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NoReturn
 from importlib import import_module
 
-from pyro_vae.cli import main
+from pyro_vae.cli import exit_now, main
 
 
 def runner(name: str) -> Callable[[list[str] | None], None]:
@@ -21,21 +22,21 @@ def runner(name: str) -> Callable[[list[str] | None], None]:
     return run
 
 
-def train_console() -> int:
+def train_console() -> NoReturn:
     """``pyro-vae-train``: pyro_vae/commands/train.py."""
-    return main(runner("train"))
+    exit_now(main(runner("train")))
 
 
-def evaluate_console() -> int:
+def evaluate_console() -> NoReturn:
     """``pyro-vae-evaluate``: pyro_vae/commands/evaluate.py."""
-    return main(runner("evaluate"))
+    exit_now(main(runner("evaluate")))
 
 
-def plot_console() -> int:
+def plot_console() -> NoReturn:
     """``pyro-vae-plot``: pyro_vae/commands/plot.py."""
-    return main(runner("plot"))
+    exit_now(main(runner("plot")))
 
 
-def bdmc_console() -> int:
+def bdmc_console() -> NoReturn:
     """``pyro-vae-bdmc``: pyro_vae/commands/bdmc.py."""
-    return main(runner("bdmc"))
+    exit_now(main(runner("bdmc")))
