@@ -129,12 +129,13 @@ def load_fashion_mnist(data_dir: str | Path, download: bool, seed: int) -> Datas
     raw = Path(data_dir) / "FashionMNIST" / "raw"
     packaged = [DEBIAN_FASHION_MNIST / f"{file}.gz" for file in IDX_FILES]
     unpacked = [raw / file for file in IDX_FILES]
-    if not any(path.exists() for path in unpacked) and all(path.exists() for path in packaged):
+    if not all(path.exists() for path in unpacked) and all(path.exists() for path in packaged):
         log.info("unpacking Fashion-MNIST from %s into %s", DEBIAN_FASHION_MNIST, raw)
         try:
             raw.mkdir(parents=True, exist_ok=True)
             for source, target in zip(packaged, unpacked):
-                atomic_write(target, gzip.decompress(source.read_bytes()))
+                if not target.exists():  # a file there, damaged or not, is read (and judged) as it is
+                    atomic_write(target, gzip.decompress(source.read_bytes()))
         except (OSError, EOFError, zlib.error) as error:
             raise UsageError(f"fashion-mnist: cannot unpack {DEBIAN_FASHION_MNIST} into {raw} "
                              f"({type(error).__name__}: {error}); reinstall dataset-fashion-mnist or pass "

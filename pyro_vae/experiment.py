@@ -67,7 +67,7 @@ def build(model_config: ModelConfig, data_config: DataConfig, device: torch.devi
     x_dim = dataset.train.shape[1]
     weights = parameter_count(model_config, x_dim, likelihood.params_per_pixel)
     require_memory(FLOAT * weights, device, f"a VAE with z_dim={model_config.z_dim} and hidden="
-                   f"{','.join(map(str, model_config.hidden))} ({weights:,} parameters)", "choose smaller sizes")
+                   f"{','.join(map(str, model_config.hidden))} ({weights:,} parameters)", "choose a smaller --z-dim or --hidden")
     vae = VAE(dataset.train.shape[1], model_config, likelihood).to(device)
     return vae, data, replace(data_config, dataset=dataset.name, binarize=binarize)
 

@@ -125,13 +125,10 @@ class RunFolder:
             try:
                 fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                if error.errno in (errno.EAGAIN, errno.EACCES):
+                    self._busy()
+                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):  # those: no locks here, go on unlocked
                     raise
-                self._file.seek(0)
-                holder = self._file.read().strip() or "another process"
-                self._file.close()
-                raise UsageError(f"{self.folder} is in use by another run ({holder}): wait for it to end, or "
-                                 "write into another folder") from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"pid {os.getpid()}\n")
@@ -139,9 +136,16 @@ class RunFolder:
         self.removed = remove_stale_temporaries(self.folder)
         return self
 
+    def _busy(self) -> None:
+        self._file.seek(0)
+        holder = self._file.read().strip() or "another process"
+        self._file.close()
+        raise UsageError(f"{self.folder} is in use by another run ({holder}): wait for it to end, or write into "
+                         "another folder")
+
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        self._file.close()  # releases the lock; the empty .lock file stays, harmless
+        self._file.close()  # releases the lock; the .lock file stays (deleting it would race a new run)
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import pyro
@@ -24,6 +25,7 @@ from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.train import ELBOS, LR_SCHEDULES
 
 DEFAULT_OUT = Path("runs/train_svi")
+log = logging.getLogger("pyro_vae")
 
 
 def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig, argparse.Namespace]:
@@ -108,6 +110,8 @@ def output_folder(out: str | None, resume: str | None, overwrite: bool) -> Path:
     while resume is None and not overwrite and earlier_run(folder):
         number += 1
         folder = DEFAULT_OUT.with_name(f"{DEFAULT_OUT.name}-{number}")
+    if number > 1:
+        log.info("writing into %s: %s holds an earlier run (--out chooses the folder)", folder, DEFAULT_OUT)
     return folder
 
 
