@@ -92,6 +92,9 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser, seeds: str, out: str) -
     p.add_argument("--out", help=f"where {out} go (default: beside the checkpoint)")
 
 
+OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)  # torch's allocators' messages
+
+
 def stop(signum: int, frame: FrameType | None) -> None:
     """SIGINT's handler while a script runs: the first Ctrl-C stops it (KeyboardInterrupt); later
     ones are ignored, so that they cannot cut short the saving it triggers or Python's exit."""
@@ -149,5 +152,3 @@ def exit_now(code: int) -> NoReturn:
     sys.stderr.flush()
     os._exit(code)
 
-
-OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)

@@ -68,15 +68,20 @@ def build(model_config: ModelConfig, data_config: DataConfig, device: torch.devi
     weights = parameter_count(model_config, x_dim, likelihood.params_per_pixel)
     require_memory(FLOAT * weights, device, f"a VAE with z_dim={model_config.z_dim} and hidden="
                    f"{','.join(map(str, model_config.hidden))} ({weights:,} parameters)", "choose a smaller --z-dim or --hidden")
-    vae = VAE(dataset.train.shape[1], model_config, likelihood).to(device)
+    vae = VAE(x_dim, model_config, likelihood).to(device)
     return vae, data, replace(data_config, dataset=dataset.name, binarize=binarize)
+
+
+def output_path(out: str | Path) -> Path:
+    """``out`` as a Path; a UsageError for an empty one, which Path would turn into the current folder."""
+    if not str(out).strip():
+        raise UsageError("--out is empty: name the folder to write into")
+    return Path(out)
 
 
 def writable_dir(out: str | Path) -> Path:
     """``out``, created if needed; a one-line UsageError when it cannot be written."""
-    if not str(out).strip():
-        raise UsageError("--out is empty: name the folder to write into")
-    out = Path(out)
+    out = output_path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()  # a probe of this process's own: torchrun's ranks probe at once

@@ -19,7 +19,7 @@ from pyro_vae import distributed
 from pyro_vae.cli import STARTED, ArgumentParser, int_list, non_negative_int, positive_float, positive_int, seed
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
 from pyro_vae.data import BINARIZE, DATASETS
-from pyro_vae.experiment import DEVICES, earlier_run, run_training, writable_dir
+from pyro_vae.experiment import DEVICES, earlier_run, output_path, run_training
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.train import ELBOS, LR_SCHEDULES
@@ -105,7 +105,7 @@ def output_folder(out: str | None, resume: str | None, overwrite: bool) -> Path:
     holds no run, so that running the default command twice keeps both runs (as TensorBoard's and
     Lightning's version folders do). --resume and --overwrite without --out mean runs/train_svi."""
     if out is not None:
-        return writable_dir(out)  # refuses an empty --out before Path("") becomes "."
+        return output_path(out)
     folder, number = DEFAULT_OUT, 1
     while resume is None and not overwrite and earlier_run(folder):
         number += 1
