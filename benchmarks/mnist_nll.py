@@ -10,7 +10,8 @@ a curve of the test NLL (K = --curve-samples, first --curve-images test images) 
     python benchmarks/mnist_nll.py --data-dir ../shared/data --epochs 100,30,3      # budgeted, CPU
     python benchmarks/mnist_nll.py --data-dir data --epochs 3280,3280,3280 --device cuda   # the paper's schedule
 
-Writes <out>/<model>/checkpoint.pt, <out>/results.json and <out>/nll_curve.png, and prints a
+Each model is a library run (experiment.run_training) in <out>/<model>: checkpoint.pt, metrics.json and its
+figures; then <out>/results.json and <out>/nll_curve.png, and prints a
 markdown table next to the published numbers.
 """
 
@@ -30,10 +31,13 @@ from matplotlib.figure import Figure
 
 from pyro_vae import checkpoint
 from pyro_vae.cli import int_list
-from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
+from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.evaluation import evaluate_bounds
-from pyro_vae.experiment import build, resolve_device, writable_dir
-from pyro_vae.train import EpochRecord, fit
+from pyro_vae.experiment import load_run, resolve_device, run_training
+from pyro_vae.pixels import PreparedData
+from pyro_vae.run_folder import writable_dir
+from pyro_vae.state import EpochRecord
+from pyro_vae.vae import VAE
 
 # name -> (objective, K); Burda et al. 2016, Table 1 analogue for static binarization, in nats
 MODELS = {"vae": ("trace", 1), "iwae5": ("iwae", 5), "iwae50": ("iwae", 50)}
@@ -52,26 +56,25 @@ def run_model(name: str, epochs: int, a: argparse.Namespace, out: Path) -> dict:
     model_config = ModelConfig(z_dim=50, hidden=(200, 200), activation="tanh", likelihood="bernoulli")
     data_config = DataConfig(dataset="binarized-mnist", data_dir=a.data_dir, download=not a.no_download, seed=a.seed)
     train_config = TrainConfig(epochs=epochs, batch_size=a.batch_size, lr=1e-3, elbo=elbo, num_particles=k,
-                               lr_schedule="burda", init_output_bias=True, eval_samples=0, device=a.device)
-    device = resolve_device(a.device)
-    vae, data, data_used = build(model_config, data_config, device)
-    vae.init_output_bias(data.train)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=train_config.lr)
+                               lr_schedule="burda")
+    run_config = RunConfig(device=a.device, init_output_bias=True, eval_samples=0)  # the final NLL is taken below
     curve, at = [], curve_epochs(epochs)
     train_seconds = 0.0
 
-    def on_epoch(record: EpochRecord) -> None:
+    def on_epoch(record: EpochRecord, vae: VAE, data: PreparedData) -> None:
         nonlocal train_seconds
         train_seconds += record.seconds
         if record.epoch in at:
             report = evaluate_bounds(vae, data.test[: a.curve_images], ks=(a.curve_samples,), diagnose=False)
-            curve.append({"epoch": record.epoch, "train_seconds": train_seconds, "valid_bound": record.valid_elbo,
+            curve.append({"epoch": record.epoch, "train_seconds": train_seconds, "valid_bound": record.valid_bound,
                           "test_nll": -report.log_likelihood.mean, "test_nll_se": report.log_likelihood.se})
             print(f"  {name} epoch {record.epoch}: test NLL {-report.log_likelihood.mean:.2f} "
                   f"(K={a.curve_samples}, {a.curve_images} images), {train_seconds / 60:.1f} min training",
                   flush=True)
 
-    fit(vae, optimizer, data, train_config, progress=False, callback=on_epoch)
+    run_training(model_config, data_config, train_config, out / name, run_config, progress=False, overwrite=True,
+                 callback=on_epoch)
+    vae, data, _ = load_run(out / name / "checkpoint.pt", a.device, a.data_dir)
     threads = torch.get_num_threads()
     if a.eval_threads:
         torch.set_num_threads(a.eval_threads)
@@ -79,8 +82,6 @@ def run_model(name: str, epochs: int, a: argparse.Namespace, out: Path) -> dict:
     report = evaluate_bounds(vae, data.test, ks=(1, k, a.num_samples) if k > 1 else (1, a.num_samples))
     eval_seconds = time.perf_counter() - start
     torch.set_num_threads(threads)
-    (out / name).mkdir(exist_ok=True)
-    checkpoint.save(out / name / "checkpoint.pt", vae, optimizer, data_used, train_config, epoch=epochs)
     print("\n".join(f"  {line}" for line in report.lines()), flush=True)
     return {
         "model": name, "objective": elbo, "k": k, "epochs": epochs, "train_seconds": train_seconds,

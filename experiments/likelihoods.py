@@ -26,9 +26,10 @@ import torch
 from matplotlib.figure import Figure
 
 from pyro_vae.cli import ArgumentParser, add_experiment_arguments, main
-from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
+from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data import DATASETS
-from pyro_vae.experiment import load_run, run_training, writable_dir
+from pyro_vae.experiment import load_run, run_training
+from pyro_vae.run_folder import writable_dir
 from pyro_vae.plots import image_grid
 
 # name -> (likelihood, dequantize the 8-bit pixels)
@@ -72,13 +73,14 @@ def run(argv: list[str] | None) -> None:
     add_experiment_arguments(p, "runs/likelihoods", [d for d in DATASETS if d != "binarized-mnist"])  # grey data
     a = p.parse_args(argv)
     out = writable_dir(a.out)
-    train = TrainConfig(epochs=a.epochs, eval_samples=a.eval_samples, device=a.device)
+    train = TrainConfig(epochs=a.epochs)
+    run = RunConfig(device=a.device, eval_samples=a.eval_samples)
     results, samples = {}, {}
     for name, (likelihood, dequantize) in SETUPS.items():
         pyro.set_rng_seed(a.seed)
         data = DataConfig(dataset=a.dataset or "mnist", data_dir=a.data_dir, seed=a.seed, dequantize=dequantize,
                           fallback=a.dataset is None)
-        metrics = run_training(ModelConfig(likelihood=likelihood), data, train, out / name, progress=False,
+        metrics = run_training(ModelConfig(likelihood=likelihood), data, train, out / name, run, progress=False,
                                overwrite=True)  # the experiment owns its runs: a rerun replaces them
         final = metrics["final"]
         d = metrics["x_dim"]

@@ -19,9 +19,10 @@ import pyro
 from matplotlib.figure import Figure
 
 from pyro_vae.cli import ArgumentParser, add_experiment_arguments, int_list, main
-from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
+from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data import DATASETS
-from pyro_vae.experiment import run_training, writable_dir
+from pyro_vae.experiment import run_training
+from pyro_vae.run_folder import writable_dir
 
 
 def plot_sweep(results: dict[int, dict], path: Path) -> None:
@@ -31,13 +32,13 @@ def plot_sweep(results: dict[int, dict], path: Path) -> None:
     for ax in axes[1:-1]:
         ax.sharey(axes[0])
         ax.tick_params(labelleft=False)
-    low = min(r["valid_elbo"] for m in results.values() for r in m["history"][1:])
-    high = max(r["train_elbo"] for m in results.values() for r in m["history"])
+    low = min(r["valid_bound"] for m in results.values() for r in m["history"][1:])
+    high = max(r["train_bound"] for m in results.values() for r in m["history"])
     for ax, z in zip(axes, zs):
         history = results[z]["history"]
         epochs = [r["epoch"] for r in history]
-        ax.plot(epochs, [r["train_elbo"] for r in history], label="train")
-        ax.plot(epochs, [r["test_elbo"] for r in history], label="test")
+        ax.plot(epochs, [r["train_bound"] for r in history], label="train")
+        ax.plot(epochs, [r["test_bound"] for r in history], label="test")
         ax.set_ylim(low - 5, high + 5)
         ax.set_title(f"z = {z}", fontsize=10)
         ax.set_xlabel("epoch")
@@ -46,7 +47,7 @@ def plot_sweep(results: dict[int, dict], path: Path) -> None:
     axes[0].legend()
     summary = axes[-1]
     positions = range(len(zs))  # evenly spaced, labelled with z
-    summary.plot(positions, [results[z]["final"]["test_elbo"] for z in zs], marker="o", label="test ELBO")
+    summary.plot(positions, [results[z]["final"]["test_bound"] for z in zs], marker="o", label="test ELBO")
     if all("test_log_likelihood" in results[z]["final"] for z in zs):
         summary.plot(positions, [results[z]["final"]["test_log_likelihood"]["mean"] for z in zs], marker="s",
                      label="test log p̂(x)")
@@ -65,11 +66,12 @@ def run(argv: list[str] | None) -> None:
     a = p.parse_args(argv)
     out = writable_dir(a.out)
     data = DataConfig(dataset=a.dataset or "mnist", data_dir=a.data_dir, seed=a.seed, fallback=a.dataset is None)
-    train = TrainConfig(epochs=a.epochs, eval_samples=a.eval_samples, device=a.device)
+    train = TrainConfig(epochs=a.epochs)
+    run = RunConfig(device=a.device, eval_samples=a.eval_samples)
     results = {}
     for z in a.z_dims:
         pyro.set_rng_seed(a.seed)
-        results[z] = run_training(replace(ModelConfig(), z_dim=z), data, train, out / f"z{z}", progress=False,
+        results[z] = run_training(replace(ModelConfig(), z_dim=z), data, train, out / f"z{z}", run, progress=False,
                                   overwrite=True)  # the sweep owns its runs: a rerun replaces them
     (out / "z_sweep.json").write_text(json.dumps({str(z): m for z, m in results.items()}, indent=2) + "\n")
     plot_sweep(results, out / "z_sweep.png")
@@ -79,8 +81,8 @@ def run(argv: list[str] | None) -> None:
     for z in a.z_dims:
         final = results[z]["final"]
         ll = final.get("test_log_likelihood")
-        print(f"| {z} | {final['train_elbo']:.2f} | {final['test_elbo']:.2f} | "
-              + (f"{ll['mean']:.2f} ± {ll['se']:.2f} | {ll['mean'] - final['test_elbo']:.2f} |" if ll else "– | – |"))
+        print(f"| {z} | {final['train_bound']:.2f} | {final['test_bound']:.2f} | "
+              + (f"{ll['mean']:.2f} ± {ll['se']:.2f} | {ll['mean'] - final['test_bound']:.2f} |" if ll else "– | – |"))
     print(f"\nwrote {out / 'z_sweep.png'} and {out / 'z_sweep.json'}")
 
 

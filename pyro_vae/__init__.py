@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from pyro_vae.ais import AISResult, ais, ais_log_marginal_likelihood, reverse_ais, reverse_ais_log_marginal_likelihood
-    from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
-    from pyro_vae.data import Dataset, load_dataset, prepare_data
+    from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from pyro_vae.data import Dataset, load_dataset
     from pyro_vae.errors import UsageError
     from pyro_vae.estimators import importance_log_weights, iwae_bound, log_marginal_likelihood, pareto_khat
     from pyro_vae.evaluation import AISEstimate, BoundsReport, evaluate_ais, evaluate_bounds
@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from pyro_vae.iwae import IWAE_ELBO
     from pyro_vae.likelihoods import LIKELIHOODS, Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood
     from pyro_vae.model import DATA_PLATE, LATENT, OBSERVED
-    from pyro_vae.train import ELBOS, TrainState, fit, make_elbo, make_optimizer
+    from pyro_vae.objectives import ELBOS, make_elbo
+    from pyro_vae.pixels import PreparedData, likelihood_for, prepare_data
+    from pyro_vae.state import EpochRecord, TrainState
+    from pyro_vae.train import fit, make_optimizer
     from pyro_vae.vae import VAE
 
 _EXPORTS = {
@@ -34,7 +37,8 @@ _EXPORTS = {
     "DATA_PLATE": "pyro_vae.model",
     "DataConfig": "pyro_vae.config",
     "Dataset": "pyro_vae.data",
-    "ELBOS": "pyro_vae.train",
+    "ELBOS": "pyro_vae.objectives",
+    "EpochRecord": "pyro_vae.state",
     "Gaussian": "pyro_vae.likelihoods",
     "IWAE_ELBO": "pyro_vae.iwae",
     "LATENT": "pyro_vae.model",
@@ -42,7 +46,9 @@ _EXPORTS = {
     "ModelConfig": "pyro_vae.config",
     "OBSERVED": "pyro_vae.model",
     "TrainConfig": "pyro_vae.config",
-    "TrainState": "pyro_vae.train",
+    "PreparedData": "pyro_vae.pixels",
+    "RunConfig": "pyro_vae.config",
+    "TrainState": "pyro_vae.state",
     "UsageError": "pyro_vae.errors",
     "VAE": "pyro_vae.vae",
     "ais": "pyro_vae.ais",
@@ -56,11 +62,12 @@ _EXPORTS = {
     "load_dataset": "pyro_vae.data",
     "load_run": "pyro_vae.experiment",
     "log_marginal_likelihood": "pyro_vae.estimators",
-    "make_elbo": "pyro_vae.train",
+    "likelihood_for": "pyro_vae.pixels",
+    "make_elbo": "pyro_vae.objectives",
     "make_likelihood": "pyro_vae.likelihoods",
     "make_optimizer": "pyro_vae.train",
     "pareto_khat": "pyro_vae.estimators",
-    "prepare_data": "pyro_vae.data",
+    "prepare_data": "pyro_vae.pixels",
     "reverse_ais": "pyro_vae.ais",
     "reverse_ais_log_marginal_likelihood": "pyro_vae.ais",
     "run_training": "pyro_vae.experiment",

@@ -34,7 +34,8 @@ from pyro.distributions import constraints
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
-from pyro_vae.estimators import PARTICLES, data_dim, log_mean_exp, per_datapoint_log_prob, plate_nesting, vectorized
+from pyro_vae import estimators
+from pyro_vae.estimators import PARTICLES, data_dim, log_mean_exp, plate_nesting, vectorized
 
 TARGET_ACCEPT = 0.65  # HMC's optimal acceptance rate in high dimension (Neal 2011; Beskos et al. 2013)
 STEP_GROWTH = 1.02  # step sizes grow or shrink by this factor after each transition
@@ -129,9 +130,8 @@ def anneal(
         conditioned = latents.unflatten(z)
         guide_trace = poutine.trace(poutine.condition(guide_c, data=conditioned)).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.condition(model_c, data=conditioned)).get_trace(*args, **kwargs)
-        shape = z[0].shape[:2]
-        return (per_datapoint_log_prob(guide_trace, plate, nesting).expand(shape),
-                per_datapoint_log_prob(model_trace, plate, nesting).expand(shape))
+        log_q, log_p = estimators.log_densities(guide_trace, model_trace, plate, nesting)  # (C|1, N) each
+        return log_q.expand(z[0].shape[:2]), log_p.expand(z[0].shape[:2])
 
     def energy_and_grad(z: list[Tensor], beta: float) -> tuple[Tensor, Tensor, list[Tensor]]:
         """U = -log f_b(z) (C, N), its gradient in z, and log p - log q (C, N)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,11 @@ import torch
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
 from pyro_vae.errors import UsageError
 from pyro_vae.files import atomic_write, interrupts_deferred
-from pyro_vae.train import EpochRecord, Snapshot, TrainState
+from pyro_vae.state import EpochRecord, Snapshot, TrainState
 from pyro_vae.vae import VAE
 
 FORMAT = "pyro_vae.checkpoint/1"
+log = logging.getLogger("pyro_vae")
 REQUIRED = ("model_config", "data_config", "train_config", "x_dim", "encoder", "decoder")  # what evaluation reads
 
 
@@ -98,8 +100,8 @@ def train_state(state: dict) -> TrainState:
         raise UsageError("this checkpoint holds no training state (written by an older pyro_vae or after training "
                          "ended without one): it can be evaluated but not resumed; start a new run")
     fields = dict(state["train_state"])
-    fields["history"] = [EpochRecord(**record) for record in fields["history"]]
-    fields.setdefault("schedule_epochs", state["train_config"]["epochs"])  # older checkpoints: the run's --epochs
+    fields["history"] = [EpochRecord.from_dict(record) for record in fields["history"]]
+    fields.setdefault("schedule_epochs", state["train_config"]["epochs"])  # older checkpoints: the run's epochs
     if "optimizer" not in state:
         raise UsageError("this checkpoint holds no optimizer state: it can be evaluated but not resumed")
     return _build(TrainState, fields, "train_state")
@@ -121,7 +123,7 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
     """The checkpoint dict at ``path``, tensors on ``device``; a UsageError if it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"checkpoint {path} does not exist: pass the checkpoint.pt that train_svi.py wrote in its --out")
+        raise UsageError(f"checkpoint {path} does not exist: pass the checkpoint.pt that train_svi.py wrote in its `out`")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises many types for a file that is not a checkpoint
@@ -168,7 +170,7 @@ def restore(vae: VAE, state: dict, kept: bool = True) -> None:
     """Load the checkpoint's network weights into ``vae`` (built from the same config).
 
     ``kept``: the model the run kept, i.e. the best-validation epoch's weights under early
-    stopping (what evaluation should score); else the last epoch's (what --resume continues from).
+    stopping (what evaluation should score); else the last epoch's (what a resumed run continues from).
     """
     check_compatible(vae, state)
     best = state.get("train_state", {}).get("best_params") if kept else None
@@ -177,3 +179,25 @@ def restore(vae: VAE, state: dict, kept: bool = True) -> None:
         return
     vae.encoder.load_state_dict(state["encoder"])
     vae.decoder.load_state_dict(state["decoder"])
+
+
+def check_data(state: dict, data_used: DataConfig, name: str = "the checkpoint") -> None:
+    """A UsageError when ``data_used`` (dataset after fallback, binarization resolved) is not the
+    data the checkpoint was trained on."""
+    old = state["data_config"]
+    differ = [k for k in ("dataset", "binarize", "seed", "dequantize") if old.get(k, False) != getattr(data_used, k)]
+    if differ:
+        raise UsageError(f"{name}: it was trained on " + ", ".join(f"{k}={old.get(k, False)!r}" for k in differ)
+                         + " but this run asks for " + ", ".join(f"{k}={getattr(data_used, k)!r}" for k in differ)
+                         + ": pass the settings of the original run")
+
+
+def log_changed_training(state: dict, train_config: TrainConfig) -> None:
+    """One logged line naming the training settings that differ from the checkpoint's (other
+    than the number of epochs): allowed, but the run will differ from an uninterrupted one."""
+    now = asdict(train_config)
+    changed = [f"{k} {v} -> {now[k]}" for k, v in state["train_config"].items()
+               if k in now and k != "epochs" and v != now[k]]
+    if changed:
+        log.info("resuming with changed training settings (%s): the run will differ from an uninterrupted one",
+                 ", ".join(changed))

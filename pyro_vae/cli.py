@@ -1,4 +1,8 @@
-"""What the scripts share: one-line errors with exit status 2, logging, flag types."""
+"""What the scripts share: one-line errors with exit status 2, logging, flag types.
+
+The library names its settings in messages as code, `batch_size` or `batch_size=20`; the scripts
+print them as the flags that set them, --batch-size or --batch-size 20 (see as_flags).
+"""
 
 from __future__ import annotations
 
@@ -92,6 +96,28 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser, seeds: str, out: str) -
     p.add_argument("--out", help=f"where {out} go (default: beside the checkpoint)")
 
 
+SETTING = re.compile(r"`([a-z][a-z_]*)(?:=([^`]*))?`")  # `name` or `name=value` in a library message
+FLAGS = {"num_chains": "--ais-chains"}  # the settings whose flag is not --<name with dashes>
+
+
+def as_flags(text: str) -> str:
+    """A library message as a script prints it: `batch_size=20` -> --batch-size 20, `jit` -> --jit."""
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = match.groups()
+        option = FLAGS.get(name, "--" + name.replace("_", "-"))
+        return option if value is None else f"{option} {value}"
+
+    return SETTING.sub(flag, text)
+
+
+class FlagFormatter(logging.Formatter):
+    """Log lines as plain messages, their settings written as flags (see as_flags)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return as_flags(super().format(record))
+
+
 OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)  # torch's allocators' messages
 
 
@@ -107,7 +133,7 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
     line on stderr: 2 bad input (UsageError), 3 divergence, 1 a result that could not be written or
     memory that ran out, 130 Ctrl-C (see stop). Logs go to stderr as plain lines."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(FlagFormatter("%(message)s"))
     logger = logging.getLogger("pyro_vae")  # ours only: ArviZ logs import chatter at INFO on its own
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
@@ -116,13 +142,13 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
     try:
         run(argv)
     except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {as_flags(str(error))}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {as_flags(str(error))}", file=sys.stderr)
         return 3
     except OutputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {as_flags(str(error))}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as error:  # torch's CPU and CUDA allocators raise RuntimeErrors
         if not (isinstance(error, MemoryError) or OUT_OF_MEMORY.search(str(error))):
@@ -132,7 +158,7 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
               "sizes", file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:  # TrainingInterrupted says what was saved and how to go on
-        print(str(error) or "interrupted", file=sys.stderr)
+        print(as_flags(str(error)) or "interrupted", file=sys.stderr)
         return 130
     finally:
         # argv None: main runs as its script's process, which ignores Ctrl-C from here to its exit, so

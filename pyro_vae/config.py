@@ -14,7 +14,7 @@ from pyro_vae.errors import UsageError
 def _require_positive(**values: float) -> None:
     for name, value in values.items():
         if not (value > 0 and math.isfinite(value)):
-            raise UsageError(f"{name} must be positive and finite, got {value}")
+            raise UsageError(f"`{name}` must be positive and finite, got {value}")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class ModelConfig:
 class DataConfig:
     dataset: str = "mnist"  # a key of data.DATASETS
     # mnist only: when MNIST is neither on disk nor downloadable, use mnist5k (with one logged
-    # line) instead of stopping with an error. The default run does; naming --dataset mnist does not.
+    # line) instead of stopping with an error. The default run does; naming dataset mnist does not.
     fallback: bool = True
     data_dir: str = "data"  # where datasets are read from (and downloaded to, when online)
     # dynamic: resample every pixel as Bernoulli(intensity) for each minibatch (Bernoulli default
@@ -58,7 +58,7 @@ class TrainConfig:
     epochs: int = 30  # passes over the training set: ~2.5 min on full MNIST on 2 CPU cores
     batch_size: int = 128  # minibatch size, as in pytorch/examples
     lr: float = 1e-3  # Adam learning rate
-    # a key of train.ELBOS: trace (sampled KL), meanfield (analytic KL) or iwae (the K-sample
+    # a key of objectives.ELBOS: trace (sampled KL), meanfield (analytic KL) or iwae (the K-sample
     # importance-weighted bound of Burda et al. 2016, K = num_particles)
     elbo: str = "trace"
     num_particles: int = 1  # L samples of z per datapoint (K for iwae), vectorized
@@ -66,18 +66,25 @@ class TrainConfig:
     # all, Burda et al. 2016, sec. 5), the stages shrunk in proportion to fit ``epochs``
     lr_schedule: str = "constant"
     patience: int = 0  # stop after this many epochs without a better validation bound; 0: never
-    init_output_bias: bool = False  # start the decoder at the mean training image (Burda et al.)
-    jit: bool = False  # use Pyro's JIT-compiled ELBO (drops the partial last batch, see train.py)
-    eval_samples: int = 1000  # K importance samples for the final test log p(x); 0 skips it
-    device: str = "auto"  # auto (CUDA when present), cpu or cuda
+    jit: bool = False  # use Pyro's JIT-compiled ELBO (drops the partial last batch, see train.fit)
 
     def __post_init__(self) -> None:
         _require_positive(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, num_particles=self.num_particles
         )
-        if self.jit and self.elbo == "iwae":
-            raise UsageError("--jit is not available with --elbo iwae: drop --jit")
         if self.patience < 0:
-            raise UsageError(f"patience must be >= 0 (0 never stops early), got {self.patience}")
+            raise UsageError(f"`patience` must be >= 0 (0 never stops early), got {self.patience}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What a whole run (experiment.run_training) does around training: where it runs, how the
+    VAE starts, what it reports."""
+
+    device: str = "auto"  # auto (CUDA when present), cpu or cuda
+    init_output_bias: bool = False  # start the decoder at the mean training image (Burda et al.)
+    eval_samples: int = 1000  # K importance samples for the final test log p(x); 0 skips it
+
+    def __post_init__(self) -> None:
         if self.eval_samples < 0:
-            raise UsageError(f"eval_samples must be >= 0 (0 skips the estimate), got {self.eval_samples}")
+            raise UsageError(f"`eval_samples` must be >= 0 (0 skips the estimate), got {self.eval_samples}")

@@ -1,14 +1,14 @@
-"""Datasets as tensors in [0, 1] on the device, and binarization for the Bernoulli likelihood.
+"""Datasets: files on disk (or a download) -> grey pixels in [0, 1] as (N, D) tensors, split three ways.
 
-The whole dataset lives as one (N, D) tensor; training takes minibatches as index slices, so no
-per-item transform runs in the training loop.
+Bytes are read and checked by readers.py; what a likelihood makes of the pixels is pixels.py's.
+The whole dataset lives as one tensor; training takes minibatches as index slices, so no
+per-item transform runs in the training loop. Missing files are one-line UsageErrors.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
-import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +20,10 @@ from torch import Tensor
 
 from pyro_vae.errors import UsageError
 from pyro_vae.files import atomic_write
-from pyro_vae.likelihoods import Bernoulli, Likelihood
 from pyro_vae.readers import damaged, read_amat, read_idx
 
 log = logging.getLogger("pyro_vae")
 
-BINARIZE = ("auto", "dynamic", "threshold", "none")
 MNIST5K_TEST = 1000  # images of the 5,000-digit subset held out for testing
 VALID_FRACTION = 6  # datasets without a validation set hold out the last 1/6 of their training set
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
@@ -109,7 +107,7 @@ def load_mnist(data_dir: str | Path, download: bool, seed: int, fallback: bool =
     With ``fallback`` (the default run's dataset), files that are neither on disk nor downloadable
     lead to the mnist5k subset with one logged line instead of an error.
     """
-    get_them = "run once with network access (torchvision downloads them) or pass --data-dir"
+    get_them = "run once with network access (torchvision downloads them) or pass `data_dir`"
     try:
         return _load_idx("MNIST", "mnist", data_dir, download, get_them)
     except UsageError as error:
@@ -139,7 +137,7 @@ def load_fashion_mnist(data_dir: str | Path, download: bool, seed: int) -> Datas
         except (OSError, EOFError, zlib.error) as error:
             raise UsageError(f"fashion-mnist: cannot unpack {DEBIAN_FASHION_MNIST} into {raw} "
                              f"({type(error).__name__}: {error}); reinstall dataset-fashion-mnist or pass "
-                             "another --data-dir") from None
+                             "another `data_dir`") from None
     get_them = (f"`apt-get install dataset-fashion-mnist` (read from {DEBIAN_FASHION_MNIST}) or run once with "
                 "network access (torchvision downloads them)")
     return _load_idx("FashionMNIST", "fashion-mnist", data_dir, download, get_them)
@@ -165,7 +163,7 @@ def load_binarized_mnist(data_dir: str | Path, download: bool, seed: int) -> Dat
         how = "the download failed (offline?)" if download else "downloads are disabled"
         raise UsageError(
             f"binarized-mnist: files not found: expected {', '.join(names)} in {folders[0]} or {folders[1]}, and "
-            f"{how}; get them from {BINARIZED_MNIST_URL} or pass --data-dir <folder holding them>"
+            f"{how}; get them from {BINARIZED_MNIST_URL} or pass `data_dir=<folder holding them>`"
         )
     remedy = f"delete it and download it again from {BINARIZED_MNIST_URL}"
     splits = []
@@ -207,99 +205,7 @@ def load_dataset(
     if name not in DATASETS:
         raise UsageError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     if Path(data_dir).exists() and not Path(data_dir).is_dir():
-        raise UsageError(f"--data-dir {data_dir} is a file, not a folder: pass the folder that holds the dataset")
+        raise UsageError(f"`data_dir={data_dir}` is a file, not a folder: pass the folder that holds the dataset")
     if name == "mnist":
         return load_mnist(data_dir, download, seed, fallback=fallback)
     return DATASETS[name](data_dir, download, seed)
-
-
-def resolve_binarize(binarize: str, likelihood_name: str, data_is_binary: bool) -> str:
-    """'auto' -> 'dynamic' for the Bernoulli likelihood on grey data, else 'none'."""
-    if binarize == "static":
-        raise UsageError("binarization 'static' is now called 'threshold' (it sets pixels above 0.5 to 1); the "
-                         "literature's static binarization is a fixed random draw: that is --dataset binarized-mnist")
-    if binarize not in BINARIZE:
-        raise UsageError(f"unknown binarization {binarize!r}: choose one of {', '.join(BINARIZE)}")
-    if binarize != "auto":
-        return binarize
-    return "dynamic" if likelihood_name == Bernoulli.name and not data_is_binary else "none"
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    train: Tensor  # (N, D) on the device; grey when binarize == 'dynamic' (sampled per minibatch)
-    valid: Tensor  # (V, D) on the device, fixed: binarized once when binarize is dynamic or threshold
-    test: Tensor  # (M, D) on the device, fixed likewise
-    binarize: str  # the resolved mode: dynamic, threshold or none
-    image_shape: tuple[int, int]  # (H, W) with H * W = D, for figures
-    test_labels: Tensor | None = None  # (M,) class labels of the test set, for figures, when known
-    dequantize: bool = False  # training pixels get fresh uniform noise every minibatch (see dequantize)
-
-    def minibatch(self, index: Tensor) -> Tensor:
-        """Training images at ``index``, freshly binarized or dequantized as configured.   (B,) -> (B, D)"""
-        x = self.train[index]
-        if self.dequantize:
-            return dequantize(x)
-        # dynamic binarization (Salakhutdinov & Murray 2008): a new binary image every pass
-        return torch.bernoulli(x) if self.binarize == "dynamic" else x
-
-
-LEVELS = 256  # 8-bit pixels
-
-
-def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """8-bit pixels stored as k/255 -> (k + u) / 256 with u ~ U(0, 1) (Theis et al. 2016; Uria et
-    al. 2013). A density p on [0, 1]^D then bounds the probability of the 8-bit image k:
-    log P(k) >= E_u log p((k + u)/256) - D log 256."""
-    k = torch.round(x * (LEVELS - 1))
-    u = torch.rand(x.shape, generator=generator, device=x.device) if generator is None else \
-        torch.rand(x.shape, generator=generator).to(x.device)
-    return (k + u) / LEVELS
-
-
-def dequantized_bound(log_px: float, dims: int) -> tuple[float, float]:
-    """From a density's log p^ of dequantized images (nats per image of ``dims`` pixels), the bound
-    on the 8-bit images' log P(k) >= log p - D log 256 in nats, and as bits per dimension,
-    -log2 P / D (see dequantize). A uniform density on [0, 1]^D gives exactly 8 bits/dim."""
-    nats = log_px - dims * math.log(LEVELS)
-    return nats, -nats / (dims * math.log(2))
-
-
-def prepare_data(
-    dataset: Dataset, likelihood: Likelihood, binarize: str, seed: int, device: torch.device | str = "cpu",
-    dequantize_pixels: bool = False,
-) -> PreparedData:
-    """Binarize or dequantize as asked, check the likelihood's support, and move the tensors to ``device``.
-
-    ``binarize`` must be resolved already (see resolve_binarize). The validation and test sets of
-    a dynamic or dequantized run are drawn once with ``seed``, so every evaluation scores the same images.
-    """
-    splits = {"training": dataset.train, "validation": dataset.valid, "test": dataset.test}
-    if dequantize_pixels:
-        if binarize != "none" or likelihood.wants_binary_data:
-            raise UsageError("--dequantize adds uniform noise to 8-bit pixels for a continuous likelihood: use "
-                             "--likelihood continuous-bernoulli or gaussian, with --binarize none (or auto)")
-        if any(not torch.allclose(x * (LEVELS - 1), torch.round(x * (LEVELS - 1)), atol=1e-4) for x in splits.values()):
-            raise UsageError(f"{dataset.name}: --dequantize needs 8-bit pixels stored as k/255, and these are not")
-    if binarize == "dynamic" and not all(bool(((x >= 0) & (x <= 1)).all()) for x in splits.values()):
-        raise UsageError(
-            f"{dataset.name}: dynamic binarization draws Bernoulli(intensity) pixels, so intensities "
-            "must lie in [0, 1]: rescale the data or pass --binarize threshold"
-        )
-    if binarize == "threshold":
-        splits = {split: (x > 0.5).float() for split, x in splits.items()}
-    elif binarize == "dynamic" or dequantize_pixels:
-        generator = torch.Generator().manual_seed(seed)
-        draw = (lambda x: dequantize(x, generator)) if dequantize_pixels else (lambda x: torch.bernoulli(x, generator=generator))
-        splits = {split: x if split == "training" else draw(x) for split, x in splits.items()}
-    for split, x in splits.items():
-        # training batches drawn per minibatch are in the support by construction; fixed splits are checked
-        if (binarize == "dynamic" or dequantize_pixels) and split == "training":
-            continue
-        try:
-            likelihood.check_support(x)
-        except UsageError as error:
-            raise UsageError(f"{dataset.name} {split} set: {error}") from None
-    train, valid, test = (x.to(device) for x in splits.values())
-    labels = None if dataset.labels is None else dataset.labels["test"]
-    return PreparedData(train, valid, test, binarize, dataset.image_shape, labels, dequantize_pixels)

@@ -127,36 +127,37 @@ def vectorized_traces(
     return guide_trace, model_trace
 
 
+def log_densities(guide_trace: poutine.Trace, model_trace: poutine.Trace, plate: str, nesting: int) -> tuple[Tensor, Tensor]:
+    """The kernel every estimator here stands on: log q(z|x_n) and log p(x_n, z) per sample and per
+    datapoint of ``plate``, from a guide trace and the model's trace on the same z (vectorized over
+    a particle plate or not): (k|1, N) each, differentiable when the traces are. The IWAE bound and
+    the IS estimator use their difference, the log-weight; AIS mixes them along its path."""
+    return (per_datapoint_log_prob(guide_trace, plate, nesting), per_datapoint_log_prob(model_trace, plate, nesting))
+
+
 def trace_log_weights(guide_trace: poutine.Trace, model_trace: poutine.Trace, plate: str, nesting: int) -> Tensor:
     """log w = log p(x, z) - log q(z|x) per sample and per datapoint of ``plate``, from a pair of
     vectorized traces (see vectorized_traces): (K, N); differentiable when the traces are."""
-    log_w = per_datapoint_log_prob(model_trace, plate, nesting) - per_datapoint_log_prob(guide_trace, plate, nesting)
+    log_q, log_p = log_densities(guide_trace, model_trace, plate, nesting)
+    log_w = log_p - log_q  # (K|1, N)
     num_samples = guide_trace.nodes[PARTICLES]["value"].shape[0]
     return log_w.reshape(log_w.shape[0], -1).expand(num_samples, -1)  # (K, N)
-
-
-def log_weights(
-    model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int, plate: str, nesting: int
-) -> Tensor:
-    """One vectorized draw of ``num_samples`` samples from the guide: the per-datapoint
-    log-weights (K, N). Scales (the data plate's size / B, poutine.scale) are ignored: they
-    weight a dataset-level objective, not the density of one datapoint."""
-    guide_trace, model_trace = vectorized_traces(model, guide, args, kwargs, num_samples, nesting)
-    return trace_log_weights(guide_trace, model_trace, plate, nesting)
 
 
 def _log_weight_chunks(
     model: Callable, guide: Callable, args: tuple, kwargs: dict,
     num_samples: int, plate: str, chunk_size: int | None, max_plate_nesting: int | None,
 ) -> Iterator[Tensor]:
-    """Yields the log-weights in chunks of at most ``chunk_size`` samples: (k, N) each."""
+    """The per-datapoint log-weights of ``num_samples`` draws from the guide, in chunks of at most
+    ``chunk_size`` vectorized samples: (k, N) each."""
     _check_num_samples(num_samples)
     nesting = plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
     chunk_size = num_samples if chunk_size is None else chunk_size
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     for start in range(0, num_samples, chunk_size):
-        yield log_weights(model, guide, args, kwargs, min(chunk_size, num_samples - start), plate, nesting)
+        traces = vectorized_traces(model, guide, args, kwargs, min(chunk_size, num_samples - start), nesting)
+        yield trace_log_weights(*traces, plate, nesting)
 
 
 @torch.no_grad()
@@ -197,21 +198,21 @@ def log_mean_exp(log_w: Tensor, dim: int = 0) -> Tensor:
     return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
 
 
-def iwae_bound(log_weights: Tensor, k: int) -> Tensor:
+def iwae_bound(log_w: Tensor, k: int) -> Tensor:
     """Per-datapoint estimate of the IWAE bound L_k from K >= k log-weights (K, N) -> (N,).
 
     The K samples are cut into K // k disjoint groups of k; each group gives an unbiased estimate of
     L_k = E[log (1/k) sum_j w_j], and their mean has lower variance than one group alone.
     k = 1 is the ELBO estimated from all K samples.
     """
-    total, n = log_weights.shape
+    total, n = log_w.shape
     if not 1 <= k <= total:
         raise ValueError(f"k must be between 1 and the number of samples ({total}), got {k}")
-    groups = log_weights[: total // k * k].reshape(total // k, k, n)  # (G, k, N)
+    groups = log_w[: total // k * k].reshape(total // k, k, n)  # (G, k, N)
     return log_mean_exp(groups, dim=1).mean(dim=0)  # (N,)
 
 
-def pareto_khat(log_weights: Tensor) -> Tensor:
+def pareto_khat(log_w: Tensor) -> Tensor:
     """PSIS shape estimate k^ of each datapoint's importance weights (K, N) -> (N,), by ArviZ.
 
     k^ > 0.7 flags a datapoint whose estimate is unreliable (Vehtari et al. 2024; Yao et al. 2018).
@@ -221,5 +222,5 @@ def pareto_khat(log_weights: Tensor) -> Tensor:
         warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
         import arviz as az
 
-    _, khat = az.psislw(log_weights.T.double().cpu().numpy())
-    return torch.as_tensor(khat, dtype=log_weights.dtype)
+    _, khat = az.psislw(log_w.T.double().cpu().numpy())
+    return torch.as_tensor(khat, dtype=log_w.dtype)

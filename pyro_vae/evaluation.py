@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+from pyro.infer import ELBO
 from torch import Tensor
 
 from pyro_vae.ais import ais
-from pyro_vae.distributed import SINGLE, Context
 from pyro_vae.memory import FLOAT, estimator_bytes, require_memory
 from pyro_vae.estimators import importance_log_weights, iwae_bound, pareto_khat
 from pyro_vae.model import DATA_PLATE
@@ -93,12 +93,38 @@ class BoundsReport:
         return lines
 
 
+@dataclass(frozen=True)
+class DatapointBounds:
+    """Each datapoint's bounds, from which a BoundsReport averages: tensors of shape (N,)."""
+
+    elbo: Tensor  # L_1, the ELBO averaged over the datapoint's K samples
+    iwae: dict[int, Tensor]  # k -> L_k, in increasing k; the last k is K, all the samples
+    khat: Tensor | None  # PSIS k^ of the datapoint's K weights (None: not computed)
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> DatapointBounds:
+        """``fn`` applied to every tensor, e.g. Context.cat to gather a data-parallel run's parts."""
+        return DatapointBounds(fn(self.elbo), {k: fn(v) for k, v in self.iwae.items()},
+                               None if self.khat is None else fn(self.khat))
+
+    def report(self) -> BoundsReport:
+        num_samples = max(self.iwae)
+        return BoundsReport(
+            num_datapoints=len(self.elbo),
+            num_samples=num_samples,
+            elbo=Estimate.of(self.elbo),
+            iwae={k: Estimate.of(v) for k, v in self.iwae.items()},
+            gap=Estimate.of(self.iwae[num_samples] - self.elbo),
+            khat_above=None if self.khat is None else (self.khat > KHAT_THRESHOLD).double().mean().item(),
+            khat_median=None if self.khat is None else self.khat.median().item(),
+        )
+
+
 @torch.no_grad()
-def evaluate_bounds(
+def datapoint_bounds(
     vae: VAE, x: Tensor, ks: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 100,
-    chunk_size: int = 250, diagnose: bool = True, context: Context = SINGLE,
-) -> BoundsReport:
-    """ELBO, IWAE bounds for each k in ``ks`` and the PSIS k^ summary of ``vae`` on ``x`` (N, D).
+    chunk_size: int = 250, diagnose: bool = True,
+) -> DatapointBounds:
+    """ELBO, IWAE bounds for each k in ``ks`` and PSIS k^ of ``vae`` on each image of ``x`` (N, D).
 
     All bounds come from one set of max(ks) samples per datapoint. Memory: the decoder runs on
     chunk_size * batch_size samples at once, and (max(ks), batch_size) log-weights are kept.
@@ -110,10 +136,10 @@ def evaluate_bounds(
     images, chunk = min(batch_size, len(x)), min(chunk_size, num_samples)
     require_memory(estimator_bytes(vae, x.shape[-1], images, chunk) + FLOAT * num_samples * images, x.device,
                    f"importance sampling {chunk} samples of z for {images} images at once",
-                   "lower the chunk size (--chunk-size) or the batch size (--batch-size)")
+                   "lower `chunk_size` or `batch_size`")
     vae.eval()
     elbo, khat, bounds = [], [], {k: [] for k in ks}
-    for batch in context.shard(x).split(batch_size):  # distributed: each rank scores its shard
+    for batch in x.split(batch_size):
         log_w = importance_log_weights(
             vae.model, vae.guide, batch, num_samples=num_samples, plate=DATA_PLATE, chunk_size=chunk_size,
             max_plate_nesting=1,
@@ -123,18 +149,32 @@ def evaluate_bounds(
             bounds[k].append(iwae_bound(log_w, k))
         if diagnose and num_samples > 1:
             khat.append(pareto_khat(log_w))
-    elbo_n = context.cat(torch.cat(elbo) if elbo else x.new_zeros(0))
-    bound_n = {k: context.cat(torch.cat(v) if v else x.new_zeros(0)) for k, v in bounds.items()}
-    khat_n = context.cat(torch.cat(khat) if khat else torch.zeros(0)) if diagnose and num_samples > 1 else None
-    return BoundsReport(
-        num_datapoints=len(x),
-        num_samples=num_samples,
-        elbo=Estimate.of(elbo_n),
-        iwae={k: Estimate.of(v) for k, v in bound_n.items()},
-        gap=Estimate.of(bound_n[num_samples] - elbo_n),
-        khat_above=None if khat_n is None else (khat_n > KHAT_THRESHOLD).double().mean().item(),
-        khat_median=None if khat_n is None else khat_n.median().item(),
-    )
+
+    def joined(parts: list[Tensor]) -> Tensor:  # (N,); empty for no images (a process's part may be)
+        return torch.cat(parts) if parts else x.new_zeros(0)
+
+    return DatapointBounds(joined(elbo), {k: joined(v) for k, v in bounds.items()},
+                           joined(khat).cpu() if diagnose and num_samples > 1 else None)
+
+
+def evaluate_bounds(
+    vae: VAE, x: Tensor, ks: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 100,
+    chunk_size: int = 250, diagnose: bool = True,
+) -> BoundsReport:
+    """ELBO, IWAE bounds for each k in ``ks`` and the PSIS k^ summary of ``vae`` on ``x`` (N, D),
+    averaged over the images; see datapoint_bounds."""
+    return datapoint_bounds(vae, x, ks, batch_size, chunk_size, diagnose).report()
+
+
+@torch.no_grad()
+def objective_sum(vae: VAE, elbo: ELBO, x: Tensor, batch_size: int) -> Tensor:
+    """The sum over the images of ``x`` (N, D) of the objective ``elbo`` estimates (the ELBO, or
+    L_K for IWAE_ELBO), ``batch_size`` images at a time, as a 0-dim tensor. ``elbo`` should not be
+    JIT-compiled: the last batch may be smaller."""
+    total = x.new_zeros(())
+    for batch in x.split(batch_size):
+        total = total + elbo.differentiable_loss(vae.model, vae.guide, batch).detach()
+    return -total
 
 
 @torch.no_grad()
@@ -147,7 +187,7 @@ def evaluate_ais(
     images = min(batch_size, len(x))
     require_memory(2 * estimator_bytes(vae, x.shape[-1], images, num_chains), x.device,  # the HMC gradients as well
                    f"AIS with {num_chains} chains for {images} images at once",
-                   "lower the chains (--ais-chains) or the batch size (--batch-size)")
+                   "lower `num_chains` or `batch_size`")
     vae.eval()
     result = ais(vae.model, vae.guide, x, num_steps=num_steps, num_chains=num_chains, plate=DATA_PLATE,
                  num_leapfrog=num_leapfrog, chunk_size=batch_size, max_plate_nesting=1)

@@ -45,12 +45,19 @@ class IWAE_ELBO(ELBO):
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
         raise NotImplementedError("IWAE_ELBO draws its vectorized traces in estimators.vectorized_traces")
 
-    def bound(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> tuple[Tensor, float]:
-        """Per-datapoint L_K estimates (N,) and the data plate's subsample scale.
+    def bound(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
+        """Per-datapoint L_K estimates: a tensor of shape (N,).
 
         With gradients on, every guide sample site must be reparameterized (else a ValueError
         names it): the IWAE gradient has no score-function term.
         """
+        return self._bound_and_scale(model, guide, args, kwargs)[0]
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
+        bound, scale = self._bound_and_scale(model, guide, args, kwargs)  # (N,), the data plate's size/B
+        return -scale * bound.sum()
+
+    def _bound_and_scale(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Tensor, float | Tensor]:
         if self._nesting is None:
             self._nesting = plate_nesting(model, guide, args, kwargs, self.plate)
         guide_trace, model_trace = vectorized_traces(model, guide, args, kwargs, self.num_particles, self._nesting)
@@ -58,10 +65,6 @@ class IWAE_ELBO(ELBO):
             check_reparameterized(guide_trace)
         log_w = trace_log_weights(guide_trace, model_trace, self.plate, self._nesting)  # (K, N)
         return log_mean_exp(log_w), data_scale(model_trace)  # (N,)
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
-        bound, scale = self.bound(model, guide, *args, **kwargs)
-        return -scale * bound.sum()
 
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         with torch.no_grad():

@@ -34,7 +34,7 @@ def _check_unit_interval(x: Tensor, name: str) -> None:
     if not bool(((x >= 0) & (x <= 1)).all()):
         raise UsageError(
             f"the {name} likelihood needs pixel values in [0, 1], got values in {_describe_range(x)}: "
-            "rescale the data to [0, 1] (e.g. divide 8-bit pixels by 255) or use --likelihood gaussian"
+            "rescale the data to [0, 1] (e.g. divide 8-bit pixels by 255) or use `likelihood=gaussian`"
         )
 
 
@@ -64,7 +64,7 @@ class Bernoulli:
         elif not bool(((x == 0) | (x == 1)).all()):
             raise UsageError(
                 f"the bernoulli likelihood needs binary pixels (0 or 1), got values in {_describe_range(x)}: "
-                "pass --binarize dynamic or threshold, or use --likelihood continuous-bernoulli for grey data"
+                "pass `binarize=dynamic` or `binarize=threshold`, or use `likelihood=continuous-bernoulli` for grey data"
             )
 
     def output_bias(self, x: Tensor) -> Tensor:

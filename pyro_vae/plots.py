@@ -11,7 +11,7 @@ from torch import Tensor
 
 from pyro_vae.evaluation import BoundsReport
 from pyro_vae.files import save_figure
-from pyro_vae.train import EpochRecord
+from pyro_vae.state import EpochRecord
 
 
 def image_grid(images: Tensor, image_shape: tuple[int, int], nrow: int, padding: int = 2) -> Tensor:
@@ -110,14 +110,14 @@ def plot_history(
     ax = fig.add_subplot()
     epochs = [r.epoch for r in history]
     marker = "o" if len(history) <= 50 else None
-    ax.plot(epochs, [r.train_elbo for r in history], marker=marker, label=f"train {objective} (running, during epoch)")
-    ax.plot(epochs, [r.valid_elbo for r in history], marker=marker, label=f"validation {objective}")
-    ax.plot(epochs, [r.test_elbo for r in history], marker=marker, label=f"test {objective}")
+    ax.plot(epochs, [r.train_bound for r in history], marker=marker, label=f"train {objective} (running, during epoch)")
+    ax.plot(epochs, [r.valid_bound for r in history], marker=marker, label=f"validation {objective}")
+    ax.plot(epochs, [r.test_bound for r in history], marker=marker, label=f"test {objective}")
     if test_log_likelihood is not None:
         ax.plot([kept_epoch or epochs[-1]], [test_log_likelihood], marker="*", markersize=12, linestyle="none",
                 label=f"test log p̂(x) = {test_log_likelihood:.2f}")
     if len(history) > 3:  # the first epoch's running train bound would squash the rest of the curve
-        later = [v for r in history[1:] for v in (r.train_elbo, r.valid_elbo, r.test_elbo)]
+        later = [v for r in history[1:] for v in (r.train_bound, r.valid_bound, r.test_bound)]
         top = max(later + ([test_log_likelihood] if test_log_likelihood is not None else []))
         ax.set_ylim(min(later) - 0.05 * (top - min(later)), top + 0.1 * (top - min(later)))
     ax.set_xlabel("epoch")

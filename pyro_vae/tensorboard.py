@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from pyro_vae.data import PreparedData
+from pyro_vae.pixels import PreparedData
 from pyro_vae.errors import UsageError
 from pyro_vae.plots import image_grid, reconstruction_grid
-from pyro_vae.train import EpochRecord
+from pyro_vae.state import EpochRecord
 from pyro_vae.vae import VAE
 
 IMAGES_EVERY = 5  # epochs between image summaries (and the first epoch)
@@ -30,7 +30,7 @@ class TensorBoardWriter:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise UsageError('--tensorboard needs the tensorboard package: pip install -e ".[tensorboard]" '
+            raise UsageError('`tensorboard` needs the tensorboard package: pip install -e ".[tensorboard]" '
                              "(or pip install tensorboard)") from None
         self.writer = SummaryWriter(str(log_dir), purge_step=resumed_epoch + 1 if resumed_epoch else None)
         self.log_dir = Path(log_dir)
@@ -45,7 +45,7 @@ class TensorBoardWriter:
         IMAGES_EVERY epochs."""
         step = record.epoch
         for split in ("train", "valid", "test"):
-            self.writer.add_scalar(f"{objective}/{split}", getattr(record, f"{split}_elbo"), step)
+            self.writer.add_scalar(f"{objective}/{split}", getattr(record, f"{split}_bound"), step)
         self.writer.add_scalar("lr", record.lr, step)
         self.writer.add_scalar("seconds_per_epoch", record.seconds, step)
         if step == 1 or step % IMAGES_EVERY == 0:

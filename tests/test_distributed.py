@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 
 from conftest import binary_data
 from pyro_vae.config import ModelConfig, TrainConfig
-from pyro_vae.data import PreparedData
+from pyro_vae.pixels import PreparedData
 from pyro_vae.distributed import SINGLE, Context
 from pyro_vae.train import fit
 from pyro_vae.vae import VAE
@@ -54,7 +54,7 @@ def train(context: Context, seed: int) -> dict:
     config = TrainConfig(epochs=1, batch_size=16, lr=1e-4, elbo="meanfield")  # the loss sums 96 images: gradients ~100
     state = fit(vae, torch.optim.SGD(vae.parameters(), lr=config.lr), data, config, progress=False, context=context)
     return {"initial": initial, "weights": {k: v.clone() for k, v in vae.state_dict().items()},
-            "valid": [r.valid_elbo for r in state.history], "train": [r.train_elbo for r in state.history]}
+            "valid": [r.valid_bound for r in state.history], "train": [r.train_bound for r in state.history]}
 
 
 def worker(rank: int, world_size: int, port: int, out: str) -> None:

@@ -17,7 +17,7 @@ from pyro import distributions as dist
 from torch import nn
 
 from pyro_vae.config import ModelConfig
-from pyro_vae.data import dequantize, dequantized_bound
+from pyro_vae.pixels import dequantize, dequantized_bound
 from pyro_vae.evaluation import evaluate_bounds
 from pyro_vae.vae import VAE
 

@@ -12,7 +12,7 @@ import torch
 
 import pyro_vae.train as train_module
 from pyro_vae import checkpoint
-from pyro_vae.data import PreparedData
+from pyro_vae.pixels import PreparedData
 from test_scripts import ROOT, TINY, run_in_process
 
 
@@ -40,7 +40,7 @@ def interrupt_in_epoch(monkeypatch, epoch):
     real = train_module.train_epoch
 
     def train_epoch(*args, **kwargs):
-        if kwargs.get("epoch", args[7] if len(args) > 7 else None) == epoch:
+        if kwargs.get("epoch", args[4] if len(args) > 4 else None) == epoch:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 

@@ -76,10 +76,10 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
     assert metrics["dataset"] == "mnist" and metrics["binarize"] == "dynamic" and metrics["device"] == "cpu"
     assert metrics["num_train"] == 54 and metrics["num_valid"] == 10 and metrics["num_test"] == 32
     final = metrics["final"]
-    assert final["test_elbo"] < 0 and final["test_log_likelihood"]["num_samples"] == 20
+    assert final["test_bound"] < 0 and final["test_log_likelihood"]["num_samples"] == 20
     assert {"torch", "pyro", "pyro_vae"} <= set(metrics["versions"]) and metrics["wall_seconds"] > 0
     rows = list(csv.DictReader(open(out / "history.csv")))
-    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[1]["test_elbo"]) == pytest.approx(final["test_elbo"])
+    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[1]["test_bound"]) == pytest.approx(final["test_bound"])
 
     done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--num-samples", "50", "--ks", "1,5,50",
                                        "--data-dir", tiny_mnist, "--ais-steps", "20,3", "--ais-chains", "4",
@@ -158,7 +158,7 @@ def test_every_likelihood_and_elbo_flag_runs(tiny_mnist, tmp_path, flags):
     out = tmp_path / "run"
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", out, *TINY, *flags]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert torch.isfinite(torch.tensor(metrics["final"]["test_elbo"]))
+    assert torch.isfinite(torch.tensor(metrics["final"]["test_bound"]))
     assert ("test_log_likelihood" in metrics["final"]) == ("0" not in flags)
     for name in OUTPUTS:
         assert (out / name).exists(), name
@@ -286,7 +286,7 @@ def test_the_default_out_folder_gets_a_new_number_for_each_run(tiny_mnist, tmp_p
 
 
 def test_a_second_process_on_the_same_out_is_refused(tiny_mnist, tmp_path, capsys):
-    from pyro_vae.files import RunFolder
+    from pyro_vae.run_folder import RunFolder
 
     with RunFolder(tmp_path):  # as a run in another process holds it
         assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]) == 2

@@ -27,7 +27,7 @@ def test_a_run_writes_scalars_images_and_its_config(tiny_mnist, tmp_path):
     assert "config/text_summary" in board.Tags()["tensors"]
     assert [e.step for e in board.Scalars("ELBO/test")] == [1, 2]
     history = list(csv.DictReader(open(out / "history.csv")))
-    assert [e.value for e in board.Scalars("ELBO/test")] == pytest.approx([float(r["test_elbo"]) for r in history])
+    assert [e.value for e in board.Scalars("ELBO/test")] == pytest.approx([float(r["test_bound"]) for r in history])
 
 
 def test_logging_does_not_change_the_run(tiny_mnist, tmp_path):

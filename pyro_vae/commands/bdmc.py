@@ -25,7 +25,8 @@ from pyro import poutine
 from pyro_vae.ais import ais, reverse_ais
 from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int
 from pyro_vae.evaluation import Estimate, evaluate_bounds
-from pyro_vae.experiment import load_run, writable_dir
+from pyro_vae.experiment import load_run
+from pyro_vae.run_folder import writable_dir
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.model import LATENT, OBSERVED
 

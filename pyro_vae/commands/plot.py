@@ -13,10 +13,11 @@ import pyro
 
 from pyro_vae import checkpoint
 from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments
-from pyro_vae.config import TrainConfig
-from pyro_vae.experiment import load_run, write_figures, writable_dir
+from pyro_vae.experiment import load_run
 from pyro_vae.plots import plot_history
-from pyro_vae.train import objective_name
+from pyro_vae.objectives import objective_name
+from pyro_vae.report import write_figures
+from pyro_vae.run_folder import writable_dir
 
 log = logging.getLogger("pyro_vae")
 
@@ -33,7 +34,7 @@ def run(argv: list[str] | None) -> None:
     if "train_state" in state:
         train_state = checkpoint.train_state(state)
         plot_history(train_state.history, out / "learning_curve.png",
-                     objective=objective_name(TrainConfig(**state["train_config"])))
+                     objective=objective_name(state["train_config"]["elbo"], state["train_config"]["num_particles"]))
         written.append("learning_curve.png")
     log.info("wrote %s: %s", out, " ".join(written))
 

@@ -17,20 +17,23 @@ import pyro
 
 from pyro_vae import distributed
 from pyro_vae.cli import STARTED, ArgumentParser, int_list, non_negative_int, positive_float, positive_int, seed
-from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
-from pyro_vae.data import BINARIZE, DATASETS
-from pyro_vae.experiment import DEVICES, earlier_run, output_path, run_training
+from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyro_vae.data import DATASETS
+from pyro_vae.experiment import DEVICES, run_training
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.networks import ACTIVATIONS
-from pyro_vae.train import ELBOS, LR_SCHEDULES
+from pyro_vae.objectives import ELBOS
+from pyro_vae.pixels import BINARIZE
+from pyro_vae.run_folder import earlier_run, output_path
+from pyro_vae.schedule import LR_SCHEDULES
 
 DEFAULT_OUT = Path("runs/train_svi")
 log = logging.getLogger("pyro_vae")
 
 
-def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig, argparse.Namespace]:
+def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig, RunConfig, argparse.Namespace]:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    d, m, t = DataConfig(), ModelConfig(), TrainConfig()
+    d, m, t, r = DataConfig(), ModelConfig(), TrainConfig(), RunConfig()
     p.add_argument("--dataset", choices=list(DATASETS), default=None,
                    help="mnist or fashion-mnist: torchvision's (fashion-mnist also from Debian's dataset-fashion-mnist); "
                         "binarized-mnist: Larochelle & Murray's static binarization, the log-likelihood benchmark; "
@@ -72,9 +75,9 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
     p.add_argument("--init-output-bias", action="store_true",
                    help="start the decoder at the mean training image (logit of the mean pixel), as Burda et al. do")
     p.add_argument("--jit", action="store_true", help="use Pyro's JIT-compiled ELBO (drops a partial last batch)")
-    p.add_argument("--eval-samples", type=non_negative_int, default=t.eval_samples,
+    p.add_argument("--eval-samples", type=non_negative_int, default=r.eval_samples,
                    help="K importance samples for the final test log p(x); 0 skips it (default: %(default)s)")
-    p.add_argument("--device", choices=DEVICES, default=t.device, help="auto picks CUDA when present (default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default=r.device, help="auto picks CUDA when present (default: %(default)s)")
     p.add_argument("--seed", type=seed, default=0, help="seeds torch, numpy and the data split (default: %(default)s)")
     p.add_argument("--out", help=f"output directory; it must not hold another run (see --overwrite). Default: "
                                  f"{DEFAULT_OUT}, or {DEFAULT_OUT}-2, -3, ... when that holds an earlier run")
@@ -95,9 +98,9 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
     data = DataConfig(dataset=a.dataset or d.dataset, data_dir=a.data_dir, binarize=a.binarize,
                       dequantize=a.dequantize, download=not a.no_download, seed=a.seed, fallback=a.dataset is None)
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, elbo=a.elbo, num_particles=a.num_particles,
-                        lr_schedule=a.lr_schedule, patience=a.patience, init_output_bias=a.init_output_bias,
-                        jit=a.jit, eval_samples=a.eval_samples, device=a.device)
-    return model, data, train, a
+                        lr_schedule=a.lr_schedule, patience=a.patience, jit=a.jit)
+    run = RunConfig(device=a.device, init_output_bias=a.init_output_bias, eval_samples=a.eval_samples)
+    return model, data, train, run, a
 
 
 def output_folder(out: str | None, resume: str | None, overwrite: bool) -> Path:
@@ -116,14 +119,14 @@ def output_folder(out: str | None, resume: str | None, overwrite: bool) -> Path:
 
 
 def run(argv: list[str] | None) -> None:
-    model, data, train, args = parse(argv)
-    context, _ = distributed.init(train.device)  # under torchrun: join the process group
+    model, data, train, run_config, args = parse(argv)
+    context, _ = distributed.init(run_config.device)  # under torchrun: join the process group
     try:
         pyro.set_rng_seed((args.seed + context.rank) % 2**32)  # each rank its own z and binarization noise
         out = output_folder(args.out, args.resume, args.overwrite)
         resume = None if args.resume is None else (args.resume or out / "checkpoint.pt")
         tensorboard = None if args.tensorboard is None else (args.tensorboard or out / "tensorboard")
-        run_training(model, data, train, out, progress=not args.no_progress, resume=resume,
+        run_training(model, data, train, out, run_config, progress=not args.no_progress, resume=resume,
                      checkpoint_every=args.checkpoint_every, context=context, tensorboard=tensorboard,
                      overwrite=args.overwrite, started=STARTED)
     finally:

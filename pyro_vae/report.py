@@ -1,0 +1,113 @@
+"""The end of a run: the test log p^(x), metrics.json, history.csv and the figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyro_vae import checkpoint
+from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyro_vae.distributed import SINGLE, Context
+from pyro_vae.evaluation import datapoint_bounds
+from pyro_vae.files import atomic_write_text
+from pyro_vae.objectives import objective_name
+from pyro_vae.pixels import PreparedData, dequantized_bound
+from pyro_vae.state import TrainState
+from pyro_vae.vae import VAE
+
+log = logging.getLogger("pyro_vae")
+
+
+def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config: TrainConfig, eval_samples: int,
+                  dequantized: bool, context: Context = SINGLE) -> dict[str, Any]:
+    """The kept epoch's bounds and, with ``eval_samples`` > 0, the test log p^(x) from that many
+    importance samples (each process scores its part of the test set), logged as well."""
+    kept = state.history[state.kept_epoch - 1]  # the best validation epoch under early stopping
+    final: dict[str, Any] = {
+        "epoch": kept.epoch, "epochs_run": len(state.history),
+        "objective": objective_name(train_config.elbo, train_config.num_particles),
+        "train_bound": kept.train_bound, "valid_bound": kept.valid_bound, "test_bound": kept.test_bound,
+    }
+    if not eval_samples:
+        return final
+    report = datapoint_bounds(vae, context.shard(data.test), ks=(eval_samples,)).map(context.cat).report()
+    final["test_log_likelihood"] = {"num_samples": report.num_samples, **asdict(report.log_likelihood)}
+    final["test_elbo_from_importance_samples"] = asdict(report.elbo)
+    final["khat_above_0.7"] = report.khat_above
+    if dequantized:  # a density on [0, 1]^D bounds the probability of the 8-bit image
+        nats, final["bits_per_dim"] = dequantized_bound(report.log_likelihood.mean, data.test.shape[1])
+        final["test_log_likelihood_8bit"] = nats
+        log.info("8-bit test images: log P(x) >= %.2f nats, %.3f bits/dim", nats, final["bits_per_dim"])
+    log.info("test log p^(x) %s nats/image (K=%d importance samples); test ELBO %.2f; gap %.2f",
+             str(report.log_likelihood).strip(), report.num_samples, report.elbo.mean, report.gap.mean)
+    return final
+
+
+def metrics(final: dict[str, Any], state: TrainState, data: PreparedData, configs: dict[str, Any],
+            data_used: DataConfig, processes: int) -> dict[str, Any]:
+    """What metrics.json holds (wall_seconds and startup_seconds are added by the run)."""
+    return {
+        "config": configs,
+        "dataset": data_used.dataset,
+        "binarize": data_used.binarize,
+        "x_dim": data.test.shape[1],
+        "num_train": len(data.train),
+        "num_valid": len(data.valid),
+        "num_test": len(data.test),
+        "final": final,
+        "history": [asdict(record) for record in state.history],
+        "processes": processes,
+        "device": torch.cuda.get_device_name(data.test.device) if data.test.is_cuda else "cpu",
+        "versions": checkpoint.versions(),
+    }
+
+
+def configs(model: ModelConfig, data: DataConfig, train: TrainConfig, run: RunConfig) -> dict[str, Any]:
+    """A run's configuration as JSON holds it."""
+    return {"model": asdict(model), "data": asdict(data), "train": asdict(train), "run": asdict(run)}
+
+
+def write_report(vae: VAE, data: PreparedData, state: TrainState, metrics: dict[str, Any], out: Path,
+                 started: float, startup: float) -> None:
+    """metrics.json, history.csv, the learning curve and the figures of write_figures, in ``out``."""
+    from pyro_vae.plots import plot_history  # matplotlib loads when the figures are drawn, not at start-up
+
+    figures = write_figures(vae, data, out)
+    final = metrics["final"]
+    log_likelihood = final.get("test_log_likelihood", {}).get("mean")
+    plot_history(state.history, out / "learning_curve.png", log_likelihood, final["objective"], final["epoch"])
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(metrics["history"][0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(metrics["history"])
+    atomic_write_text(out / "history.csv", table.getvalue())
+    metrics["wall_seconds"] = time.perf_counter() - started
+    metrics["startup_seconds"] = startup
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    log.info("wrote %s: checkpoint.pt metrics.json history.csv learning_curve.png %s", out, " ".join(figures))
+
+
+@torch.no_grad()
+def write_figures(vae: VAE, data: PreparedData, out: Path) -> list[str]:
+    """Reconstructions, prior samples, the test set's latent means (scatter for z = 2, PCA above)
+    and, for z = 2, the decoded manifold, as PNGs in ``out``; returns the file names."""
+    from pyro_vae.plots import manifold_grid, plot_latent, plot_manifold, plot_reconstructions, plot_samples
+
+    x, z_dim = data.test[:32], vae.config.z_dim
+    plot_reconstructions(x, vae.reconstruct(x), data.image_shape, out / "reconstructions.png")
+    plot_samples(vae.decode_mean(torch.randn(64, z_dim, device=x.device)), data.image_shape, out / "samples.png")
+    loc = torch.cat([vae.encoder(batch)[0] for batch in data.test.split(1000)])  # (M, Z)
+    plot_latent(loc, data.test_labels, out / "latent.png")
+    written = ["reconstructions.png", "samples.png", "latent.png"]
+    if z_dim == 2:
+        plot_manifold(vae.decode_mean(manifold_grid().to(x.device)), data.image_shape, out / "manifold.png")
+        written.append("manifold.png")
+    return written
