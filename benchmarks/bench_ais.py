@@ -69,7 +69,8 @@ def hand_ais(encoder: torch.nn.Module, decoder: torch.nn.Module, x: Tensor, num_
             if i < num_leapfrog - 1:
                 p = p - eps * grad
         p = p - 0.5 * eps * grad
-        log_accept = (energy + 0.5 * p0.square().sum(-1) - new_energy - 0.5 * p.square().sum(-1)).nan_to_num(nan=-math.inf)
+        log_accept = energy + 0.5 * p0.square().sum(-1) - new_energy - 0.5 * p.square().sum(-1)
+        log_accept = log_accept.nan_to_num(nan=-math.inf)
         z = torch.where((torch.rand_like(log_accept).log() < log_accept).unsqueeze(-1), q, z)
         rate = log_accept.clamp(max=0).exp().mean(0)  # (N,)
         eps = eps * torch.where(rate > TARGET_ACCEPT, STEP_GROWTH, 1 / STEP_GROWTH).unsqueeze(-1)
@@ -105,7 +106,8 @@ def main() -> None:
     if a.one:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         run_variant(a.one, vae, x, a)
-        peak = torch.cuda.max_memory_allocated() if x.is_cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        resident = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = torch.cuda.max_memory_allocated() if x.is_cuda else resident
         print(json.dumps({"peak_bytes": peak, "before_bytes": 0 if x.is_cuda else before}))
         return
     work = a.images * a.chains * a.steps

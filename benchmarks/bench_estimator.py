@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal
 
-from pyro_vae import DataConfig, ModelConfig, VAE, build, log_marginal_likelihood
+from pyro_vae import VAE, DataConfig, ModelConfig, build, log_marginal_likelihood
 from pyro_vae.experiment import load_run, resolve_device
 
 

@@ -31,10 +31,12 @@ import pyro
 import torch
 import torch.nn.functional as F
 
-from pyro_vae import ModelConfig, VAE, load_dataset
-from pyro_vae.data import PreparedData
+from pyro_vae import VAE, ModelConfig, load_dataset
+from pyro_vae.distributed import SINGLE, MinibatchLoss
 from pyro_vae.experiment import resolve_device
-from pyro_vae.train import make_elbo, make_optimizer, train_epoch
+from pyro_vae.objectives import make_elbo
+from pyro_vae.pixels import PreparedData
+from pyro_vae.train import make_optimizer, train_epoch
 
 # pyro_vae variants, name -> (elbo, jit); each trains with pyro_vae's optimizer (fused Adam). The
 # hand-written loop runs twice: with torch.optim.Adam's defaults, as pytorch/examples, and with the
@@ -62,7 +64,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_steps(step: Callable[[torch.Tensor], torch.Tensor], batches: list[torch.Tensor], device: torch.device) -> float:
+def time_steps(
+    step: Callable[[torch.Tensor], torch.Tensor], batches: list[torch.Tensor], device: torch.device
+) -> float:
     sync(device)
     start = time.perf_counter()
     for x in batches:
@@ -146,7 +150,8 @@ def bench_epochs(a: argparse.Namespace, device: torch.device) -> None:
     hand_step = make_step(hand, hand_opt, lambda x: hand_loss(hand, x, len(images)))
 
     def ours_epoch() -> None:
-        train_epoch(ours, elbo, ours_opt, data, a.batch_size, drop_last=a.epoch_jit)
+        minibatches = SINGLE.minibatches(len(images), a.batch_size, drop_last=a.epoch_jit, device=device)
+        train_epoch(MinibatchLoss(ours, elbo), ours_opt, data, minibatches)
 
     def hand_epoch() -> None:
         for x, _ in loader:
@@ -180,7 +185,8 @@ def main() -> None:
     p.add_argument("--data-dir", default="data", help="Fashion-MNIST for part 2 (torchvision layout or Debian's)")
     p.add_argument("--no-download", action="store_true")
 
-    p.add_argument("--epoch-elbo", default="trace", help="pyro_vae's ELBO in part 2 (default: %(default)s, as train_svi.py)")
+    p.add_argument("--epoch-elbo", default="trace",
+                   help="pyro_vae's ELBO in part 2 (default: %(default)s, as train_svi.py)")
     p.add_argument("--epoch-jit", action="store_true", help="pyro_vae with --jit in part 2")
     p.add_argument("--epoch-rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (pytorch/examples: 1 on CUDA)")
@@ -199,7 +205,8 @@ def main() -> None:
         bench_steps(a, device)
     if not a.skip_epochs:
         bench_epochs(a, device)
-    print(f"\npeak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak resident memory of this process: {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -118,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="data", help="folder holding binarized_mnist_*.amat (or its binarized_mnist/)")
     p.add_argument("--no-download", action="store_true")
-    p.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS), help="comma-separated: vae,iwae5,iwae50")
-    p.add_argument("--epochs", type=int_list, required=True, help="epochs per model, comma-separated, in --models order")
+    p.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS),
+                   help="comma-separated: vae,iwae5,iwae50")
+    p.add_argument("--epochs", type=int_list, required=True,
+                   help="epochs per model, comma-separated, in --models order")
     p.add_argument("--batch-size", type=int, default=20, help="Burda et al. use 20 (default: %(default)s)")
     p.add_argument("--num-samples", type=int, default=5000, help="K for the final test NLL (default: %(default)s)")
     p.add_argument("--curve-samples", type=int, default=1000)

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pyro_vae import DataConfig, ModelConfig, TrainConfig
+from pyro_vae import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.experiment import load_run, run_training
+from pyro_vae.vae import VAE
 
 
 class ExamplesVAE(nn.Module):
@@ -94,21 +95,23 @@ def main() -> None:
         data_config = DataConfig(dataset=a.dataset, data_dir=a.data_dir, download=False, seed=seed, fallback=False)
         pyro.set_rng_seed(seed)
         with tempfile.TemporaryDirectory() as out:
-            run_training(ModelConfig(), data_config, TrainConfig(epochs=a.epochs, elbo=a.elbo, eval_samples=0), out, progress=False)
+            run_training(ModelConfig(), data_config, TrainConfig(epochs=a.epochs, elbo=a.elbo), out,
+                         RunConfig(eval_samples=0), progress=False)
             ours, data, _ = load_run(Path(out) / "checkpoint.pt", "cpu")
         examples = train_examples(data.train, a.epochs, seed)
 
-        def split(x: Tensor) -> tuple[Tensor, Tensor]:
+        def split(x: Tensor, ours: VAE = ours) -> tuple[Tensor, Tensor]:
             return ours.encoder.net(x).chunk(2, -1)  # loc, log sigma^2
 
         torch.manual_seed(10_000 + seed)
         row = (seed, *score(split, ours.decoder, data.test, a.samples),
                *score(examples.encode, examples.decode, data.test, a.samples))
         rows.append(row)
-        print("seed %d  pyro_vae: ELBO %.2f  L_%d %.2f   pytorch/examples: ELBO %.2f  L_%d %.2f" % (
-            row[0], row[1], a.samples, row[2], row[3], a.samples, row[4]), flush=True)
+        print(f"seed {row[0]}  pyro_vae: ELBO {row[1]:.2f}  L_{a.samples} {row[2]:.2f}   pytorch/examples: "
+              f"ELBO {row[3]:.2f}  L_{a.samples} {row[4]:.2f}", flush=True)
     mean = [sum(r[i] for r in rows) / len(rows) for i in range(1, 5)]
-    print(f"mean of {len(rows)} seeds, {a.dataset}, {a.epochs} epochs, --elbo {a.elbo}: pyro_vae ELBO {mean[0]:.2f}, L_{a.samples} "
+    print(f"mean of {len(rows)} seeds, {a.dataset}, {a.epochs} epochs, --elbo {a.elbo}: "
+          f"pyro_vae ELBO {mean[0]:.2f}, L_{a.samples} "
           f"{mean[1]:.2f}; pytorch/examples ELBO {mean[2]:.2f}, L_{a.samples} {mean[3]:.2f}; difference "
           f"{mean[0] - mean[2]:+.2f} and {mean[1] - mean[3]:+.2f} nats")
 

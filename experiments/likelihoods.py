@@ -29,8 +29,8 @@ from pyro_vae.cli import ArgumentParser, add_experiment_arguments, main
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data import DATASETS
 from pyro_vae.experiment import load_run, run_training
-from pyro_vae.run_folder import writable_dir
 from pyro_vae.plots import image_grid
+from pyro_vae.run_folder import writable_dir
 
 # name -> (likelihood, dequantize the 8-bit pixels)
 SETUPS = {

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from pyro_vae.ais import AISResult, ais, ais_log_marginal_likelihood, reverse_ais, reverse_ais_log_marginal_likelihood
+    from pyro_vae.ais import (
+        AISResult,
+        ais,
+        ais_log_marginal_likelihood,
+        reverse_ais,
+        reverse_ais_log_marginal_likelihood,
+    )
     from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from pyro_vae.data import Dataset, load_dataset
     from pyro_vae.errors import UsageError

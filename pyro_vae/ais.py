@@ -31,11 +31,10 @@ from typing import Any
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
-from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from pyro_vae import estimators
-from pyro_vae.estimators import PARTICLES, data_dim, log_mean_exp, plate_nesting, vectorized
+from pyro_vae.estimators import PARTICLES, data_dim, log_mean_exp, plate_nesting, sample_sites, vectorized
 
 TARGET_ACCEPT = 0.65  # HMC's optimal acceptance rate in high dimension (Neal 2011; Beskos et al. 2013)
 STEP_GROWTH = 1.02  # step sizes grow or shrink by this factor after each transition
@@ -69,8 +68,8 @@ class _Latents:
 
     def __init__(self, guide_trace: poutine.Trace, plate: str) -> None:
         self.sites: dict[str, tuple[torch.Size, int]] = {}  # name -> (shape with the data dim at 1, data dim)
-        for name, site in prune_subsample_sites(guide_trace).nodes.items():
-            if site["type"] != "sample" or site["is_observed"] or name == PARTICLES:
+        for name, site in sample_sites(guide_trace).items():
+            if site["is_observed"] or name == PARTICLES:
                 continue
             fn = site["fn"]
             if not fn.has_rsample or fn.support.is_discrete:
@@ -119,10 +118,8 @@ def anneal(
     with torch.no_grad():
         first = poutine.trace(guide_c).get_trace(*args, **kwargs)
     latents = _Latents(first, plate)
-    if start is None:
-        values = {name: first.nodes[name]["value"] for name in latents.sites}
-    else:
-        values = {name: start[name].expand(first.nodes[name]["value"].shape) for name in latents.sites}
+    drawn: dict[str, Tensor] = {name: site["value"] for name, site in sample_sites(first).items()}
+    values = {name: drawn[name] if start is None else start[name].expand(drawn[name].shape) for name in latents.sites}
     z = [v.detach().clone() for v in latents.flatten(values)]  # (C, N, F) each
 
     def log_densities(z: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -146,17 +143,17 @@ def anneal(
     eps = torch.full((n,), step_size, dtype=z[0].dtype, device=z[0].device)
     log_w = z[0].new_zeros(z[0].shape[:2])
     accepted = z[0].new_zeros(n)
-    betas = betas.tolist()
-    for t in range(1, len(betas) - 1):
-        energy, gap, grad = energy_and_grad(z, betas[t])  # one evaluation: the weight's increment and HMC's start
-        log_w += (betas[t] - betas[t - 1]) * gap
-        z, rate = _hmc_transition(z, energy, grad, betas[t], eps, num_leapfrog, energy_and_grad)
+    b: list[float] = betas.tolist()
+    for t in range(1, len(b) - 1):
+        energy, gap, grad = energy_and_grad(z, b[t])  # one evaluation: the weight's increment and HMC's start
+        log_w += (b[t] - b[t - 1]) * gap
+        z, rate = _hmc_transition(z, energy, grad, b[t], eps, num_leapfrog, energy_and_grad)
         accepted += rate
         eps = eps * torch.where(rate > TARGET_ACCEPT, STEP_GROWTH, 1 / STEP_GROWTH)
     with torch.no_grad():
         log_q, log_p = log_densities(z)
-    log_w += (betas[-1] - betas[-2]) * (log_p - log_q)
-    return AISResult(log_w, accepted / max(len(betas) - 2, 1), eps)
+    log_w += (b[-1] - b[-2]) * (log_p - log_q)
+    return AISResult(log_w, accepted / max(len(b) - 2, 1), eps)
 
 
 def _hmc_transition(

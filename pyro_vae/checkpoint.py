@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -109,7 +110,7 @@ def train_state(state: dict) -> TrainState:
 
 def _build(cls: type, fields: dict, part: str) -> Any:
     """``cls(**fields)``, or a UsageError naming the settings this version does not know."""
-    unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         raise UsageError(f"the checkpoint's {part} holds settings this pyro_vae does not know ({', '.join(unknown)}): "
                          "it was written by a newer version or edited; evaluate it with the version that wrote it")
@@ -123,15 +124,18 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
     """The checkpoint dict at ``path``, tensors on ``device``; a UsageError if it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"checkpoint {path} does not exist: pass the checkpoint.pt that train_svi.py wrote in its `out`")
+        raise UsageError(f"checkpoint {path} does not exist: pass the checkpoint.pt that train_svi.py wrote in its "
+                         "`out`")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises many types for a file that is not a checkpoint
         raise UsageError(
-            f"{path} is not a pyro_vae checkpoint ({type(error).__name__}): pass a checkpoint.pt written by train_svi.py"
+            f"{path} is not a pyro_vae checkpoint ({type(error).__name__}): pass a checkpoint.pt written by "
+            "train_svi.py"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UsageError(f"{path} is not a pyro_vae checkpoint (no {FORMAT!r} marker): pass one written by train_svi.py")
+        raise UsageError(f"{path} is not a pyro_vae checkpoint (no {FORMAT!r} marker): pass one written by "
+                         "train_svi.py")
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise UsageError(f"{path} lacks {', '.join(missing)}: it is not a whole pyro_vae checkpoint (edited or written "

@@ -21,7 +21,6 @@ from typing import NoReturn
 
 from pyro_vae.errors import OutputError, TrainingDiverged, UsageError
 
-
 STARTED = time.perf_counter()  # about when a script's process began: this module is its first import
 
 
@@ -68,13 +67,16 @@ def int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 400 or 200,200, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers like 400 or 200,200, got {text!r}") from None
     if any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"every value must be a positive integer, got {text!r}")
     return values
 
 
-def add_experiment_arguments(p: argparse.ArgumentParser, out: str, datasets: list[str], eval_samples: int = 1000) -> None:
+def add_experiment_arguments(
+    p: argparse.ArgumentParser, out: str, datasets: list[str], eval_samples: int = 1000
+) -> None:
     """The flags every experiment script shares: data, length, K, device, seed, output folder."""
     p.add_argument("--dataset", choices=datasets, default=None,
                    help="default: mnist, falling back to mnist5k (and saying so) offline, as train_svi.py")
@@ -177,4 +179,3 @@ def exit_now(code: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-

@@ -43,7 +43,8 @@ class DataConfig:
     data_dir: str = "data"  # where datasets are read from (and downloaded to, when online)
     # dynamic: resample every pixel as Bernoulli(intensity) for each minibatch (Bernoulli default
     # on grey data); threshold: 1 where the pixel is above 0.5 (not the literature's "static
-    # binarization", a fixed random draw: that is dataset binarized-mnist); none: keep grey values; auto: dynamic for the
+    # binarization", a fixed random draw: that is dataset binarized-mnist); none: keep grey values;
+    # auto: dynamic for the
     # Bernoulli likelihood on grey data, none otherwise.
     binarize: str = "auto"
     # add U(0, 1) noise to 8-bit pixels, (k + u)/256, so that a continuous likelihood's log p(x)

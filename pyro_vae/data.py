@@ -51,7 +51,7 @@ def hold_out(name: str, x: Tensor, labels: Tensor | None, test: Tensor, test_lab
     """A Dataset whose validation set is the last 1/VALID_FRACTION of the training images: for
     MNIST the last 10,000, the standard 50,000/10,000 split that binarized MNIST also follows."""
     n_train = len(x) - len(x) // VALID_FRACTION
-    split_labels = None if labels is None else {
+    split_labels = None if labels is None or test_labels is None else {
         "train": labels[:n_train], "valid": labels[n_train:], "test": test_labels}
     return Dataset(name, x[:n_train], x[n_train:], test, image_shape, split_labels)
 
@@ -87,7 +87,7 @@ def _load_idx(folder: str, name: str, data_dir: str | Path, download: bool, get_
                          f"{get_them}")
     remedy = f"delete it and {get_them}"
     split: dict[str, tuple[Tensor, Tensor]] = {}
-    for prefix, images_path, labels_path in (("train", *paths[:2]), ("t10k", *paths[2:])):
+    for prefix, images_path, labels_path in (("train", paths[0], paths[1]), ("t10k", paths[2], paths[3])):
         images = read_idx(images_path, (None, *IMAGE_SHAPE), remedy)  # (n, 28, 28) uint8
         labels = read_idx(labels_path, (None,), remedy)  # (n,) uint8
         if len(labels) != len(images):
@@ -166,14 +166,15 @@ def load_binarized_mnist(data_dir: str | Path, download: bool, seed: int) -> Dat
             f"{how}; get them from {BINARIZED_MNIST_URL} or pass `data_dir=<folder holding them>`"
         )
     remedy = f"delete it and download it again from {BINARIZED_MNIST_URL}"
-    splits = []
+    splits: list[Tensor] = []
     for split, name in zip(BINARIZED_MNIST_SPLITS, names):
         x = read_amat(found / name, remedy=remedy)
         if len(x) != BINARIZED_MNIST_SIZES[split]:
             raise damaged(found / name, f"it holds {len(x):,} images, and the {split} split of binarized MNIST has "
                           f"{BINARIZED_MNIST_SIZES[split]:,} (truncated?)", remedy)
         splits.append(x)
-    return Dataset("binarized-mnist", *splits, IMAGE_SHAPE)
+    train, valid, test = splits
+    return Dataset("binarized-mnist", train, valid, test, IMAGE_SHAPE)
 
 
 def load_mnist5k(data_dir: str | Path, download: bool, seed: int) -> Dataset:

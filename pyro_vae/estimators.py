@@ -32,7 +32,12 @@ def _check_num_samples(num_samples: int) -> None:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
 
 
-def data_dim(site: dict, plate: str) -> int:
+def sample_sites(trace: poutine.Trace) -> dict[str, Any]:
+    """The trace's sample sites (observed and latent) by name, without the plates' subsample sites."""
+    return {name: site for name, site in prune_subsample_sites(trace).nodes.items() if site["type"] == "sample"}
+
+
+def data_dim(site: Any, plate: str) -> int:
     """The (negative) batch dimension of ``plate`` at a sample site."""
     for frame in site["cond_indep_stack"]:
         if frame.name == plate:
@@ -52,12 +57,7 @@ def plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict, p
     with poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    sites = [
-        site
-        for trace in (model_trace, guide_trace)
-        for site in prune_subsample_sites(trace).nodes.values()
-        if site["type"] == "sample"
-    ]
+    sites = [site for trace in (model_trace, guide_trace) for site in sample_sites(trace).values()]
     for site in sites:
         data_dim(site, plate)
     return max((-frame.dim for site in sites for frame in site["cond_indep_stack"] if frame.vectorized), default=0)
@@ -69,24 +69,24 @@ def per_datapoint_log_prob(trace: poutine.Trace, plate: str, nesting: int) -> Te
     Masks apply; scales do not: the data plate's size/B subsample scale belongs to the ELBO of a
     dataset, not to the density of one datapoint.
     """
-    total: Tensor | float = 0.0
-    for site in prune_subsample_sites(trace).nodes.values():
-        if site["type"] != "sample":
-            continue
+    total: Tensor | None = None
+    for site in sample_sites(trace).values():
         dim = data_dim(site, plate)
         log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
         log_p = scale_and_mask(log_p, mask=site["mask"])
         log_p = log_p.reshape((1,) * (nesting + 1 - log_p.dim()) + log_p.shape)  # (k|1, ..., N|1, ...)
         other_dims = [d for d in range(1, nesting + 1) if d != nesting + 1 + dim]
         log_p = log_p.sum(other_dims) if other_dims else log_p  # (k|1, N)
-        total = total + log_p
+        total = log_p if total is None else total + log_p
+    if total is None:
+        raise ValueError("the trace has no sample sites")
     return total
 
 
 def data_scale(trace: poutine.Trace) -> float | Tensor:
     """The subsample scale (size / B) that the data plate puts on every sample site of ``trace``:
     what a dataset-level objective (IWAE_ELBO) multiplies its per-datapoint bounds by."""
-    scales = {float(site["scale"]) for site in prune_subsample_sites(trace).nodes.values() if site["type"] == "sample"}
+    scales = {float(site["scale"]) for site in sample_sites(trace).values()}
     if len(scales) != 1:
         raise ValueError(f"sample sites carry different scales {sorted(scales)}: a per-datapoint bound needs "
                          "one data plate scaling every site alike (no poutine.scale inside it)")
@@ -96,12 +96,13 @@ def data_scale(trace: poutine.Trace) -> float | Tensor:
 def check_reparameterized(guide_trace: poutine.Trace) -> None:
     """A ValueError naming the first guide sample site drawn without ``rsample``: a pathwise gradient
     through log-weights is only the gradient of their expectation for reparameterized samples."""
-    for name, site in prune_subsample_sites(guide_trace).nodes.items():
-        if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
+    for name, site in sample_sites(guide_trace).items():
+        if not site["is_observed"] and not site["fn"].has_rsample:
             raise ValueError(
                 f"guide site {name!r} samples from {type(site['fn']).__name__}, which is not reparameterizable: a "
                 "gradient through importance weights would miss its score-function term and be wrong; use a "
-                "reparameterizable distribution there, or an ELBO with score-function terms (pyro.infer.TraceGraph_ELBO)"
+                "reparameterizable distribution there, or an ELBO with score-function terms "
+                "(pyro.infer.TraceGraph_ELBO)"
             )
 
 
@@ -127,7 +128,9 @@ def vectorized_traces(
     return guide_trace, model_trace
 
 
-def log_densities(guide_trace: poutine.Trace, model_trace: poutine.Trace, plate: str, nesting: int) -> tuple[Tensor, Tensor]:
+def log_densities(
+    guide_trace: poutine.Trace, model_trace: poutine.Trace, plate: str, nesting: int
+) -> tuple[Tensor, Tensor]:
     """The kernel every estimator here stands on: log q(z|x_n) and log p(x_n, z) per sample and per
     datapoint of ``plate``, from a guide trace and the model's trace on the same z (vectorized over
     a particle plate or not): (k|1, N) each, differentiable when the traces are. The IWAE bound and
@@ -140,7 +143,8 @@ def trace_log_weights(guide_trace: poutine.Trace, model_trace: poutine.Trace, pl
     vectorized traces (see vectorized_traces): (K, N); differentiable when the traces are."""
     log_q, log_p = log_densities(guide_trace, model_trace, plate, nesting)
     log_w = log_p - log_q  # (K|1, N)
-    num_samples = guide_trace.nodes[PARTICLES]["value"].shape[0]
+    particles: Any = guide_trace.nodes[PARTICLES]["value"]  # (K,): the particle plate's indices
+    num_samples = particles.shape[0]
     return log_w.reshape(log_w.shape[0], -1).expand(num_samples, -1)  # (K, N)
 
 
@@ -185,10 +189,10 @@ def log_marginal_likelihood(
     chunk_size, not K. The estimate is a stochastic lower bound, log p^ <= log p(x) in
     expectation, tightening as K grows (Burda et al. 2016, Theorem 1).
     """
-    running = None
-    for log_w in _log_weight_chunks(model, guide, args, kwargs, num_samples, plate, chunk_size, max_plate_nesting):
-        chunk = torch.logsumexp(log_w, dim=0)  # (k, N) -> (N,)
-        running = chunk if running is None else torch.logaddexp(running, chunk)
+    chunks = _log_weight_chunks(model, guide, args, kwargs, num_samples, plate, chunk_size, max_plate_nesting)
+    running = torch.logsumexp(next(chunks), dim=0)  # (k, N) -> (N,)
+    for log_w in chunks:
+        running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
     return running - math.log(num_samples)
 
 

@@ -16,8 +16,8 @@ from pyro.infer import ELBO
 from torch import Tensor
 
 from pyro_vae.ais import ais
-from pyro_vae.memory import FLOAT, estimator_bytes, require_memory
 from pyro_vae.estimators import importance_log_weights, iwae_bound, pareto_khat
+from pyro_vae.memory import FLOAT, estimator_bytes, require_memory
 from pyro_vae.model import DATA_PLATE
 from pyro_vae.vae import VAE
 
@@ -36,7 +36,9 @@ class Estimate:
         return cls(per_datapoint.mean().item(), se)
 
     def __str__(self) -> str:
-        return f"{self.mean:10.2f} ± {self.se:.2f}" if self.se is not None else f"{self.mean:10.2f} (one datapoint: no SE)"
+        if self.se is None:
+            return f"{self.mean:10.2f} (one datapoint: no SE)"
+        return f"{self.mean:10.2f} ± {self.se:.2f}"
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,9 @@ def datapoint_bounds(
                    f"importance sampling {chunk} samples of z for {images} images at once",
                    "lower `chunk_size` or `batch_size`")
     vae.eval()
-    elbo, khat, bounds = [], [], {k: [] for k in ks}
+    elbo: list[Tensor] = []
+    khat: list[Tensor] = []
+    bounds: dict[int, list[Tensor]] = {k: [] for k in ks}
     for batch in x.split(batch_size):
         log_w = importance_log_weights(
             vae.model, vae.guide, batch, num_samples=num_samples, plate=DATA_PLATE, chunk_size=chunk_size,
@@ -173,7 +177,7 @@ def objective_sum(vae: VAE, elbo: ELBO, x: Tensor, batch_size: int) -> Tensor:
     JIT-compiled: the last batch may be smaller."""
     total = x.new_zeros(())
     for batch in x.split(batch_size):
-        total = total + elbo.differentiable_loss(vae.model, vae.guide, batch).detach()
+        total = total + elbo.differentiable_loss(vae.model, vae.guide, batch).detach()  # type: ignore[attr-defined]
     return -total
 
 

@@ -47,7 +47,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build(model_config: ModelConfig, data_config: DataConfig, device: torch.device) -> tuple[VAE, PreparedData, DataConfig]:
+def build(
+    model_config: ModelConfig, data_config: DataConfig, device: torch.device
+) -> tuple[VAE, PreparedData, DataConfig]:
     """Load the data, choose the likelihood for it (pixels.likelihood_for), and build the VAE on ``device``.
 
     Also returns the data config as actually used (the dataset after any fallback, binarization
@@ -184,8 +186,8 @@ class Run:
             log.info("resuming %s after epoch %d of %d", resume, state.epoch, train_config.epochs)
         elif run_config.init_output_bias:
             vae.init_output_bias(data.train)
-        return cls(model_config, train_config, run_config, data_used, vae, data, optimizer, state, resume, out / "checkpoint.pt",
-                   context)
+        return cls(model_config, train_config, run_config, data_used, vae, data, optimizer, state, resume,
+                   out / "checkpoint.pt", context)
 
     def tensorboard(self, folder: str | Path) -> Any:
         from pyro_vae.tensorboard import TensorBoardWriter  # optional dependency: imported when asked for

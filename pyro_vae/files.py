@@ -12,7 +12,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -24,7 +24,7 @@ TEMPORARY = ".tmp"  # suffix of atomic_write's temporary files, ".<name>.<random
 
 
 @contextmanager
-def interrupts_deferred() -> Iterator[None]:
+def interrupts_deferred() -> Generator[None, None, None]:
     """Hold back Ctrl-C (SIGINT) until the block ends, then deliver it once.
 
     A KeyboardInterrupt raised inside a writer (torch's zip writer turns one into its own

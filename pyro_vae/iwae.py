@@ -24,7 +24,12 @@ from pyro.infer import ELBO
 from torch import Tensor
 
 from pyro_vae.estimators import (
-    check_reparameterized, data_scale, log_mean_exp, plate_nesting, trace_log_weights, vectorized_traces,
+    check_reparameterized,
+    data_scale,
+    log_mean_exp,
+    plate_nesting,
+    trace_log_weights,
+    vectorized_traces,
 )
 from pyro_vae.model import DATA_PLATE
 
@@ -57,7 +62,9 @@ class IWAE_ELBO(ELBO):
         bound, scale = self._bound_and_scale(model, guide, args, kwargs)  # (N,), the data plate's size/B
         return -scale * bound.sum()
 
-    def _bound_and_scale(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Tensor, float | Tensor]:
+    def _bound_and_scale(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> tuple[Tensor, float | Tensor]:
         if self._nesting is None:
             self._nesting = plate_nesting(model, guide, args, kwargs, self.plate)
         guide_trace, model_trace = vectorized_traces(model, guide, args, kwargs, self.num_particles, self._nesting)

@@ -17,7 +17,6 @@ from torch.distributions.utils import broadcast_all
 from pyro_vae.config import ModelConfig
 from pyro_vae.errors import UsageError
 
-
 MEAN_CLAMP = 1e-3  # logit of a pixel mean clamped to [1e-3, 1 - 1e-3]: always-black borders start at -6.9
 
 
@@ -64,7 +63,8 @@ class Bernoulli:
         elif not bool(((x == 0) | (x == 1)).all()):
             raise UsageError(
                 f"the bernoulli likelihood needs binary pixels (0 or 1), got values in {_describe_range(x)}: "
-                "pass `binarize=dynamic` or `binarize=threshold`, or use `likelihood=continuous-bernoulli` for grey data"
+                "pass `binarize=dynamic` or `binarize=threshold`, or use `likelihood=continuous-bernoulli` for "
+                "grey data"
             )
 
     def output_bias(self, x: Tensor) -> Tensor:
@@ -102,7 +102,9 @@ class ContinuousBernoulliLogits(dist.ContinuousBernoulli):
     def __init__(self, logits: Tensor, validate_args: bool | None = None) -> None:
         super().__init__(logits=logits, validate_args=validate_args)
 
-    def expand(self, batch_shape: torch.Size, _instance: dist.ContinuousBernoulli | None = None) -> ContinuousBernoulliLogits:
+    def expand(
+        self, batch_shape: torch.Size, _instance: dist.ContinuousBernoulli | None = None
+    ) -> ContinuousBernoulliLogits:
         new = self._get_checked_instance(ContinuousBernoulliLogits, _instance)
         return super().expand(batch_shape, _instance=new)
 

@@ -30,7 +30,7 @@ def data_plate(x: Tensor | None, size: int | None, subsample: Tensor | None = No
     if x is None:
         if size is None:
             raise ValueError("model(None, size=B) draws B images from p(x): pass size")
-        return pyro.plate(DATA_PLATE, size, device=device)
+        return pyro.plate(DATA_PLATE, size, device=None if device is None else str(device))
     if subsample is None:
         subsample = torch.arange(x.shape[0], device=x.device)
     return pyro.plate(DATA_PLATE, size or x.shape[0], subsample=subsample)
@@ -44,6 +44,7 @@ def model(
     pyro.module("decoder", decoder)
     device = next(decoder.parameters()).device
     with data_plate(x, size, subsample, device) as index:  # (B,)
+        assert index is not None  # a plate of known size yields its indices
         prior = dist.Normal(torch.zeros(len(index), z_dim, device=device), 1.0).to_event(1)  # batch (B,), event (Z,)
         z = pyro.sample(LATENT, prior)  # (B, Z), or (L, B, Z) under vectorized particles
         pyro.sample(OBSERVED, likelihood.distribution(decoder(z)), obs=x)

@@ -62,7 +62,7 @@ def make_elbo(name: str, num_particles: int = 1, jit: bool = False) -> ELBO:
     if plain is IWAE_ELBO:
         return IWAE_ELBO(num_particles)
     options = dict(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
-    if jit:
+    if jit and compiled is not None:
         return compiled(ignore_jit_warnings=True, **options)
     return plain(**options)
 

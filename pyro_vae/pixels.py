@@ -109,7 +109,8 @@ def prepare_data(
     if dequantize_pixels:
         if binarize != "none" or likelihood.wants_binary_data:
             raise UsageError("`dequantize` adds uniform noise to 8-bit pixels for a continuous likelihood: use "
-                             "`likelihood=continuous-bernoulli` or `likelihood=gaussian`, with `binarize=none` (or auto)")
+                             "`likelihood=continuous-bernoulli` or `likelihood=gaussian`, with `binarize=none` "
+                             "(or auto)")
         if any(not torch.allclose(x * (LEVELS - 1), torch.round(x * (LEVELS - 1)), atol=1e-4) for x in splits.values()):
             raise UsageError(f"{dataset.name}: `dequantize` needs 8-bit pixels stored as k/255, and these are not")
     if binarize == "dynamic" and not all(bool(((x >= 0) & (x <= 1)).all()) for x in splits.values()):
@@ -121,7 +122,10 @@ def prepare_data(
         splits = {split: (x > 0.5).float() for split, x in splits.items()}
     elif binarize == "dynamic" or dequantize_pixels:
         generator = torch.Generator().manual_seed(seed)
-        draw = (lambda x: dequantize(x, generator)) if dequantize_pixels else (lambda x: torch.bernoulli(x, generator=generator))
+
+        def draw(x: Tensor) -> Tensor:
+            return dequantize(x, generator) if dequantize_pixels else torch.bernoulli(x, generator=generator)
+
         splits = {split: x if split == "training" else draw(x) for split, x in splits.items()}
     for split, x in splits.items():
         # training batches drawn per minibatch are in the support by construction; fixed splits are checked

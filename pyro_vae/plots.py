@@ -40,7 +40,8 @@ def _save_grid(grid: Tensor, title: str, path: str | Path) -> None:
 
 
 def reconstruction_grid(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int]) -> Tensor:
-    """Data in the odd rows of 8, the mean of p(x|z = E_q z) below each in the even rows.   (N, D), (N, D) -> (H', W')"""
+    """Data in the odd rows of 8, the mean of p(x|z = E_q z) below each in the even rows.
+    (N, D), (N, D) -> (H', W')"""
     nrow = min(len(x), 8)
     rows = [t for i in range(0, len(x), nrow) for t in (x[i : i + nrow], reconstruction[i : i + nrow])]
     return image_grid(torch.cat(rows), image_shape, nrow)
@@ -48,7 +49,8 @@ def reconstruction_grid(x: Tensor, reconstruction: Tensor, image_shape: tuple[in
 
 def plot_reconstructions(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int], path: str | Path) -> None:
     """reconstruction_grid as a PNG.   (N, D), (N, D)"""
-    _save_grid(reconstruction_grid(x, reconstruction, image_shape), "data (odd rows) and reconstructions (even rows)", path)
+    grid = reconstruction_grid(x, reconstruction, image_shape)
+    _save_grid(grid, "data (odd rows) and reconstructions (even rows)", path)
 
 
 def plot_samples(images: Tensor, image_shape: tuple[int, int], path: str | Path) -> None:
@@ -64,7 +66,8 @@ def project_2d(z: Tensor) -> tuple[Tensor, tuple[str, str]]:
     centred = z - z.mean(0)
     _, s, v = torch.linalg.svd(centred, full_matrices=False)
     explained = 100 * s**2 / (s**2).sum()
-    return centred @ v[:2].T, tuple(f"principal component {i + 1} ({explained[i]:.0f}% of the variance)" for i in (0, 1))
+    first, second = (f"principal component {i + 1} ({explained[i]:.0f}% of the variance)" for i in (0, 1))
+    return centred @ v[:2].T, (first, second)
 
 
 def plot_latent(loc: Tensor, labels: Tensor | None, path: str | Path, title: str = "") -> None:
@@ -97,7 +100,8 @@ def manifold_grid(n: int = 20, low: float = 0.05, high: float = 0.95) -> Tensor:
 def plot_manifold(images: Tensor, image_shape: tuple[int, int], path: str | Path) -> None:
     """Decoded means of manifold_grid(n): (n*n, D) images, z_1 left to right, z_2 bottom to top."""
     n = round(len(images) ** 0.5)
-    _save_grid(image_grid(images, image_shape, n), "learned 2-D manifold: mean of p(x|z) on a grid of prior quantiles", path)
+    title = "learned 2-D manifold: mean of p(x|z) on a grid of prior quantiles"
+    _save_grid(image_grid(images, image_shape, n), title, path)
 
 
 def plot_history(

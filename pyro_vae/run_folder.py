@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -81,7 +81,7 @@ def check_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
 
 
 @contextmanager
-def owned_run_folder(out: Path, resume: Path | None, overwrite: bool, context: Context) -> Iterator[None]:
+def owned_run_folder(out: Path, resume: Path | None, overwrite: bool, context: Context) -> Generator[None, None, None]:
     """Rank 0 holds ``out`` (files.RunFolder: one process at a time; stale temporary files go)
     for the block, once check_run_folder allows the run there. Every rank learns rank 0's verdict,
     so that a refusal stops them all."""

@@ -49,7 +49,8 @@ def learning_rate(config: TrainConfig, epoch: int, schedule_epochs: int | None =
     ``schedule_epochs``, the length the schedule was laid out for, is ``config.epochs`` unless a
     resumed run keeps its first run's layout (see TrainState.schedule_epochs)."""
     if config.lr_schedule not in LR_SCHEDULES:
-        raise UsageError(f"unknown learning-rate schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+        raise UsageError(f"unknown learning-rate schedule {config.lr_schedule!r}: choose one of "
+                         f"{', '.join(LR_SCHEDULES)}")
     if config.lr_schedule == "constant":
         return config.lr
     return config.lr * 10 ** (-burda_stage(epoch, schedule_epochs or config.epochs) / 7)

@@ -11,7 +11,7 @@ import logging
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def rng_state() -> RandomState:
     """Every random number generator training draws from (torch's CPU and CUDA ones drive the
     minibatch order, z and dynamic binarization), in types ``torch.load(weights_only=True)`` reads."""
     state: RandomState = {"torch": torch.get_rng_state(), "random": random.getstate()}
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from pyro_vae.pixels import PreparedData
 from pyro_vae.errors import UsageError
+from pyro_vae.pixels import PreparedData
 from pyro_vae.plots import image_grid, reconstruction_grid
 from pyro_vae.state import EpochRecord
 from pyro_vae.vae import VAE

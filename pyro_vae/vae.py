@@ -29,8 +29,8 @@ class VAE(nn.Module):
         # One bound method each for the VAE's lifetime: Pyro's JIT ELBOs key their compiled traces by
         # id(model) and id(guide), and every `vae.model` lookup would otherwise make a new object with
         # a new id, so the JIT would retrace at every step (measured: 5x slower than no JIT).
-        self.model = self.model
-        self.guide = self.guide
+        self.model = self.model  # type: ignore[method-assign]
+        self.guide = self.guide  # type: ignore[method-assign]
 
     def model(self, x: Tensor | None, size: int | None = None, subsample: Tensor | None = None) -> None:
         model(x, self.decoder, self.likelihood, self.config.z_dim, size, subsample)
@@ -43,7 +43,9 @@ class VAE(nn.Module):
         """Start p(x|z) at each pixel's mean over the training images ``x`` (N, D), as Burda et
         al. (2016) do: the decoder's last bias is set by the likelihood (the logit of the mean
         pixel for Bernoulli), so early training spends no steps learning the average image."""
-        self.decoder.net[-1].bias.copy_(self.likelihood.output_bias(x))
+        last = self.decoder.net[-1]
+        assert isinstance(last, nn.Linear)
+        last.bias.copy_(self.likelihood.output_bias(x))
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """Mean of p(x|z) at z = the posterior mean of q(z|x).   (B, D) -> (B, D)"""
@@ -53,4 +55,3 @@ class VAE(nn.Module):
     def decode_mean(self, z: Tensor) -> Tensor:
         """Mean of p(x|z).   (..., Z) -> (..., D)"""
         return self.likelihood.distribution(self.decoder(z)).mean
-

@@ -1,4 +1,5 @@
-"""Draw a trained VAE's figures from its checkpoint: the same as ``pyro-vae-plot`` (the code is in pyro_vae/commands/plot.py)."""
+"""Draw a trained VAE's figures from its checkpoint: the same as ``pyro-vae-plot`` (the code is in
+pyro_vae/commands/plot.py)."""
 
 from pyro_vae.cli import exit_now, main
 from pyro_vae.commands import runner

@@ -11,16 +11,20 @@ import pyro
 import pytest
 import torch
 from pyro import distributions as dist
-
-from pyro_vae.ais import (
-    ais, ais_log_marginal_likelihood, reverse_ais_log_marginal_likelihood, sigmoid_schedule,
-)
-from pyro_vae.estimators import log_marginal_likelihood
-from pyro_vae.config import ModelConfig
-from pyro_vae.vae import VAE
-from conftest import binary_data
 from test_estimators import SIGMA, D, Z, lg_model
 from test_scripts import ROOT
+
+from pyro_vae.ais import (
+    ais,
+    ais_log_marginal_likelihood,
+    reverse_ais_log_marginal_likelihood,
+    sigmoid_schedule,
+)
+from pyro_vae.config import ModelConfig
+from pyro_vae.estimators import log_marginal_likelihood
+from pyro_vae.vae import VAE
+
+from conftest import binary_data
 
 STEPS = dict(num_chains=32, num_leapfrog=5, step_size=0.1)
 
@@ -57,7 +61,8 @@ def simulated():
 def test_no_steps_is_importance_sampling(simulated):
     # the same draws from the guide (same seed): equal to float64 rounding
     pyro.set_rng_seed(4)
-    ours = ais_log_marginal_likelihood(model, guide, *simulated["args"], **simulated["kwargs"], num_steps=0, num_chains=16)
+    ours = ais_log_marginal_likelihood(model, guide, *simulated["args"], **simulated["kwargs"], num_steps=0,
+                                       num_chains=16)
     pyro.set_rng_seed(4)
     importance = log_marginal_likelihood(model, guide, *simulated["args"], **simulated["kwargs"], num_samples=16)
     torch.testing.assert_close(ours, importance, rtol=0, atol=1e-9)
@@ -106,7 +111,8 @@ def test_reverse_and_forward_sandwich_log_p_x_and_narrow_with_steps(simulated):
     widths = []
     for steps in (10, 300):
         pyro.set_rng_seed(1)
-        lower = ais_log_marginal_likelihood(model, guide, *simulated["args"], **simulated["kwargs"], num_steps=steps, **STEPS)
+        lower = ais_log_marginal_likelihood(model, guide, *simulated["args"], **simulated["kwargs"], num_steps=steps,
+                                            **STEPS)
         upper = reverse_ais_log_marginal_likelihood(model, guide, *simulated["args"], **simulated["kwargs"],
                                                     latents={"z": simulated["z"]}, num_steps=steps, **STEPS)
         exact = simulated["exact"].mean()

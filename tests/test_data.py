@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import _write_idx, write_tiny_amat, write_tiny_idx, write_tiny_mnist
 from pyro_vae import data as data_module
 from pyro_vae.data import MNIST5K_TEST, VALID_FRACTION, load_dataset
 from pyro_vae.errors import UsageError
 from pyro_vae.readers import read_amat
+
+from conftest import _write_idx, write_tiny_amat, write_tiny_idx, write_tiny_mnist
 
 
 def test_mnist_reads_idx_files_written_in_the_real_format(tiny_mnist):
@@ -27,7 +28,8 @@ def test_mnist_falls_back_to_mnist5k_with_one_line_only_when_allowed(tmp_path, c
     assert ds.name == "mnist5k"
     (record,) = caplog.records
     assert "falling back" in record.message and "mnist5k" in record.message and "\n" not in record.message
-    with pytest.raises(UsageError, match=r"mnist: files not found: expected train-images-idx3-ubyte.*downloads are disabled"):
+    expected = r"mnist: files not found: expected train-images-idx3-ubyte.*downloads are disabled"
+    with pytest.raises(UsageError, match=expected):
         load_dataset("mnist", tmp_path / "empty", download=False)
 
 
@@ -72,7 +74,8 @@ IMAGES, LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 @pytest.mark.parametrize(
     "file, damage, message",
     [
-        (IMAGES, lambda path: path.write_bytes(path.read_bytes()[:-100]), "it is 50,092 bytes, and its header .* says 50,192: truncated"),
+        (IMAGES, lambda path: path.write_bytes(path.read_bytes()[:-100]),
+         "it is 50,092 bytes, and its header .* says 50,192: truncated"),
         (IMAGES, lambda path: path.write_bytes(path.read_bytes()[:3]), "does not start with an IDX header"),
         (IMAGES, lambda path: path.write_bytes(b"PK\x03\x04" + path.read_bytes()[4:]), "does not start with an IDX"),
         (IMAGES, _set_header_byte(2, 0x0D), "holds float32 values"),

@@ -19,14 +19,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_scripts import ROOT
 
-from conftest import binary_data
 from pyro_vae.config import ModelConfig, TrainConfig
-from pyro_vae.pixels import PreparedData
 from pyro_vae.distributed import SINGLE, Context
+from pyro_vae.pixels import PreparedData
 from pyro_vae.train import fit
 from pyro_vae.vae import VAE
-from test_scripts import ROOT
+
+from conftest import binary_data
 
 ATOL = 1e-6
 

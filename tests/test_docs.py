@@ -44,7 +44,8 @@ def test_the_documentation_site_builds_clean(tmp_path):
     # every page keeps its figures: each figure a page shows is an <img> there that resolves to the PNG
     for page in (ROOT / "docs").glob("*.md"):
         html_page = site / "index.html" if page.stem == "index" else site / page.stem / "index.html"
-        shown = {(html_page.parent / src).resolve() for src in re.findall(r'<img [^>]*src="([^"]+\.png)"', html_page.read_text())}
+        sources = re.findall(r'<img [^>]*src="([^"]+\.png)"', html_page.read_text())
+        shown = {(html_page.parent / src).resolve() for src in sources}
         for figure in re.findall(r"\(figures/([\w.-]+\.png)\)", page.read_text()):
             assert (site / "figures" / figure).resolve() in shown, (page.name, figure)
             assert (site / "figures" / figure).stat().st_size > 1000, (page.name, figure)

@@ -186,7 +186,9 @@ def test_sites_outside_the_data_plate_are_refused(problem):
         log_marginal_likelihood(model, guide, problem["x"], problem["W"], problem["b"], num_samples=5)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"num_samples": 0}, "num_samples"), ({"num_samples": 5, "chunk_size": 0}, "chunk_size")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"num_samples": 0}, "num_samples"), ({"num_samples": 5, "chunk_size": 0}, "chunk_size")]
+)
 def test_bad_sample_counts_are_refused(problem, kwargs, message):
     guide = exact_guide(problem["post_mean"], problem["post_cov"])
     with pytest.raises(ValueError, match=message):

@@ -14,15 +14,15 @@ import pyro
 import pytest
 import torch
 from pyro import distributions as dist
+from test_estimators import SIGMA, Z, problem  # noqa: F401  (a fixture)
 from torch import nn
 
 from pyro_vae.config import ModelConfig
-from pyro_vae.pixels import dequantize, dequantized_bound
 from pyro_vae.evaluation import evaluate_bounds
+from pyro_vae.pixels import dequantize, dequantized_bound
 from pyro_vae.vae import VAE
 
 from conftest import binary_data
-from test_estimators import SIGMA, Z, problem  # noqa: F401  (a fixture)
 
 S = 1.5  # spread of the log-weights: Var w / (E w)^2 = e^(s^2) - 1 = 8.5, finite
 

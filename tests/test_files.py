@@ -3,15 +3,13 @@
 import errno
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from pyro_vae import files
 from pyro_vae.cli import main
-from pyro_vae.errors import OutputError, UsageError
+from pyro_vae.errors import OutputError
 from pyro_vae.files import atomic_write, interrupts_deferred
 
 

@@ -9,7 +9,12 @@ import torch.distributions as td
 from pyro_vae.config import ModelConfig
 from pyro_vae.errors import UsageError
 from pyro_vae.likelihoods import (
-    LIKELIHOODS, Bernoulli, ContinuousBernoulli, ContinuousBernoulliLogits, Gaussian, continuous_bernoulli_log_norm,
+    LIKELIHOODS,
+    Bernoulli,
+    ContinuousBernoulli,
+    ContinuousBernoulliLogits,
+    Gaussian,
+    continuous_bernoulli_log_norm,
     make_likelihood,
 )
 

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 import torch
+from test_scripts import ROOT, TINY, run_in_process
 
 import pyro_vae.train as train_module
 from pyro_vae import checkpoint
 from pyro_vae.pixels import PreparedData
-from test_scripts import ROOT, TINY, run_in_process
 
 
 def trained(out):
@@ -78,7 +78,8 @@ def test_resume_with_more_epochs_and_sparse_checkpoints(tiny_mnist, tmp_path, mo
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["train_state"]["epoch"] == 1
     monkeypatch.undo()
     assert run_in_process("train_svi", [*argv, "--epochs", "5", "--out", tmp_path, "--resume"]) == 0
-    assert run_in_process("train_svi", [*argv, "--epochs", "7", "--out", tmp_path, "--resume", tmp_path / "checkpoint.pt"]) == 0
+    resumed = [*argv, "--epochs", "7", "--out", tmp_path, "--resume", tmp_path / "checkpoint.pt"]
+    assert run_in_process("train_svi", resumed) == 0
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["train_state"]
     assert [r["epoch"] for r in state["history"]] == list(range(1, 8))
 

@@ -19,7 +19,8 @@ def test_a_second_process_on_a_run_folder_is_refused_until_the_first_ends(tmp_pa
 
 
 def test_a_killed_run_leaves_no_lock_behind(tmp_path):
-    code = ("import sys, time; from pyro_vae.run_folder import RunFolder; folder = RunFolder(sys.argv[1]); folder.__enter__(); "
+    code = ("import sys, time; from pyro_vae.run_folder import RunFolder; folder = RunFolder(sys.argv[1]); "
+            "folder.__enter__(); "
             "print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"

@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import write_tiny_amat
 from pyro_vae.experiment import load_run
+
+from conftest import write_tiny_amat
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "2", "--z-dim", "2", "--hidden", "16", "--batch-size", "16", "--eval-samples", "20",
@@ -79,7 +80,8 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
     assert final["test_bound"] < 0 and final["test_log_likelihood"]["num_samples"] == 20
     assert {"torch", "pyro", "pyro_vae"} <= set(metrics["versions"]) and metrics["wall_seconds"] > 0
     rows = list(csv.DictReader(open(out / "history.csv")))
-    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[1]["test_bound"]) == pytest.approx(final["test_bound"])
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[1]["test_bound"]) == pytest.approx(final["test_bound"])
 
     done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--num-samples", "50", "--ks", "1,5,50",
                                        "--data-dir", tiny_mnist, "--ais-steps", "20,3", "--ais-chains", "4",
@@ -171,7 +173,8 @@ def test_grey_bernoulli_warns_that_it_is_not_a_likelihood(tiny_mnist, tmp_path, 
 
 def test_offline_fallback_to_mnist5k(tmp_path):
     out = tmp_path / "run"
-    done = run_subprocess("train_svi", ["--data-dir", tmp_path / "empty", "--out", out, *TINY, "--epochs", "1"], cwd=tmp_path)
+    argv = ["--data-dir", tmp_path / "empty", "--out", out, *TINY, "--epochs", "1"]
+    done = run_subprocess("train_svi", argv, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "falling back" in done.stderr and "mnist5k" in done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
@@ -220,7 +223,8 @@ def test_binarized_mnist_with_iwae_end_to_end(tmp_path, tiny_amat_sizes):
         ("train_svi", ["--elbo", "iwae", "--jit"], "--jit is not available with --elbo iwae"),
         ("train_svi", ["--patience", "-1"], "non-negative"),
         ("train_svi", ["--lr-schedule", "cosine"], "invalid choice: 'cosine'"),
-        ("train_svi", ["--dataset", "binarized-mnist", "--data-dir", "{tmp}", "--no-download"], "binarized_mnist_train.amat"),
+        ("train_svi", ["--dataset", "binarized-mnist", "--data-dir", "{tmp}", "--no-download"],
+         "binarized_mnist_train.amat"),
         ("train_svi", ["--out", "{file}/sub"], "is not a writable directory"),
         ("evaluate", [], "--checkpoint"),
         ("evaluate", ["--checkpoint", "x.pt", "--num-samples", "0"], "must be a positive integer"),
@@ -307,7 +311,8 @@ def test_a_folder_where_a_result_goes_is_refused_before_training(tiny_mnist, tmp
 @pytest.mark.parametrize(
     "name, argv, message",
     [
-        ("train_svi", ["--z-dim", "1000000000"], r"a VAE with z_dim=1000000000 and hidden=16 \([\d,]+ parameters\) needs at least [\d.]+ GB"),
+        ("train_svi", ["--z-dim", "1000000000"],
+         r"a VAE with z_dim=1000000000 and hidden=16 \([\d,]+ parameters\) needs at least [\d.]+ GB"),
         ("train_svi", ["--hidden", "100000000"], r"hidden=100000000 \([\d,]+ parameters\) needs at least .*--hidden"),
         ("train_svi", ["--num-particles", "100000000"], "a training step with --batch-size 16 and --num-particles "
                                                          "100000000 needs at least"),

@@ -5,9 +5,8 @@ import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch.utils.tensorboard import SummaryWriter
-
 from test_scripts import TINY, run_in_process
+from torch.utils.tensorboard import SummaryWriter
 
 
 def events(folder):

@@ -7,17 +7,16 @@ import torch.nn.functional as F
 from pyro import poutine
 
 from pyro_vae.config import ModelConfig, TrainConfig
-from pyro_vae.pixels import PreparedData
 from pyro_vae.distributed import SINGLE, MinibatchLoss
 from pyro_vae.evaluation import objective_sum
 from pyro_vae.objectives import make_elbo
+from pyro_vae.pixels import PreparedData
 from pyro_vae.schedule import learning_rate
 from pyro_vae.state import TrainState
 from pyro_vae.train import fit, train_epoch
 from pyro_vae.vae import VAE
 
 from conftest import binary_data
-
 
 
 def small_vae(likelihood="bernoulli"):
@@ -214,7 +213,8 @@ def test_early_stopping_switched_on_at_a_resume_keeps_an_epoch_whose_parameters_
     state = fit(vae, optimizer, data, TrainConfig(epochs=3, batch_size=16), progress=False)
     assert state.kept_epoch == 3
     with caplog.at_level("INFO", logger="pyro_vae"):
-        state = fit(vae, optimizer, data, TrainConfig(epochs=10, batch_size=16, patience=2), progress=False, state=state)
+        config = TrainConfig(epochs=10, batch_size=16, patience=2)
+        state = fit(vae, optimizer, data, config, progress=False, state=state)
     assert [r.epoch for r in state.history] == [1, 2, 3, 4, 5, 6] and state.stopped_early
     assert state.kept_epoch == 4 and "early stopping starts at epoch 4" in caplog.text
     assert all(torch.equal(v, snapshots[4][k]) for k, v in vae.state_dict().items())

@@ -7,8 +7,8 @@ interrupt of every other moment, and nothing heavy loads before it is needed."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NoReturn
 from importlib import import_module
+from typing import NoReturn
 
 from pyro_vae.cli import exit_now, main
 

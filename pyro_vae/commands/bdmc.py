@@ -24,11 +24,12 @@ from pyro import poutine
 
 from pyro_vae.ais import ais, reverse_ais
 from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int
+from pyro_vae.estimators import sample_sites
 from pyro_vae.evaluation import Estimate, evaluate_bounds
 from pyro_vae.experiment import load_run
-from pyro_vae.run_folder import writable_dir
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.model import LATENT, OBSERVED
+from pyro_vae.run_folder import writable_dir
 
 log = logging.getLogger("pyro_vae")
 
@@ -66,7 +67,8 @@ def run(argv: list[str] | None) -> None:
     p.add_argument("--num-images", type=positive_int, default=100, help="images to simulate (default: %(default)s)")
     p.add_argument("--steps", type=int_list, default=(100, 1000), help="AIS step counts (default: 100,1000)")
     p.add_argument("--chains", type=positive_int, default=16, help="chains per image (default: %(default)s)")
-    p.add_argument("--leapfrog", type=positive_int, default=10, help="leapfrog steps per transition (default: %(default)s)")
+    p.add_argument("--leapfrog", type=positive_int, default=10,
+                   help="leapfrog steps per transition (default: %(default)s)")
     p.add_argument("--iwae-samples", type=positive_int, default=5000,
                    help="K of the largest IWAE bound on the same images (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=100, help="images per pass (default: %(default)s)")
@@ -79,7 +81,8 @@ def run(argv: list[str] | None) -> None:
     out = writable_dir(a.out or Path(a.checkpoint).parent)
     with torch.no_grad():
         trace = poutine.trace(vae.model).get_trace(None, size=a.num_images)  # z ~ p(z), x ~ p(x|z)
-    x, z = trace.nodes[OBSERVED]["value"], trace.nodes[LATENT]["value"]  # (N, D), (N, Z)
+    sites = sample_sites(trace)
+    x, z = sites[OBSERVED]["value"], sites[LATENT]["value"]  # (N, D), (N, Z)
     log.info("%s: %d images simulated from the model; AIS with %d chains, %d leapfrog steps per transition",
              a.checkpoint, a.num_images, a.chains, a.leapfrog)
 
@@ -113,4 +116,3 @@ def run(argv: list[str] | None) -> None:
     atomic_write_text(out / "bdmc.json", json.dumps(result, indent=2) + "\n")
     plot_bdmc(rows, bounds, out / "bdmc.png")
     log.info("wrote %s and %s", out / "bdmc.json", out / "bdmc.png")
-

@@ -6,20 +6,20 @@
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 from dataclasses import replace
 from pathlib import Path
 
 import pyro
 
 from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int
-from pyro_vae.evaluation import evaluate_ais, evaluate_bounds
 from pyro_vae.errors import UsageError
+from pyro_vae.evaluation import evaluate_ais, evaluate_bounds
 from pyro_vae.experiment import load_run
-from pyro_vae.run_folder import writable_dir
 from pyro_vae.files import atomic_write_text
 from pyro_vae.plots import plot_bounds
+from pyro_vae.run_folder import writable_dir
 
 log = logging.getLogger("pyro_vae")
 
@@ -70,4 +70,3 @@ def run(argv: list[str] | None) -> None:
     atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
     plot_bounds(report, out / "bounds.png")
     log.info("wrote %s and %s", out / "evaluation.json", out / "bounds.png")
-

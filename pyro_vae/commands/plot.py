@@ -14,8 +14,8 @@ import pyro
 from pyro_vae import checkpoint
 from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments
 from pyro_vae.experiment import load_run
-from pyro_vae.plots import plot_history
 from pyro_vae.objectives import objective_name
+from pyro_vae.plots import plot_history
 from pyro_vae.report import write_figures
 from pyro_vae.run_folder import writable_dir
 
@@ -37,4 +37,3 @@ def run(argv: list[str] | None) -> None:
                      objective=objective_name(state["train_config"]["elbo"], state["train_config"]["num_particles"]))
         written.append("learning_curve.png")
     log.info("wrote %s: %s", out, " ".join(written))
-

