@@ -1,7 +1,9 @@
 """The ELBO next to the importance-weighted bounds for growing K, on a whole dataset.
 
 The gap log p^_K(x) - ELBO estimates E_x KL(q(z|x) || p(z|x)) from below: the price of the
-approximate posterior (Burda et al. 2016; Cremer et al. 2018).
+approximate posterior (Burda et al. 2016; Cremer et al. 2018). Every function here is a plain,
+no-grad function of (vae, x): a data-parallel caller scores its part of x and gathers the
+per-datapoint results (DatapointBounds.map) or sums (objective_sum) itself.
 """
 
 from __future__ import annotations

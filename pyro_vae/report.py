@@ -53,7 +53,7 @@ def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config:
 
 def metrics(final: dict[str, Any], state: TrainState, data: PreparedData, configs: dict[str, Any],
             data_used: DataConfig, processes: int) -> dict[str, Any]:
-    """What metrics.json holds (wall_seconds and startup_seconds are added by the run)."""
+    """What metrics.json holds (write_report adds wall_seconds and startup_seconds)."""
     return {
         "config": configs,
         "dataset": data_used.dataset,

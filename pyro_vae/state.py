@@ -34,8 +34,8 @@ class EpochRecord:
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> EpochRecord:
-        """A record as metrics.json or a checkpoint holds it, also under its names before 0.2
-        (train_elbo, valid_elbo, test_elbo)."""
+        """A record as metrics.json or a checkpoint holds it, also under its earlier names
+        (train_elbo, valid_elbo, test_elbo: checkpoints written before the rename resume)."""
         return cls(**{key.replace("_elbo", "_bound"): value for key, value in record.items()})
 
 
