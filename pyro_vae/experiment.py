@@ -121,8 +121,7 @@ def run_training(
 
         state = run.train(progress, checkpoint_every, on_epoch)
         try:
-            final = report.final_numbers(run.vae, run.data, state, train_config, run_config.eval_samples,
-                                         data_config.dequantize, context)
+            final = report.final_numbers(run.vae, run.data, state, train_config, run_config.eval_samples, context)
             if board is not None:
                 board.final(final, len(state.history))
                 board.close()

@@ -27,7 +27,7 @@ log = logging.getLogger("pyro_vae")
 
 
 def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config: TrainConfig, eval_samples: int,
-                  dequantized: bool, context: Context = SINGLE) -> dict[str, Any]:
+                  context: Context = SINGLE) -> dict[str, Any]:
     """The kept epoch's bounds and, with ``eval_samples`` > 0, the test log p^(x) from that many
     importance samples (each process scores its part of the test set), logged as well."""
     kept = state.history[state.kept_epoch - 1]  # the best validation epoch under early stopping
@@ -42,7 +42,7 @@ def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config:
     final["test_log_likelihood"] = {"num_samples": report.num_samples, **asdict(report.log_likelihood)}
     final["test_elbo_from_importance_samples"] = asdict(report.elbo)
     final["khat_above_0.7"] = report.khat_above
-    if dequantized:  # a density on [0, 1]^D bounds the probability of the 8-bit image
+    if data.dequantize:  # a density on [0, 1]^D bounds the probability of the 8-bit image
         nats, final["bits_per_dim"] = dequantized_bound(report.log_likelihood.mean, data.test.shape[1])
         final["test_log_likelihood_8bit"] = nats
         log.info("8-bit test images: log P(x) >= %.2f nats, %.3f bits/dim", nats, final["bits_per_dim"])
