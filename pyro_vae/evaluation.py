@@ -24,6 +24,15 @@ from pyro_vae.model import DATA_PLATE
 from pyro_vae.vae import VAE
 
 KHAT_THRESHOLD = 0.7  # PSIS: above it the importance-sampling estimate is unreliable (Vehtari et al.)
+# Samples of z per vectorized no-grad pass below which Pyro's per-call cost dominates: scoring 20,000
+# MNIST images with one sample each takes 0.25 s in passes of 128 and 0.18 s in passes of 1,000 (2-core CPU)
+PASS_SAMPLES = 1000
+
+
+def images_per_pass(samples_per_image: int, at_least: int) -> int:
+    """How many images a no-grad pass should score at once, drawing ``samples_per_image`` each:
+    at least ``at_least``, and enough for PASS_SAMPLES samples."""
+    return max(at_least, PASS_SAMPLES // samples_per_image)
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,12 @@ for data it cannot score. The only place a likelihood is chosen by name is ``mak
 
 from __future__ import annotations
 
-import math
-
 import torch
 from pyro import distributions as dist
 from torch import Tensor
-from torch.distributions.utils import broadcast_all
 
 from pyro_vae.config import ModelConfig
+from pyro_vae.distributions import BernoulliLogits, ContinuousBernoulliLogits
 from pyro_vae.errors import UsageError
 
 MEAN_CLAMP = 1e-3  # logit of a pixel mean clamped to [1e-3, 1 - 1e-3]: always-black borders start at -6.9
@@ -55,7 +53,7 @@ class Bernoulli:
     def distribution(self, out: Tensor) -> dist.TorchDistribution:
         # logits, not probs: log(sigmoid) underflows to -inf for confident pixels
         validate = False if self.grey_targets else None  # grey targets are outside {0, 1} on purpose
-        return dist.Bernoulli(logits=out, validate_args=validate).to_event(1)
+        return BernoulliLogits(logits=out, validate_args=validate).to_event(1)
 
     def check_support(self, x: Tensor) -> None:
         if self.grey_targets:
@@ -70,71 +68,6 @@ class Bernoulli:
     def output_bias(self, x: Tensor) -> Tensor:
         """Decoder output bias giving p(x|z) each pixel's mean over ``x`` (Burda et al. 2016).   (N, D) -> (D,)"""
         return _logit_of_mean(x)
-
-
-SERIES_BELOW = 0.1  # |logit| below which the continuous Bernoulli's functions use their Taylor series
-
-
-def continuous_bernoulli_log_norm(logits: Tensor) -> Tensor:
-    """log C(eta) of the continuous Bernoulli with logit eta, C(eta) = eta / tanh(eta / 2)
-    (Loaiza-Ganem & Cunningham 2019, eq. 7 with lambda = sigmoid(eta)).   (...) -> (...)
-
-    From the logits, not the probabilities: torch's version clamps probs to [eps, 1 - eps], which
-    caps |eta| at ~16 in float32 and under-normalizes the density beyond (at eta = -50 it integrates
-    to 0.32). Here, with a = |eta|: log C = log a - log(1 - e^-a) + log(1 + e^-a), exact for every a
-    > 0 in float32 and float64; below SERIES_BELOW, where the first two terms nearly cancel, the
-    series log 2 + eta^2/12 - 7 eta^4/1440 + 31 eta^6/90720 (next term < 3e-13 there).
-    """
-    a = logits.abs()
-    small = a < SERIES_BELOW
-    a_safe = torch.where(small, torch.ones_like(a), a)  # the unused branch stays finite, and so does its gradient
-    exact = a_safe.log() - torch.log(-torch.expm1(-a_safe)) + torch.log1p(torch.exp(-a_safe))
-    sq = logits.square()
-    series = math.log(2.0) + sq * (1 / 12 + sq * (-7 / 1440 + sq * (31 / 90720)))
-    return torch.where(small, series, exact)
-
-
-class ContinuousBernoulliLogits(dist.ContinuousBernoulli):
-    """Pyro's ContinuousBernoulli with log_prob, mean and icdf (hence sampling) computed from the
-    logits, stably for every logit the decoder can emit; see continuous_bernoulli_log_norm.
-    Variance, entropy and cdf are torch's (probability-clamped) ones; nothing here uses them."""
-
-    def __init__(self, logits: Tensor, validate_args: bool | None = None) -> None:
-        super().__init__(logits=logits, validate_args=validate_args)
-
-    def expand(
-        self, batch_shape: torch.Size, _instance: dist.ContinuousBernoulli | None = None
-    ) -> ContinuousBernoulliLogits:
-        new = self._get_checked_instance(ContinuousBernoulliLogits, _instance)
-        return super().expand(batch_shape, _instance=new)
-
-    def log_prob(self, value: Tensor) -> Tensor:
-        if self._validate_args:
-            self._validate_sample(value)
-        logits, value = broadcast_all(self.logits, value)
-        # log sigmoid(eta)^x (1 - sigmoid(eta))^(1 - x) = x eta - softplus(eta)
-        return value * logits - torch.nn.functional.softplus(logits) + continuous_bernoulli_log_norm(logits)
-
-    @property
-    def mean(self) -> Tensor:
-        # E x = 1 / (1 - e^-eta) - 1 / eta; series 1/2 + eta/12 - eta^3/720 + eta^5/30240 near 0
-        eta = self.logits
-        small = eta.abs() < SERIES_BELOW
-        safe = torch.where(small, torch.ones_like(eta), eta)
-        series = 0.5 + eta * (1 / 12 + eta.square() * (-1 / 720 + eta.square() / 30240))
-        return torch.where(small, series, -1 / torch.expm1(-safe) - 1 / safe)
-
-    def icdf(self, value: Tensor) -> Tensor:
-        # F^-1(u) = log(1 + u (e^eta - 1)) / eta, written so that e^eta never overflows:
-        # eta < 0: log1p(u expm1(eta)) / eta;  eta > 0: 1 + log(u + (1 - u) e^-eta) / eta
-        # (exact for any eta != 0; the series only avoids 0/0, its error ~eta^3 < 1e-9 there)
-        eta, u = broadcast_all(self.logits, value)
-        small = eta.abs() < 1e-3
-        safe = torch.where(small, torch.ones_like(eta), eta)
-        negative = torch.log1p(u * torch.expm1(-safe.abs())) / -safe.abs()
-        positive = 1 + torch.log(u + (1 - u) * torch.exp(-safe.abs())) / safe.abs()
-        series = u + eta * u * (1 - u) / 2 + eta.square() * u * (1 - u) * (1 - 2 * u) / 6
-        return torch.where(small, series, torch.where(safe < 0, negative, positive))
 
 
 class ContinuousBernoulli:

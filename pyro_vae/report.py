@@ -16,7 +16,7 @@ import torch
 from pyro_vae import checkpoint
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.distributed import SINGLE, Context
-from pyro_vae.evaluation import datapoint_bounds
+from pyro_vae.evaluation import datapoint_bounds, images_per_pass
 from pyro_vae.files import atomic_write_text
 from pyro_vae.objectives import objective_name
 from pyro_vae.pixels import PreparedData, dequantized_bound
@@ -38,7 +38,9 @@ def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config:
     }
     if not eval_samples:
         return final
-    report = datapoint_bounds(vae, context.shard(data.test), ks=(eval_samples,)).map(context.cat).report()
+    batch_size = images_per_pass(eval_samples, at_least=100)  # 100 images: datapoint_bounds' default
+    report = datapoint_bounds(vae, context.shard(data.test), ks=(eval_samples,), batch_size=batch_size).map(
+        context.cat).report()
     final["test_log_likelihood"] = {"num_samples": report.num_samples, **asdict(report.log_likelihood)}
     final["test_elbo_from_importance_samples"] = asdict(report.elbo)
     final["khat_above_0.7"] = report.khat_above

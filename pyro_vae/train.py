@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from pyro_vae.config import TrainConfig
 from pyro_vae.distributed import SINGLE, Context, loss_module
 from pyro_vae.errors import TrainingDiverged, TrainingInterrupted
-from pyro_vae.evaluation import objective_sum
+from pyro_vae.evaluation import images_per_pass, objective_sum
 from pyro_vae.files import interrupts_deferred
 from pyro_vae.objectives import make_elbo, objective_name
 from pyro_vae.pixels import PreparedData
@@ -68,29 +69,31 @@ def train_epoch(
     total = data.train.new_zeros(())
     first_bad = torch.full((), -1, device=data.train.device)  # the first step with a non-finite loss
     seen = 0
-    for step, (index, weight) in enumerate(minibatches, 1):
-        x = data.minibatch(index)  # (B, D)
-        try:
-            value = loss(x, n, index)  # the plate scales it to all n images: n/B times the minibatch's sum
-        except ValueError as error:  # with validation on, Pyro refuses NaN distribution parameters
-            if "found invalid values" not in str(error):
-                raise
-            raise TrainingDiverged(f"non-finite network output at epoch {epoch}, step {step} of {len(minibatches)}",
-                                   epoch, step) from None
-        optimizer.zero_grad(set_to_none=True)
-        (value * weight).backward()
-        optimizer.step()
-        total -= value.detach() * (len(index) / n)  # undo the plate's n/B scaling
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(value.detach()), step, first_bad)
-        seen += len(index)
-        if step % PROGRESS_EVERY == 0 or step == len(minibatches):
-            if context.max(first_bad).item() >= 0:
-                raise TrainingDiverged(f"non-finite loss at epoch {epoch}, step {first_bad.item()} of "
-                                       f"{len(minibatches)}", epoch, int(first_bad.item()))
+    with warnings.catch_warnings():  # Pyro warns of a NaN loss; the check below raises TrainingDiverged for it
+        warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+        for step, (index, weight) in enumerate(minibatches, 1):
+            x = data.minibatch(index)  # (B, D)
+            try:
+                value = loss(x, n, index)  # the plate scales it to all n images: n/B times the minibatch's sum
+            except ValueError as error:  # with validation on, Pyro refuses NaN distribution parameters
+                if "found invalid values" not in str(error):
+                    raise
+                raise TrainingDiverged(f"non-finite network output at epoch {epoch}, step {step} of {len(minibatches)}",
+                                       epoch, step) from None
+            optimizer.zero_grad(set_to_none=True)
+            (value * weight).backward()
+            optimizer.step()
+            total -= value.detach() * (len(index) / n)  # undo the plate's n/B scaling
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(value.detach()), step, first_bad)
+            seen += len(index)
+            if step % PROGRESS_EVERY == 0 or step == len(minibatches):
+                if context.max(first_bad).item() >= 0:
+                    raise TrainingDiverged(f"non-finite loss at epoch {epoch}, step {first_bad.item()} of "
+                                           f"{len(minibatches)}", epoch, int(first_bad.item()))
+                if progress is not None:
+                    progress.set_postfix_str(f"ELBO {total.item() / seen:.2f}")
             if progress is not None:
-                progress.set_postfix_str(f"ELBO {total.item() / seen:.2f}")
-        if progress is not None:
-            progress.update(1)
+                progress.update(1)
     return context.sum(total), int(context.sum(torch.tensor(seen, device=total.device)).item())
 
 
@@ -118,6 +121,7 @@ def fit(
     forget_networks()
     elbo = make_elbo(config.elbo, config.num_particles, config.jit)
     eval_elbo = make_elbo(config.elbo, config.num_particles)  # without JIT: the last batch may be smaller
+    eval_batch = images_per_pass(config.num_particles, config.batch_size)
     loss = loss_module(vae, elbo, context)
     name = objective_name(config.elbo, config.num_particles)
     state = state or TrainState()
@@ -153,8 +157,8 @@ def fit(
                       disable=not (progress and context.is_main)) as bar:
                 total, seen = train_epoch(loss, optimizer, data, minibatches, epoch, bar, context)
             vae.eval()
-            valid, test = ((context.sum(objective_sum(vae, eval_elbo, context.shard(x), config.batch_size))
-                            / len(x)).item() for x in (data.valid, data.test))
+            valid, test = ((context.sum(objective_sum(vae, eval_elbo, context.shard(x), eval_batch)) / len(x)).item()
+                           for x in (data.valid, data.test))
             if not all(math.isfinite(v) for v in (valid, test)):
                 raise TrainingDiverged(f"non-finite validation or test bound at the end of epoch {epoch}", epoch,
                                        len(minibatches))

@@ -8,6 +8,7 @@ from pyro import poutine
 
 from pyro_vae.config import ModelConfig, TrainConfig
 from pyro_vae.distributed import SINGLE, MinibatchLoss
+from pyro_vae.errors import TrainingDiverged
 from pyro_vae.evaluation import objective_sum
 from pyro_vae.objectives import make_elbo
 from pyro_vae.pixels import PreparedData
@@ -53,6 +54,25 @@ def test_training_raises_the_elbo_and_changes_every_parameter(elbo, particles, j
     assert history[-1].valid_bound > history[0].valid_bound
     for name, p in vae.named_parameters():
         assert not torch.equal(p, before[name]), name
+
+
+@pytest.mark.parametrize("validation, message", [(True, "non-finite network output"), (False, "non-finite loss")])
+def test_a_nan_minibatch_is_a_divergence_at_its_step(monkeypatch, validation, message):
+    # validation on: Pyro refuses the NaN logits at once; off (as run_training trains): the loss goes
+    # NaN and the device-side check names the same step
+    data = PreparedData(binary_data(64), binary_data(16), binary_data(16), "none", (4, 5))
+    real, calls = PreparedData.minibatch, {"n": 0}
+
+    def minibatch(self, index):
+        calls["n"] += 1
+        x = real(self, index)
+        return torch.full_like(x, float("nan")) if calls["n"] == 3 else x
+
+    monkeypatch.setattr(PreparedData, "minibatch", minibatch)
+    vae = small_vae()
+    expected = f"{message} at epoch 1, step 3 of 4"
+    with pyro.validation_enabled(validation), pytest.raises(TrainingDiverged, match=expected):
+        fit(vae, torch.optim.Adam(vae.parameters()), data, TrainConfig(epochs=1, batch_size=16), progress=False)
 
 
 def test_jit_drops_the_partial_last_batch():
