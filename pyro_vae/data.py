@@ -20,6 +20,7 @@ from torch import Tensor
 
 from pyro_vae.errors import UsageError
 from pyro_vae.files import atomic_write
+from pyro_vae.likelihoods import all_binary
 from pyro_vae.readers import damaged, read_amat, read_idx
 
 log = logging.getLogger("pyro_vae")
@@ -43,7 +44,7 @@ class Dataset:
 
     @property
     def is_binary(self) -> bool:
-        return bool(((self.train == 0) | (self.train == 1)).all())
+        return all_binary(self.train)
 
 
 def hold_out(name: str, x: Tensor, labels: Tensor | None, test: Tensor, test_labels: Tensor | None,

@@ -18,7 +18,7 @@ from torch import Tensor
 from pyro_vae.config import ModelConfig
 from pyro_vae.data import Dataset
 from pyro_vae.errors import UsageError
-from pyro_vae.likelihoods import Likelihood, make_likelihood
+from pyro_vae.likelihoods import Likelihood, in_unit_interval, make_likelihood
 
 log = logging.getLogger("pyro_vae")
 
@@ -113,7 +113,7 @@ def prepare_data(
                              "(or auto)")
         if any(not torch.allclose(x * (LEVELS - 1), torch.round(x * (LEVELS - 1)), atol=1e-4) for x in splits.values()):
             raise UsageError(f"{dataset.name}: `dequantize` needs 8-bit pixels stored as k/255, and these are not")
-    if binarize == "dynamic" and not all(bool(((x >= 0) & (x <= 1)).all()) for x in splits.values()):
+    if binarize == "dynamic" and not all(in_unit_interval(x) for x in splits.values()):
         raise UsageError(
             f"{dataset.name}: dynamic binarization draws Bernoulli(intensity) pixels, so intensities "
             "must lie in [0, 1]: rescale the data or pass `binarize=threshold`"

@@ -57,22 +57,31 @@ def read_idx(path: Path, shape: tuple[int | None, ...], remedy: str) -> np.ndarr
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
+ONE_SPACE, ONE_NEWLINE = ord("1") + 256 * ord(" "), ord("1") + 256 * ord("\n")  # "1 ", "1\n" read as <u2
+AMAT_LINES = 2048  # lines per pass of read_amat: its temporaries stay in cache
+
+
 def read_amat(path: Path, width: int = 784, remedy: str = "delete it and download it again") -> Tensor:
     """A binarized-MNIST .amat file: one image per line, ``width`` space-separated 0/1 values.
     (n, width) float32; a UsageError naming the file and line when it is not in that format.
 
     Larochelle's files lay every line out the same way, "v v ... v\\n" (2 * width bytes), so they
-    are read as a strided view at memory speed (0.1 s for the 50,000 training images); any other
-    spacing takes a general parse (about 5 s for those).
+    are read as pairs of bytes, each value with the space or newline after it, AMAT_LINES lines at
+    a time (0.1 s for the 50,000 training images, against 0.15 s for one pass over the whole file);
+    any other spacing takes a general parse (about 5 s).
     """
     text = np.frombuffer(read_bytes(path, remedy), dtype=np.uint8)
-    if len(text) and len(text) % (2 * width) == 0:
-        lines = text.reshape(-1, 2 * width)
-        values, gaps = lines[:, 0::2], lines[:, 1::2]  # (n, width) each
-        if (((values == ord("0")) | (values == ord("1"))).all() and (gaps[:, :-1] == ord(" ")).all()
-                and (gaps[:, -1] == ord("\n")).all()):
-            return torch.from_numpy(values - ord("0")).float()
-    return _parse_amat(text, path, width, remedy)
+    if not len(text) or len(text) % (2 * width):
+        return _parse_amat(text, path, width, remedy)
+    pairs = text.view("<u2").reshape(-1, width)  # (n, width): value byte + 256 * separator byte
+    images = torch.empty(pairs.shape)
+    for start in range(0, len(pairs), AMAT_LINES):
+        part = pairs[start : start + AMAT_LINES]
+        # "0" is 0x30 and "1" 0x31: with its lowest bit set, a pair is "1 " (or "1\n") iff it held 0 or 1
+        if not (((part[:, :-1] | 1) == ONE_SPACE).all() and ((part[:, -1] | 1) == ONE_NEWLINE).all()):
+            return _parse_amat(text, path, width, remedy)
+        images[start : start + AMAT_LINES] = torch.from_numpy((part & 1).astype(np.uint8))
+    return images
 
 
 def _parse_amat(text: np.ndarray, path: Path, width: int, remedy: str) -> Tensor:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pyro_vae import data as data_module
+from pyro_vae import readers
 from pyro_vae.data import MNIST5K_TEST, VALID_FRACTION, load_dataset
 from pyro_vae.errors import UsageError
 from pyro_vae.readers import read_amat
@@ -151,12 +152,20 @@ def test_an_amat_file_cut_at_a_line_boundary_is_refused_by_its_known_size(tmp_pa
         load_dataset("binarized-mnist", write_tiny_amat(tmp_path / "whole"), download=False)
 
 
-def test_the_fast_amat_path_and_the_general_parse_agree(tmp_path):
+def test_the_fast_amat_path_and_the_general_parse_agree(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "AMAT_LINES", 7)  # the fast path in passes of 7 lines: 30 lines take 5
     folder = write_tiny_amat(tmp_path, sizes=(30, 1, 1))
     path = folder / "binarized_mnist_train.amat"
-    fast = read_amat(path)
-    path.write_text(path.read_text().replace("\n", " \r\n"))  # other whitespace: the general parse
-    assert torch.equal(read_amat(path), fast) and fast.shape == (30, 784)
+    fast, lines = read_amat(path), path.read_text().splitlines(keepends=True)
+    assert fast.tolist() == [[float(v) for v in line.split()] for line in lines]  # 30 x 784, in file order
+    # other whitespace: the general parse, whether it changes the file's length or not (a tab in line 26)
+    for text in (path.read_text().replace("\n", " \r\n"), "".join(lines[:25] + [lines[25].replace(" ", "\t", 1)]
+                                                                 + lines[26:])):
+        path.write_text(text)
+        assert torch.equal(read_amat(path), fast)
+    path.write_text("".join(lines[:25] + [lines[25].replace("0", "2", 1)] + lines[26:]))  # same length, bad value
+    with pytest.raises(UsageError, match="line 26 holds '2'"):
+        read_amat(path)
 
 
 def test_binarized_mnist_absent_names_files_and_source(tmp_path):

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.distributions as td
 
+from pyro_vae import likelihoods
 from pyro_vae.config import ModelConfig
 from pyro_vae.errors import UsageError
 from pyro_vae.likelihoods import LIKELIHOODS, Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood
@@ -68,6 +69,19 @@ def test_gaussian_reads_mean_and_log_variance_with_a_floor():
 def test_out_of_support_data_is_a_clear_error(likelihood, x, message):
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
         likelihood.check_support(x)
+
+
+@pytest.mark.parametrize("bad", [0.5, -1.0, 2.0, float("nan"), float("inf")])
+def test_support_checks_see_every_pass(monkeypatch, bad):
+    monkeypatch.setattr(likelihoods, "CHECK_CHUNK", 7)  # 3 x 5 values in passes of 7: the bad one is in the last
+    binary = torch.tensor([[0.0, 1.0, -0.0, 1.0, 0.0]] * 3)
+    grey = torch.rand(3, 5)
+    all_binary, in_unit_interval = likelihoods.all_binary, likelihoods.in_unit_interval
+    assert all_binary(binary) and in_unit_interval(binary) and in_unit_interval(grey) and not all_binary(grey)
+    binary[2, 4] = grey[2, 4] = bad
+    assert not all_binary(binary)
+    assert in_unit_interval(grey) == (bad == 0.5)
+    assert all_binary(torch.zeros(0, 5)) and in_unit_interval(torch.zeros(0, 5))  # nothing to refuse
 
 
 def test_in_support_data_passes():
