@@ -10,7 +10,8 @@ binarized MNIST, on the CPU: pytorch/examples' ``vae/main.py`` on those images w
     python scripts/train_svi.py --dataset binarized-mnist --hidden 400 --activation relu --z-dim 20 \
         --epochs 3 --eval-samples 1
 
-(which also scores the 10,000 validation and 10,000 test images every epoch and writes its figures).
+(which scores the 10,000 validation images every epoch and the 10,000 test images once at the end, with
+their ELBO and a K = 1 estimate of log p(x), and writes its checkpoint every epoch and four figures).
 The rounds alternate the two programs, so that a slower or busier stretch of the machine hits both.
 Prints each round's seconds, the medians, the ratio, and train_svi.py's own start-up time (its log).
 """

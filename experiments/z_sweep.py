@@ -38,7 +38,7 @@ def plot_sweep(results: dict[int, dict], path: Path) -> None:
         history = results[z]["history"]
         epochs = [r["epoch"] for r in history]
         ax.plot(epochs, [r["train_bound"] for r in history], label="train")
-        ax.plot(epochs, [r["test_bound"] for r in history], label="test")
+        ax.plot(epochs, [r["valid_bound"] for r in history], label="validation")
         ax.set_ylim(low - 5, high + 5)
         ax.set_title(f"z = {z}", fontsize=10)
         ax.set_xlabel("epoch")

@@ -107,24 +107,28 @@ def plot_manifold(images: Tensor, image_shape: tuple[int, int], path: str | Path
 
 
 def plot_history(
-    history: Sequence[EpochRecord], path: str | Path, test_log_likelihood: float | None = None,
-    objective: str = "ELBO", kept_epoch: int | None = None,
+    history: Sequence[EpochRecord], path: str | Path, test_bound: float | None = None,
+    test_log_likelihood: float | None = None, objective: str = "ELBO", kept_epoch: int | None = None,
 ) -> None:
-    """Train, validation and test ``objective`` per epoch, with the final test log p^(x) when
-    given, drawn at ``kept_epoch`` (the epoch whose parameters were kept; default the last)."""
+    """Train and validation ``objective`` per epoch, with the test ``objective`` and the test
+    log p^(x) when given, drawn at ``kept_epoch`` (the epoch whose parameters were kept; default the last)."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     epochs = [r.epoch for r in history]
+    kept = kept_epoch or epochs[-1]
     marker = "o" if len(history) <= 50 else None
     ax.plot(epochs, [r.train_bound for r in history], marker=marker, label=f"train {objective} (running, during epoch)")
     ax.plot(epochs, [r.valid_bound for r in history], marker=marker, label=f"validation {objective}")
-    ax.plot(epochs, [r.test_bound for r in history], marker=marker, label=f"test {objective}")
+    test = [v for v in (test_bound, test_log_likelihood) if v is not None]
+    if test_bound is not None:
+        ax.plot([kept], [test_bound], marker="s", markersize=8, linestyle="none",
+                label=f"test {objective} = {test_bound:.2f}")
     if test_log_likelihood is not None:
-        ax.plot([kept_epoch or epochs[-1]], [test_log_likelihood], marker="*", markersize=12, linestyle="none",
+        ax.plot([kept], [test_log_likelihood], marker="*", markersize=12, linestyle="none",
                 label=f"test log p̂(x) = {test_log_likelihood:.2f}")
     if len(history) > 3:  # the first epoch's running train bound would squash the rest of the curve
-        later = [v for r in history[1:] for v in (r.train_bound, r.valid_bound, r.test_bound)]
-        top = max(later + ([test_log_likelihood] if test_log_likelihood is not None else []))
+        later = [v for r in history[1:] for v in (r.train_bound, r.valid_bound)] + test
+        top = max(later)
         ax.set_ylim(min(later) - 0.05 * (top - min(later)), top + 0.1 * (top - min(later)))
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per image")

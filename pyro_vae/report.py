@@ -21,6 +21,7 @@ from pyro_vae.files import atomic_write_text
 from pyro_vae.objectives import objective_name
 from pyro_vae.pixels import PreparedData, dequantized_bound
 from pyro_vae.state import TrainState
+from pyro_vae.train import held_out_bound
 from pyro_vae.vae import VAE
 
 log = logging.getLogger("pyro_vae")
@@ -28,19 +29,29 @@ log = logging.getLogger("pyro_vae")
 
 def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config: TrainConfig, eval_samples: int,
                   context: Context = SINGLE) -> dict[str, Any]:
-    """The kept epoch's bounds and, with ``eval_samples`` > 0, the test log p^(x) from that many
-    importance samples (each process scores its part of the test set), logged as well."""
+    """The kept epoch's bounds, the test bound (the training objective on the test set, scored here,
+    once, with the kept parameters) and, with ``eval_samples`` > 0, the test log p^(x) from that many
+    importance samples. Each process scores its part of the test set. The test numbers are logged."""
     kept = state.history[state.kept_epoch - 1]  # the best validation epoch under early stopping
+    objective = objective_name(train_config.elbo, train_config.num_particles)
     final: dict[str, Any] = {
-        "epoch": kept.epoch, "epochs_run": len(state.history),
-        "objective": objective_name(train_config.elbo, train_config.num_particles),
-        "train_bound": kept.train_bound, "valid_bound": kept.valid_bound, "test_bound": kept.test_bound,
+        "epoch": kept.epoch, "epochs_run": len(state.history), "objective": objective,
+        "train_bound": kept.train_bound, "valid_bound": kept.valid_bound,
     }
-    if not eval_samples:
+    report = None
+    if eval_samples:
+        batch_size = images_per_pass(eval_samples, at_least=100)  # 100 images: datapoint_bounds' default
+        report = datapoint_bounds(vae, context.shard(data.test), ks=(eval_samples,), batch_size=batch_size).map(
+            context.cat).report()
+    if report is not None and train_config.elbo != "iwae":
+        # an ELBO objective's test bound is the importance samples' mean log-weight: the same ELBO,
+        # averaged over K draws per image instead of one, with no pass of its own
+        final["test_bound"] = report.elbo.mean
+    else:
+        final["test_bound"] = held_out_bound(vae, data.test, train_config, context)
+        log.info("test %s %.2f nats/image (the parameters of epoch %d)", objective, final["test_bound"], kept.epoch)
+    if report is None:
         return final
-    batch_size = images_per_pass(eval_samples, at_least=100)  # 100 images: datapoint_bounds' default
-    report = datapoint_bounds(vae, context.shard(data.test), ks=(eval_samples,), batch_size=batch_size).map(
-        context.cat).report()
     final["test_log_likelihood"] = {"num_samples": report.num_samples, **asdict(report.log_likelihood)}
     final["test_elbo_from_importance_samples"] = asdict(report.elbo)
     final["khat_above_0.7"] = report.khat_above
@@ -85,7 +96,8 @@ def write_report(vae: VAE, data: PreparedData, state: TrainState, metrics: dict[
     figures = write_figures(vae, data, out)
     final = metrics["final"]
     log_likelihood = final.get("test_log_likelihood", {}).get("mean")
-    plot_history(state.history, out / "learning_curve.png", log_likelihood, final["objective"], final["epoch"])
+    plot_history(state.history, out / "learning_curve.png", final["test_bound"], log_likelihood, final["objective"],
+                 final["epoch"])
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=list(metrics["history"][0]), lineterminator="\n")
     writer.writeheader()

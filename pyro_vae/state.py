@@ -23,20 +23,21 @@ log = logging.getLogger("pyro_vae")
 @dataclass(frozen=True)
 class EpochRecord:
     """One epoch's numbers, in nats per image. "bound" is the training objective: the ELBO for
-    trace/meanfield, L_K for iwae (see objectives.objective_name)."""
+    trace/meanfield, L_K for iwae (see objectives.objective_name). The test set is not scored
+    per epoch: report.final_numbers scores it once, with the parameters kept."""
 
     epoch: int
     lr: float  # learning rate of the epoch
     train_bound: float  # averaged over the epoch's minibatches while training
-    valid_bound: float  # at the end of the epoch: what model selection (early stopping) reads
-    test_bound: float  # at the end of the epoch: reported in the learning curve, never used to select
-    seconds: float  # wall time of the epoch, evaluations included
+    valid_bound: float  # at the end of the epoch: the learning curve, and what early stopping reads
+    seconds: float  # wall time of the epoch, its validation pass included
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> EpochRecord:
-        """A record as metrics.json or a checkpoint holds it, also under its earlier names
-        (train_elbo, valid_elbo, test_elbo: checkpoints written before the rename resume)."""
-        return cls(**{key.replace("_elbo", "_bound"): value for key, value in record.items()})
+        """A record as metrics.json or a checkpoint holds it, also as earlier versions wrote it:
+        train_elbo and valid_elbo before the rename, and a per-epoch test bound, which is dropped."""
+        renamed = {key.replace("_elbo", "_bound"): value for key, value in record.items()}
+        return cls(**{key: value for key, value in renamed.items() if key != "test_bound"})
 
 
 RandomState = dict[str, Any]

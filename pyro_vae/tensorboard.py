@@ -1,5 +1,5 @@
 """TensorBoard logging of a training run: scalars per epoch, images every few epochs, the final test
-log p^(x) and the run's config. Optional: ``pip install -e ".[tensorboard]"``.
+bound and log p^(x), and the run's config. Optional: ``pip install -e ".[tensorboard]"``.
 
     pyro-vae-train --tensorboard            # writes <out>/tensorboard; then: tensorboard --logdir runs
 """
@@ -41,10 +41,10 @@ class TensorBoardWriter:
 
     @torch.no_grad()
     def epoch(self, record: EpochRecord, objective: str, vae: VAE, data: PreparedData) -> None:
-        """The epoch's bounds, learning rate and wall time; reconstructions and prior samples every
-        IMAGES_EVERY epochs."""
+        """The epoch's train and validation bounds, learning rate and wall time; reconstructions and
+        prior samples every IMAGES_EVERY epochs."""
         step = record.epoch
-        for split in ("train", "valid", "test"):
+        for split in ("train", "valid"):
             self.writer.add_scalar(f"{objective}/{split}", getattr(record, f"{split}_bound"), step)
         self.writer.add_scalar("lr", record.lr, step)
         self.writer.add_scalar("seconds_per_epoch", record.seconds, step)
@@ -58,7 +58,9 @@ class TensorBoardWriter:
         self.writer.flush()
 
     def final(self, final: dict[str, Any], step: int) -> None:
-        """The test log p^(x), its SE and the share of images with PSIS k^ > 0.7, at the last epoch."""
+        """The test bound, and the test log p^(x), its SE and the share of images with PSIS k^ > 0.7,
+        at the last epoch."""
+        self.writer.add_scalar(f"{final['objective']}/test", final["test_bound"], step)
         log_likelihood = final.get("test_log_likelihood")
         if log_likelihood is not None:
             self.writer.add_scalar("test/log_likelihood", log_likelihood["mean"], step)

@@ -12,11 +12,13 @@ from pyro_vae.state import EpochRecord, TrainState, rng_state, set_rng_state
 
 
 def test_a_checkpoint_written_before_the_rename_resumes_with_its_records():
-    # history records were once stored as train_elbo/valid_elbo/test_elbo (the objective is L_K under iwae)
-    old = {"epoch": 1, "lr": 1e-3, "train_elbo": -101.5, "valid_elbo": -99.0, "test_elbo": -98.5, "seconds": 0.7}
-    saved = {"train_state": {"epoch": 1, "history": [old]}, "train_config": {"epochs": 3}, "optimizer": {}}
+    # history records were once stored as train_elbo/valid_elbo/test_elbo (the objective is L_K under iwae),
+    # then with a per-epoch test_bound; the test set is now scored once, at the end, so that is dropped
+    oldest = {"epoch": 1, "lr": 1e-3, "train_elbo": -101.5, "valid_elbo": -99.0, "test_elbo": -98.5, "seconds": 0.7}
+    old = {"epoch": 2, "lr": 1e-3, "train_bound": -98.0, "valid_bound": -97.0, "test_bound": -96.5, "seconds": 0.6}
+    saved = {"train_state": {"epoch": 2, "history": [oldest, old]}, "train_config": {"epochs": 3}, "optimizer": {}}
     state = checkpoint.train_state(saved)
-    assert state.history == [EpochRecord(1, 1e-3, -101.5, -99.0, -98.5, 0.7)]
+    assert state.history == [EpochRecord(1, 1e-3, -101.5, -99.0, 0.7), EpochRecord(2, 1e-3, -98.0, -97.0, 0.6)]
     assert state.schedule_epochs == 3  # older checkpoints: the run's epochs
 
 

@@ -1,6 +1,7 @@
 """--tensorboard: event files that TensorBoard's own reader loads, continued across --resume."""
 
 import csv
+import json
 import sys
 
 import pytest
@@ -24,9 +25,13 @@ def test_a_run_writes_scalars_images_and_its_config(tiny_mnist, tmp_path):
             "test/khat_above_0.7"} <= scalars
     assert set(board.Tags()["images"]) == {"reconstructions", "samples"}
     assert "config/text_summary" in board.Tags()["tensors"]
-    assert [e.step for e in board.Scalars("ELBO/test")] == [1, 2]
     history = list(csv.DictReader(open(out / "history.csv")))
-    assert [e.value for e in board.Scalars("ELBO/test")] == pytest.approx([float(r["test_bound"]) for r in history])
+    valid = board.Scalars("ELBO/valid")
+    assert [e.step for e in valid] == [1, 2]
+    assert [e.value for e in valid] == pytest.approx([float(r["valid_bound"]) for r in history])
+    final = json.loads((out / "metrics.json").read_text())["final"]
+    test = board.Scalars("ELBO/test")  # the test set is scored once, at the end
+    assert [e.step for e in test] == [2] and test[0].value == pytest.approx(final["test_bound"])
 
 
 def test_logging_does_not_change_the_run(tiny_mnist, tmp_path):
@@ -43,9 +48,9 @@ def test_a_resumed_run_continues_the_curves_without_duplicate_steps(tiny_mnist, 
     assert run_in_process("train_svi", argv) == 0
     # a run killed after logging epoch 3 but before its checkpoint: its step-3 events must go
     with SummaryWriter(str(board_dir)) as killed:
-        killed.add_scalar("ELBO/test", 12345.0, 3)
+        killed.add_scalar("ELBO/valid", 12345.0, 3)
     assert run_in_process("train_svi", [*argv, "--epochs", "3", "--resume"]) == 0
-    steps = [(e.step, e.value) for e in events(board_dir).Scalars("ELBO/test")]
+    steps = [(e.step, e.value) for e in events(board_dir).Scalars("ELBO/valid")]
     assert [step for step, _ in steps] == [1, 2, 3] and 12345.0 not in [value for _, value in steps]
 
 

@@ -1,4 +1,5 @@
 import copy
+import math
 
 import pyro
 import pytest
@@ -42,7 +43,9 @@ def test_training_raises_the_elbo_and_changes_every_parameter(elbo, particles, j
     data = PreparedData(x[:256], x[256:288], x[288:], "none", (4, 5))
     vae = small_vae()
     before = {n: p.detach().clone() for n, p in vae.named_parameters()}
-    eval_elbo = make_elbo("meanfield")
+    # each scored by the objective it maximizes: an IWAE-trained q is broader, and its ELBO gained
+    # between 2.8 and 7.1 nats over seeds 0-7 where its L_5 gained 7.9-9.1
+    eval_elbo = make_elbo(elbo, particles)
     start = mean_bound(vae, eval_elbo, data.test, 64).item()
     config = TrainConfig(epochs=12, batch_size=32, lr=1e-2, elbo=elbo, num_particles=particles, jit=jit)
     history = fit(vae, torch.optim.Adam(vae.parameters(), lr=config.lr), data, config, progress=False).history
@@ -50,8 +53,7 @@ def test_training_raises_the_elbo_and_changes_every_parameter(elbo, particles, j
     # 96 steps on two noisy prototypes: a random decoder scores ~-14 nats (20 pixels x log 2);
     # a fitted one ~-5 (the 5% flips cost ~0.2 nats each). 4 nats is far above the noise (~0.3).
     assert end > start + 4, (start, end)
-    assert len(history) == 12 and history[-1].test_bound > history[0].test_bound
-    assert history[-1].valid_bound > history[0].valid_bound
+    assert len(history) == 12 and history[-1].valid_bound > history[0].valid_bound
     for name, p in vae.named_parameters():
         assert not torch.equal(p, before[name]), name
 
@@ -180,14 +182,24 @@ def test_a_resumed_run_keeps_its_schedule_and_never_raises_the_rate(caplog):
     assert "stays laid out for 10 epochs" in caplog.text
 
 
+def test_training_never_scores_the_test_set():
+    # a NaN test set would make any per-epoch test bound non-finite, which fit refuses as a divergence
+    x = binary_data(96)
+    data = PreparedData(x[:64], x[64:80], torch.full((16, 20), float("nan")), "none", (4, 5))
+    vae = small_vae()
+    config = TrainConfig(epochs=2, batch_size=32)
+    history = fit(vae, torch.optim.Adam(vae.parameters()), data, config, progress=False).history
+    assert len(history) == 2 and all(math.isfinite(r.valid_bound) for r in history)
+
+
 def test_early_stopping_keeps_the_best_validation_epoch(monkeypatch):
     """Scripted validation bounds: best at epoch 2, then 3 epochs without improvement."""
     import pyro_vae.train as train_module
 
-    scripted = iter([-10.0, -10.0, -5.0, -5.0, -6.0, -6.0, -7.0, -7.0, -5.5, -5.5] + [0.0] * 30)  # (valid, test) pairs
+    scripted = iter([-10.0, -5.0, -6.0, -7.0, -5.5] + [0.0] * 15)  # one validation bound per epoch
     snapshots = []
 
-    def fake_evaluate(vae, elbo, x, batch_size):  # called for validation, then test, each epoch
+    def fake_evaluate(vae, elbo, x, batch_size):  # called for the validation set at the end of each epoch
         snapshots.append({k: v.clone() for k, v in vae.state_dict().items()})
         return torch.tensor(next(scripted) * len(x))  # a sum over the images
 
@@ -198,7 +210,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(monkeypatch):
     config = TrainConfig(epochs=20, batch_size=32, lr=1e-2, patience=3)
     history = fit(vae, torch.optim.Adam(vae.parameters(), lr=config.lr), data, config, progress=False).history
     assert [r.epoch for r in history] == [1, 2, 3, 4, 5]  # epoch 5 is the third without improvement
-    best = snapshots[2]  # the parameters evaluated at the end of epoch 2
+    best = snapshots[1]  # the parameters evaluated at the end of epoch 2
     assert all(torch.equal(v, best[k]) for k, v in vae.state_dict().items())
 
 
