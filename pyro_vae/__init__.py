@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pyro_vae.objectives import ELBOS, make_elbo
     from pyro_vae.pixels import PreparedData, likelihood_for, prepare_data
     from pyro_vae.state import EpochRecord, TrainState
-    from pyro_vae.train import fit, make_optimizer
+    from pyro_vae.train import fit, held_out_bound, make_optimizer
     from pyro_vae.vae import VAE
 
 _EXPORTS = {
@@ -63,6 +63,7 @@ _EXPORTS = {
     "evaluate_ais": "pyro_vae.evaluation",
     "evaluate_bounds": "pyro_vae.evaluation",
     "fit": "pyro_vae.train",
+    "held_out_bound": "pyro_vae.train",
     "importance_log_weights": "pyro_vae.estimators",
     "iwae_bound": "pyro_vae.estimators",
     "load_dataset": "pyro_vae.data",
