@@ -125,7 +125,7 @@ class Gaussian:
         return dist.Normal(loc, self.scale_floor + torch.exp(0.5 * log_var)).to_event(1)
 
     def check_support(self, x: Tensor) -> None:
-        if not bool(torch.isfinite(x).all()):
+        if not holds_everywhere(x, torch.isfinite):
             raise UsageError("the gaussian likelihood needs finite data, got NaN or infinite values")
 
     def output_bias(self, x: Tensor) -> Tensor:
