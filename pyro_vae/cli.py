@@ -7,6 +7,7 @@ print them as the flags that set them, --batch-size or --batch-size 20 (see as_f
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import math
 import os
@@ -22,6 +23,32 @@ from typing import NoReturn
 from pyro_vae.errors import OutputError, TrainingDiverged, UsageError
 
 STARTED = time.perf_counter()  # about when a script's process began: this module is its first import
+_collection_paused = False  # pause_collection paused the garbage collector and startup_done has not yet resumed it
+
+
+def pause_collection() -> None:
+    """Pause Python's cyclic garbage collector while a script's process starts up, until
+    startup_done. Start-up (torch and Pyro, the torch._dynamo that the first optimizer imports,
+    the data, the model) allocates some 350,000 objects that live as long as the process, and the
+    collector scanned them again and again as they piled up: 0.55 s of a 3-epoch run on binarized
+    MNIST, 0.01 s with the pause (timed by gc.callbacks). Reference counting still frees what
+    start-up lets go of; only reference cycles wait."""
+    global _collection_paused
+    if gc.isenabled():
+        gc.disable()
+        _collection_paused = True
+
+
+def startup_done() -> None:
+    """End pause_collection's pause: freeze what start-up made (gc.freeze: later collections leave
+    it alone) and collect as usual from here. The few reference cycles start-up dropped (under 100
+    objects, measured) are frozen with the rest rather than paid for by a full collection. A no-op
+    unless pause_collection paused the collector."""
+    global _collection_paused
+    if _collection_paused:
+        _collection_paused = False
+        gc.freeze()
+        gc.enable()
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -133,7 +160,12 @@ def stop(signum: int, frame: FrameType | None) -> None:
 def main(run: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
     """Run a script's body and return its exit status, every failure the user can act on as one
     line on stderr: 2 bad input (UsageError), 3 divergence, 1 a result that could not be written or
-    memory that ran out, 130 Ctrl-C (see stop). Logs go to stderr as plain lines."""
+    memory that ran out, 130 Ctrl-C (see stop). Logs go to stderr as plain lines.
+
+    ``argv`` None: the body is its script's process (sys.argv), and the garbage collector is
+    paused until the body calls startup_done (see pause_collection), at the latest when it returns."""
+    if argv is None:
+        pause_collection()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(FlagFormatter("%(message)s"))
     logger = logging.getLogger("pyro_vae")  # ours only: ArviZ logs import chatter at INFO on its own
@@ -163,6 +195,7 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
         print(as_flags(str(error)) or "interrupted", file=sys.stderr)
         return 130
     finally:
+        startup_done()
         # argv None: main runs as its script's process, which ignores Ctrl-C from here to its exit, so
         # that a late one cannot interrupt Python's shutdown with a traceback; in-process callers
         # (tests, notebooks) get their handler back

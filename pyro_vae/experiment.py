@@ -87,7 +87,7 @@ def run_training(
     model_config: ModelConfig, data_config: DataConfig, train_config: TrainConfig, out: str | Path,
     run_config: RunConfig | None = None, *, progress: bool = True, resume: str | Path | None = None,
     checkpoint_every: int = 1, context: Context = SINGLE, tensorboard: str | Path | None = None,
-    overwrite: bool = False, started: float | None = None,
+    overwrite: bool = False, started: float | None = None, after_startup: Callable[[], None] | None = None,
     callback: Callable[[EpochRecord, VAE, PreparedData], None] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on the test set, and write checkpoint.pt, metrics.json, history.csv and
@@ -100,7 +100,9 @@ def run_training(
     over torchrun's processes; rank 0 alone writes files (see distributed.py). ``tensorboard``: a
     folder for TensorBoard event files (see tensorboard.py), continued across resumes. ``started``:
     time.perf_counter() when the process began (the scripts pass it), so that the log and
-    metrics.json say how long start-up took; default: now. ``callback`` sees each epoch's record,
+    metrics.json say how long start-up took; default: now. ``after_startup`` is called once the
+    model, data and optimizer are built, before the first step (the scripts end their start-up's
+    pause of the garbage collector there: cli.startup_done). ``callback`` sees each epoch's record,
     the VAE and its data.
     """
     start = time.perf_counter() if started is None else started
@@ -112,6 +114,8 @@ def run_training(
         run = Run.start(model_config, data_config, train_config, run_config, folder, resume_path, context)
         startup = time.perf_counter() - start
         log.info("start-up %.1f s (imports, data, model); training starts", startup)
+        if after_startup is not None:
+            after_startup()
         board = run.tensorboard(tensorboard) if tensorboard is not None and context.is_main else None
 
         def on_epoch(record: EpochRecord) -> None:

@@ -1,3 +1,4 @@
+import gc
 import gzip
 import struct
 from pathlib import Path
@@ -76,6 +77,20 @@ def tiny_amat_sizes(monkeypatch):
     import pyro_vae.data
 
     monkeypatch.setattr(pyro_vae.data, "BINARIZED_MNIST_SIZES", {"train": 60, "valid": 20, "test": 20})
+
+
+@pytest.fixture
+def collector():
+    """The garbage collector as pytest had it, after a test of cli.pause_collection: enabled, and what
+    cli.startup_done froze let go again."""
+    from pyro_vae.cli import startup_done
+
+    frozen = gc.get_freeze_count()
+    yield
+    startup_done()
+    gc.enable()
+    if gc.get_freeze_count() > frozen:
+        gc.unfreeze()
 
 
 @pytest.fixture

@@ -1,13 +1,15 @@
 """The command-line layer: library settings printed as flags, and no flags inside the library."""
 
 import ast
+import gc
 import logging
 import re
+import signal
 from pathlib import Path
 
 import pytest
 
-from pyro_vae.cli import as_flags, main
+from pyro_vae.cli import as_flags, main, pause_collection, startup_done
 from pyro_vae.errors import UsageError
 from pyro_vae.objectives import make_elbo
 
@@ -45,6 +47,50 @@ def test_a_script_logs_library_lines_with_flags(capsys):
 
     assert main(run, []) == 0
     assert capsys.readouterr().err == "--overwrite: removed the earlier run\n"
+
+
+def test_the_collector_pauses_until_startup_done_then_leaves_startup_frozen(collector):
+    pause_collection()
+    assert not gc.isenabled()
+    made_during_startup = [[] for _ in range(1000)]
+    frozen = gc.get_freeze_count()
+    startup_done()
+    assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(made_during_startup)
+    startup_done()  # a second call does nothing
+    assert gc.get_freeze_count() >= frozen + len(made_during_startup) and gc.isenabled()
+
+
+def test_startup_done_without_a_pause_changes_nothing(collector):
+    frozen = gc.get_freeze_count()
+    startup_done()
+    gc.disable()  # a caller's own choice, left alone
+    startup_done()
+    assert not gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+@pytest.mark.parametrize("calls_startup_done", [True, False])
+def test_a_script_process_collects_again_once_started_or_at_the_latest_at_its_end(collector, calls_startup_done):
+    seen = []
+
+    def run(argv):
+        seen.append(gc.isenabled())
+        if calls_startup_done:
+            startup_done()
+            seen.append(gc.isenabled())
+
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        assert main(run) == 0  # argv None: the script's own process
+    finally:
+        signal.signal(signal.SIGINT, handler)  # main leaves a script's process ignoring Ctrl-C
+    assert seen == ([False, True] if calls_startup_done else [False]) and gc.isenabled()
+
+
+def test_in_process_callers_keep_their_collector(collector):
+    seen = []
+    frozen = gc.get_freeze_count()
+    assert main(lambda argv: seen.append(gc.isenabled()), []) == 0
+    assert seen == [True] and gc.get_freeze_count() == frozen
 
 
 def test_the_library_raises_with_settings_named_as_code():

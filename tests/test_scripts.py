@@ -1,6 +1,7 @@
 """The two scripts, end to end, on tiny MNIST files in torchvision's format."""
 
 import csv
+import gc
 import importlib.util
 import json
 import math
@@ -119,6 +120,41 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
     done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--num-samples", "5", "--data-dir",
                                        tiny_mnist, "--out", tmp_path / "file" / "sub"], cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --out"), done.stderr
+
+
+def test_every_command_collects_garbage_again_before_its_long_work(tiny_mnist, tmp_path, monkeypatch, collector):
+    """A script's process pauses the garbage collector through start-up (cli.pause_collection); each
+    command ends the pause once its model and data are built, before the work that takes long."""
+    import pyro_vae.train
+    from pyro_vae.cli import pause_collection
+    from pyro_vae.commands import bdmc, evaluate, plot, runner
+
+    seen = []
+
+    def recorded(module, name):
+        work = getattr(module, name)
+
+        def call(*args, **kwargs):
+            seen.append((name, gc.isenabled()))
+            return work(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, call)
+
+    for module, name in ((pyro_vae.train, "train_epoch"), (evaluate, "evaluate_bounds"), (plot, "write_figures"),
+                         (bdmc, "ais")):
+        recorded(module, name)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    common = ["--checkpoint", checkpoint, "--data-dir", tiny_mnist, "--out", tmp_path / "out"]
+    for name, argv in (("train", ["--data-dir", tiny_mnist, "--out", tmp_path / "run", *TINY, "--epochs", "1"]),
+                       ("evaluate", [*common, "--num-samples", "5"]),
+                       ("plot", common),
+                       ("bdmc", [*common, "--num-images", "4", "--steps", "2", "--chains", "2", "--leapfrog", "2",
+                                 "--iwae-samples", "5"])):
+        pause_collection()
+        runner(name)([str(a) for a in argv])
+        assert gc.isenabled(), name
+    assert {name for name, _ in seen} == {"train_epoch", "evaluate_bounds", "write_figures", "ais"}
+    assert all(enabled for _, enabled in seen), seen
 
 
 def test_a_jit_run_prints_no_warnings(tiny_mnist, tmp_path):

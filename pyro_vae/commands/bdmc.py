@@ -23,7 +23,7 @@ from matplotlib.ticker import NullLocator
 from pyro import poutine
 
 from pyro_vae.ais import ais, reverse_ais
-from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int
+from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int, startup_done
 from pyro_vae.estimators import sample_sites
 from pyro_vae.evaluation import Estimate, evaluate_bounds
 from pyro_vae.experiment import load_run
@@ -77,6 +77,7 @@ def run(argv: list[str] | None) -> None:
 
     pyro.set_rng_seed(a.seed)
     vae, _, state = load_run(a.checkpoint, a.device, a.data_dir)
+    startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     pyro.enable_validation(False)
     out = writable_dir(a.out or Path(a.checkpoint).parent)
     with torch.no_grad():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyro
 
-from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int
+from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int, startup_done
 from pyro_vae.errors import UsageError
 from pyro_vae.evaluation import evaluate_ais, evaluate_bounds
 from pyro_vae.experiment import load_run
@@ -47,6 +47,7 @@ def run(argv: list[str] | None) -> None:
 
     pyro.set_rng_seed(a.seed)
     vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)  # checks the data's support once
+    startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     # so Pyro's per-call argument checks, a pass over every (samples x images x pixels) tensor, can go
     pyro.enable_validation(False)
     out = writable_dir(a.out or Path(a.checkpoint).parent)  # before the long evaluation, not after it

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyro
 
 from pyro_vae import checkpoint
-from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments
+from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, startup_done
 from pyro_vae.experiment import load_run
 from pyro_vae.objectives import objective_name
 from pyro_vae.plots import plot_history
@@ -29,6 +29,7 @@ def run(argv: list[str] | None) -> None:
 
     pyro.set_rng_seed(a.seed)
     vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)
+    startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     out = writable_dir(a.out or Path(a.checkpoint).parent)
     written = write_figures(vae, data, out)
     if "train_state" in state:

@@ -16,7 +16,16 @@ from pathlib import Path
 import pyro
 
 from pyro_vae import distributed
-from pyro_vae.cli import STARTED, ArgumentParser, int_list, non_negative_int, positive_float, positive_int, seed
+from pyro_vae.cli import (
+    STARTED,
+    ArgumentParser,
+    int_list,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed,
+    startup_done,
+)
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data import DATASETS
 from pyro_vae.experiment import DEVICES, run_training
@@ -135,6 +144,6 @@ def run(argv: list[str] | None) -> None:
         tensorboard = None if args.tensorboard is None else (args.tensorboard or out / "tensorboard")
         run_training(model, data, train, out, run_config, progress=not args.no_progress, resume=resume,
                      checkpoint_every=args.checkpoint_every, context=context, tensorboard=tensorboard,
-                     overwrite=args.overwrite, started=STARTED)
+                     overwrite=args.overwrite, started=STARTED, after_startup=startup_done)
     finally:
         distributed.finish()
