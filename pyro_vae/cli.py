@@ -32,7 +32,7 @@ def pause_collection() -> None:
     the data, the model) allocates some 350,000 objects that live as long as the process, and the
     collector scanned them again and again as they piled up: 0.55 s of a 3-epoch run on binarized
     MNIST, 0.01 s with the pause (timed by gc.callbacks). Reference counting still frees what
-    start-up lets go of; only reference cycles wait."""
+    start-up lets go of; only its reference cycles stay (see startup_done)."""
     global _collection_paused
     if gc.isenabled():
         gc.disable()
@@ -41,9 +41,10 @@ def pause_collection() -> None:
 
 def startup_done() -> None:
     """End pause_collection's pause: freeze what start-up made (gc.freeze: later collections leave
-    it alone) and collect as usual from here. The few reference cycles start-up dropped (under 100
-    objects, measured) are frozen with the rest rather than paid for by a full collection. A no-op
-    unless pause_collection paused the collector."""
+    it alone) and collect as usual from here. The reference cycles start-up dropped (about 9,000
+    objects of import machinery, 7.5 MB in a training run, measured; no tensors) are frozen with the
+    rest and held until the process ends, rather than paid for by a full collection (0.2 s). A
+    no-op unless pause_collection paused the collector."""
     global _collection_paused
     if _collection_paused:
         _collection_paused = False
