@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from pyro_vae.evaluation import datapoint_bounds, images_per_pass
 from pyro_vae.files import atomic_write_text
 from pyro_vae.objectives import objective_name
 from pyro_vae.pixels import PreparedData, dequantized_bound
-from pyro_vae.state import TrainState
+from pyro_vae.state import EpochRecord, TrainState
 from pyro_vae.train import held_out_bound
 from pyro_vae.vae import VAE
 
@@ -91,13 +92,8 @@ def configs(model: ModelConfig, data: DataConfig, train: TrainConfig, run: RunCo
 def write_report(vae: VAE, data: PreparedData, state: TrainState, metrics: dict[str, Any], out: Path,
                  started: float, startup: float) -> None:
     """metrics.json, history.csv, the learning curve and the figures of write_figures, in ``out``."""
-    from pyro_vae.plots import plot_history  # matplotlib loads when the figures are drawn, not at start-up
-
     figures = write_figures(vae, data, out)
-    final = metrics["final"]
-    log_likelihood = final.get("test_log_likelihood", {}).get("mean")
-    plot_history(state.history, out / "learning_curve.png", final["test_bound"], log_likelihood, final["objective"],
-                 final["epoch"])
+    plot_learning_curve(state.history, metrics["final"], out / "learning_curve.png")
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=list(metrics["history"][0]), lineterminator="\n")
     writer.writeheader()
@@ -107,6 +103,15 @@ def write_report(vae: VAE, data: PreparedData, state: TrainState, metrics: dict[
     metrics["startup_seconds"] = startup
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     log.info("wrote %s: checkpoint.pt metrics.json history.csv learning_curve.png %s", out, " ".join(figures))
+
+
+def plot_learning_curve(history: Sequence[EpochRecord], final: dict[str, Any], path: Path) -> None:
+    """The train and validation curves of ``history``, with the test bound and log p^(x) of
+    ``final`` (metrics.json's "final") at the epoch it kept."""
+    from pyro_vae.plots import plot_history  # matplotlib loads when the figures are drawn, not at start-up
+
+    log_likelihood = final.get("test_log_likelihood", {}).get("mean")
+    plot_history(history, path, final["test_bound"], log_likelihood, final["objective"], final["epoch"])
 
 
 @torch.no_grad()

@@ -43,11 +43,34 @@ def test_likelihood_comparison_reports_bits_per_dim(tiny_mnist, tmp_path, capsys
     assert "bits/dim" in capsys.readouterr().out
 
 
-def test_plot_command_redraws_a_run(tiny_mnist, tmp_path):
+def test_plot_command_redraws_a_run(tiny_mnist, tmp_path, monkeypatch):
+    import pyro_vae.commands.plot
+    import pyro_vae.plots
+
     run_dir = tmp_path / "run"
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", run_dir, "--epochs", "2", "--z-dim", "2",
-                                        "--hidden", "16", "--eval-samples", "0", "--no-progress"]) == 0
+                                        "--hidden", "16", "--eval-samples", "10", "--no-progress"]) == 0
+    curves = []  # the learning curves drawn: their test ELBO and test log p^
+
+    def plot_history(history, path, test_bound=None, test_log_likelihood=None, objective="ELBO", kept_epoch=None):
+        curves.append((test_bound, test_log_likelihood, kept_epoch))
+        draw(history, path, test_bound, test_log_likelihood, objective, kept_epoch)
+
+    draw = pyro_vae.plots.plot_history
+    monkeypatch.setattr(pyro_vae.plots, "plot_history", plot_history)
+    monkeypatch.setattr(pyro_vae.commands.plot, "plot_history", plot_history)
     figures = tmp_path / "figures"
     assert run_in_process("plot", ["--checkpoint", run_dir / "checkpoint.pt", "--out", figures]) == 0
     for name in ("reconstructions.png", "samples.png", "latent.png", "manifold.png", "learning_curve.png"):
         assert Image.open(figures / name).size[0] > 100, name
+    final = json.loads((run_dir / "metrics.json").read_text())["final"]
+    assert curves == [(final["test_bound"], final["test_log_likelihood"]["mean"], 2)]  # as train_svi.py drew it
+
+    # metrics.json of another run beside the checkpoint (e.g. one resumed and stopped before its end): no test numbers
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["history"] = metrics["history"][:1]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    assert run_in_process("plot", ["--checkpoint", run_dir / "checkpoint.pt", "--out", figures]) == 0
+    (run_dir / "metrics.json").unlink()
+    assert run_in_process("plot", ["--checkpoint", run_dir / "checkpoint.pt", "--out", figures]) == 0
+    assert curves[1:] == [(None, None, 2)] * 2

@@ -6,8 +6,11 @@ latent means (PCA above z = 2), the 2-D manifold (z = 2) and the learning curve.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyro
 
@@ -16,10 +19,25 @@ from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, startup_done
 from pyro_vae.experiment import load_run
 from pyro_vae.objectives import objective_name
 from pyro_vae.plots import plot_history
-from pyro_vae.report import write_figures
+from pyro_vae.report import plot_learning_curve, write_figures
 from pyro_vae.run_folder import writable_dir
+from pyro_vae.state import EpochRecord
 
 log = logging.getLogger("pyro_vae")
+
+
+def final_numbers_beside(checkpoint_path: Path, history: Sequence[EpochRecord]) -> dict[str, Any] | None:
+    """The test numbers ("final") of the metrics.json beside a checkpoint when the same training wrote
+    both (its per-epoch history is the checkpoint's); None when there is none, or when it is another
+    run's (e.g. a resumed run stopped before writing its own)."""
+    try:
+        metrics = json.loads((checkpoint_path.parent / "metrics.json").read_text())
+        rows = [(row["epoch"], row["train_bound"], row["valid_bound"]) for row in metrics["history"]]
+        final = metrics["final"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    same_run = rows == [(r.epoch, r.train_bound, r.valid_bound) for r in history]
+    return final if same_run and isinstance(final, dict) and "test_bound" in final else None
 
 
 def run(argv: list[str] | None) -> None:
@@ -33,8 +51,12 @@ def run(argv: list[str] | None) -> None:
     out = writable_dir(a.out or Path(a.checkpoint).parent)
     written = write_figures(vae, data, out)
     if "train_state" in state:
-        train_state = checkpoint.train_state(state)
-        plot_history(train_state.history, out / "learning_curve.png",
-                     objective=objective_name(state["train_config"]["elbo"], state["train_config"]["num_particles"]))
+        train_state, path = checkpoint.train_state(state), out / "learning_curve.png"
+        final = final_numbers_beside(Path(a.checkpoint), train_state.history)
+        if final is not None:  # the test numbers of the training run that wrote this checkpoint
+            plot_learning_curve(train_state.history, final, path)
+        else:
+            objective = objective_name(state["train_config"]["elbo"], state["train_config"]["num_particles"])
+            plot_history(train_state.history, path, objective=objective, kept_epoch=train_state.kept_epoch)
         written.append("learning_curve.png")
     log.info("wrote %s: %s", out, " ".join(written))
