@@ -216,11 +216,15 @@ def iwae_bound(log_w: Tensor, k: int) -> Tensor:
     return log_mean_exp(groups, dim=1).mean(dim=0)  # (N,)
 
 
+KHAT_MIN_SAMPLES = 21  # ArviZ fits the Pareto tail to the largest ceil(min(K/5, 3 sqrt K)) weights, and needs 5
+
+
 def pareto_khat(log_w: Tensor) -> Tensor:
     """PSIS shape estimate k^ of each datapoint's importance weights (K, N) -> (N,), by ArviZ.
 
     k^ > 0.7 flags a datapoint whose estimate is unreliable (Vehtari et al. 2024; Yao et al. 2018).
-    ArviZ 0.x's ``psislw`` takes log-weights with samples on the last axis.
+    ArviZ 0.x's ``psislw`` takes log-weights with samples on the last axis. With K below
+    KHAT_MIN_SAMPLES (or fewer than 5 distinct weights in the tail) there is no tail to fit and k^ is inf.
     """
     with warnings.catch_warnings():  # its once-a-day notice of a coming refactor is not the user's business
         warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)

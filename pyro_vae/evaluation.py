@@ -18,7 +18,7 @@ from pyro.infer import ELBO
 from torch import Tensor
 
 from pyro_vae.ais import ais
-from pyro_vae.estimators import importance_log_weights, iwae_bound, pareto_khat
+from pyro_vae.estimators import KHAT_MIN_SAMPLES, importance_log_weights, iwae_bound, pareto_khat
 from pyro_vae.memory import FLOAT, estimator_bytes, require_memory
 from pyro_vae.model import DATA_PLATE
 from pyro_vae.vae import VAE
@@ -70,7 +70,7 @@ class BoundsReport:
     elbo: Estimate  # L_1, each datapoint's ELBO averaged over its K samples
     iwae: dict[int, Estimate]  # k -> L_k, the importance-weighted bound, in increasing k
     gap: Estimate  # L_K - L_1 per datapoint: estimates E KL(q(z|x) || p(z|x)) from below
-    khat_above: float | None  # fraction of datapoints with PSIS k^ > KHAT_THRESHOLD (None: not computed)
+    khat_above: float | None  # fraction of datapoints with PSIS k^ > KHAT_THRESHOLD (None: not computed, or K < 21)
     khat_median: float | None
     ais: tuple[AISEstimate, ...] = ()  # AIS rows, by evaluate_ais, in increasing steps
 
@@ -103,6 +103,9 @@ class BoundsReport:
                 f"{'PSIS k^':>14}  median {self.khat_median:.2f}; {100 * self.khat_above:.1f}% of datapoints "
                 f"above {KHAT_THRESHOLD} (unreliable there)"
             )
+        elif self.num_samples < KHAT_MIN_SAMPLES:
+            lines.append(f"{'PSIS k^':>14}  not computed: K = {self.num_samples} leaves no tail of weights to fit "
+                         f"(K >= {KHAT_MIN_SAMPLES})")
         return lines
 
 
@@ -139,7 +142,8 @@ def datapoint_bounds(
 ) -> DatapointBounds:
     """ELBO, IWAE bounds for each k in ``ks`` and PSIS k^ of ``vae`` on each image of ``x`` (N, D).
 
-    All bounds come from one set of max(ks) samples per datapoint. Memory: the decoder runs on
+    All bounds come from one set of max(ks) samples per datapoint; k^ needs max(ks) >= KHAT_MIN_SAMPLES
+    (``khat`` is None below, as with ``diagnose=False``). Memory: the decoder runs on
     chunk_size * batch_size samples at once, and (max(ks), batch_size) log-weights are kept.
     """
     ks = sorted(set(ks))
@@ -162,14 +166,14 @@ def datapoint_bounds(
         elbo.append(log_w.mean(dim=0))
         for k in ks:
             bounds[k].append(iwae_bound(log_w, k))
-        if diagnose and num_samples > 1:
+        if diagnose and num_samples >= KHAT_MIN_SAMPLES:
             khat.append(pareto_khat(log_w))
 
     def joined(parts: list[Tensor]) -> Tensor:  # (N,); empty for no images (a process's part may be)
         return torch.cat(parts) if parts else x.new_zeros(0)
 
     return DatapointBounds(joined(elbo), {k: joined(v) for k, v in bounds.items()},
-                           joined(khat).cpu() if diagnose and num_samples > 1 else None)
+                           joined(khat).cpu() if diagnose and num_samples >= KHAT_MIN_SAMPLES else None)
 
 
 def evaluate_bounds(

@@ -66,7 +66,8 @@ class TensorBoardWriter:
             self.writer.add_scalar("test/log_likelihood", log_likelihood["mean"], step)
             if log_likelihood["se"] is not None:
                 self.writer.add_scalar("test/log_likelihood_se", log_likelihood["se"], step)
-            self.writer.add_scalar("test/khat_above_0.7", final["khat_above_0.7"], step)
+            if final["khat_above_0.7"] is not None:  # None: K too small to fit k^ (estimators.KHAT_MIN_SAMPLES)
+                self.writer.add_scalar("test/khat_above_0.7", final["khat_above_0.7"], step)
         self.writer.flush()
 
     def close(self) -> None:

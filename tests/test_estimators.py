@@ -15,7 +15,13 @@ from pyro import distributions as dist
 from pyro import poutine
 
 from pyro_vae.config import ModelConfig
-from pyro_vae.estimators import importance_log_weights, iwae_bound, log_marginal_likelihood, pareto_khat
+from pyro_vae.estimators import (
+    KHAT_MIN_SAMPLES,
+    importance_log_weights,
+    iwae_bound,
+    log_marginal_likelihood,
+    pareto_khat,
+)
 from pyro_vae.vae import VAE
 
 D, Z, SIGMA = 5, 2, 0.7
@@ -215,6 +221,13 @@ def test_iwae_bound_groups_the_samples():
     assert iwae_bound(log_w, 1).item() == pytest.approx(log_w.mean().item())
     with pytest.raises(ValueError):
         iwae_bound(log_w, 6)
+
+
+def test_khat_needs_the_samples_arviz_fits_a_tail_to():
+    """ArviZ's own rule, not ours: below KHAT_MIN_SAMPLES weights k^ is inf (no tail), at it a number."""
+    log_w = torch.randn(KHAT_MIN_SAMPLES, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.isinf(pareto_khat(log_w[:-1])).all()
+    assert torch.isfinite(pareto_khat(log_w)).all()
 
 
 def test_pareto_khat_on_a_known_case():

@@ -18,6 +18,7 @@ from test_estimators import SIGMA, Z, problem  # noqa: F401  (a fixture)
 from torch import nn
 
 from pyro_vae.config import ModelConfig
+from pyro_vae.estimators import KHAT_MIN_SAMPLES
 from pyro_vae.evaluation import evaluate_bounds
 from pyro_vae.pixels import dequantize, dequantized_bound
 from pyro_vae.vae import VAE
@@ -77,6 +78,16 @@ def test_every_row_matches_the_closed_form(problem, batch_size, chunk_size):
     assert report.gap.mean == pytest.approx(offset + S**2 / 2, abs=4 * math.sqrt(group_var / n + reference_var
                                                                                      + S**2 / (n * K)))
     assert report.khat_above is not None and 0 <= report.khat_above <= 1
+
+
+def test_khat_is_left_out_with_too_few_samples_to_fit_it(problem):
+    vae = ShiftedLinearGaussian(problem)
+    few, enough = (evaluate_bounds(vae, problem["x"], ks=(1, k)) for k in (KHAT_MIN_SAMPLES - 1, KHAT_MIN_SAMPLES))
+    assert few.khat_above is None and few.khat_median is None
+    assert few.lines()[-1].split() == ["PSIS", "k^", "not", "computed:", "K", "=", "20", "leaves", "no", "tail", "of",
+                                       "weights", "to", "fit", "(K", ">=", "21)"]
+    assert enough.khat_above is not None and math.isfinite(enough.khat_median)
+    assert evaluate_bounds(vae, problem["x"], ks=(1, 50), diagnose=False).lines()[-1].split()[0] == "gap"
 
 
 def test_the_exact_posterior_makes_every_row_log_p_x(problem):

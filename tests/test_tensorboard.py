@@ -18,7 +18,8 @@ def events(folder):
 
 def test_a_run_writes_scalars_images_and_its_config(tiny_mnist, tmp_path):
     out = tmp_path / "run"
-    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", out, *TINY, "--tensorboard"]) == 0
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", out, *TINY, "--tensorboard",
+                                        "--eval-samples", "25"]) == 0  # k^ needs K >= 21
     board = events(out / "tensorboard")
     scalars = set(board.Tags()["scalars"])
     assert {"ELBO/train", "ELBO/valid", "ELBO/test", "lr", "seconds_per_epoch", "test/log_likelihood",
@@ -32,6 +33,16 @@ def test_a_run_writes_scalars_images_and_its_config(tiny_mnist, tmp_path):
     final = json.loads((out / "metrics.json").read_text())["final"]
     test = board.Scalars("ELBO/test")  # the test set is scored once, at the end
     assert [e.step for e in test] == [2] and test[0].value == pytest.approx(final["test_bound"])
+
+
+@pytest.mark.parametrize("eval_samples", ["1", "20"])
+def test_a_test_estimate_too_small_for_khat_logs_the_rest(tiny_mnist, tmp_path, eval_samples):
+    out = tmp_path / "run"
+    argv = ["--data-dir", tiny_mnist, "--out", out, *TINY, "--tensorboard", "--eval-samples", eval_samples]
+    assert run_in_process("train_svi", argv) == 0
+    scalars = set(events(out / "tensorboard").Tags()["scalars"])
+    assert "test/log_likelihood" in scalars and "test/khat_above_0.7" not in scalars
+    assert json.loads((out / "metrics.json").read_text())["final"]["khat_above_0.7"] is None
 
 
 def test_logging_does_not_change_the_run(tiny_mnist, tmp_path):
