@@ -28,11 +28,12 @@ _collection_paused = False  # pause_collection paused the garbage collector and 
 
 def pause_collection() -> None:
     """Pause Python's cyclic garbage collector while a script's process starts up, until
-    startup_done. Start-up (torch and Pyro, the torch._dynamo that the first optimizer imports,
-    the data, the model) allocates some 350,000 objects that live as long as the process, and the
-    collector scanned them again and again as they piled up: 0.55 s of a 3-epoch run on binarized
-    MNIST, 0.01 s with the pause (timed by gc.callbacks). Reference counting still frees what
-    start-up lets go of; only its reference cycles stay (see startup_done)."""
+    startup_done (the commands' runner pauses it in their own processes). Start-up (torch and Pyro,
+    the torch._dynamo that the first optimizer imports, the data, the model) allocates some 350,000
+    objects that live as long as the process, and the collector scanned them again and again as
+    they piled up: 0.55 s of a 3-epoch run on binarized MNIST, 0.01 s with the pause (timed by
+    gc.callbacks). Reference counting still frees what start-up lets go of; only its reference
+    cycles stay (see startup_done)."""
     global _collection_paused
     if gc.isenabled():
         gc.disable()
@@ -161,12 +162,8 @@ def stop(signum: int, frame: FrameType | None) -> None:
 def main(run: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
     """Run a script's body and return its exit status, every failure the user can act on as one
     line on stderr: 2 bad input (UsageError), 3 divergence, 1 a result that could not be written or
-    memory that ran out, 130 Ctrl-C (see stop). Logs go to stderr as plain lines.
-
-    ``argv`` None: the body is its script's process (sys.argv), and the garbage collector is
-    paused until the body calls startup_done (see pause_collection), at the latest when it returns."""
-    if argv is None:
-        pause_collection()
+    memory that ran out, 130 Ctrl-C (see stop). Logs go to stderr as plain lines. A garbage
+    collector the body paused (pause_collection) and did not resume is resumed when it returns."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(FlagFormatter("%(message)s"))
     logger = logging.getLogger("pyro_vae")  # ours only: ArviZ logs import chatter at INFO on its own

@@ -68,28 +68,52 @@ def test_startup_done_without_a_pause_changes_nothing(collector):
     assert not gc.isenabled() and gc.get_freeze_count() == frozen
 
 
-@pytest.mark.parametrize("calls_startup_done", [True, False])
-def test_a_script_process_collects_again_once_started_or_at_the_latest_at_its_end(collector, calls_startup_done):
+@pytest.mark.parametrize("argv, paused", [(None, True), ([], False)])
+def test_a_command_in_its_own_process_pauses_collection_until_it_has_started(collector, monkeypatch, argv, paused):
+    import pyro_vae.commands
+    from pyro_vae.commands import runner
+
     seen = []
 
-    def run(argv):
-        seen.append(gc.isenabled())
-        if calls_startup_done:
+    class Command:  # stands for a module of pyro_vae.commands
+        @staticmethod
+        def run(argv):
+            seen.append(gc.isenabled())
             startup_done()
             seen.append(gc.isenabled())
 
+    monkeypatch.setattr(pyro_vae.commands, "import_module", lambda name: Command)
+    frozen = gc.get_freeze_count()
     handler = signal.getsignal(signal.SIGINT)
     try:
-        assert main(run) == 0  # argv None: the script's own process
+        assert main(runner("any"), argv) == 0  # argv None: the script's own process
     finally:
         signal.signal(signal.SIGINT, handler)  # main leaves a script's process ignoring Ctrl-C
-    assert seen == ([False, True] if calls_startup_done else [False]) and gc.isenabled()
+    assert seen == [not paused, True] and gc.isenabled()
+    assert (gc.get_freeze_count() > frozen) == paused  # only a paused start-up is frozen
 
 
-def test_in_process_callers_keep_their_collector(collector):
+def test_main_resumes_a_pause_the_body_left(collector):
+    seen = []
+
+    def run(argv):
+        pause_collection()
+        seen.append(gc.isenabled())
+
+    assert main(run, []) == 0
+    assert seen == [False] and gc.isenabled()
+
+
+def test_other_scripts_keep_their_collector(collector):
+    """Scripts that call main without the commands' runner (experiments/*.py) run several trainings
+    with no start-up to end: their collector is never paused."""
     seen = []
     frozen = gc.get_freeze_count()
-    assert main(lambda argv: seen.append(gc.isenabled()), []) == 0
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        assert main(lambda argv: seen.append(gc.isenabled())) == 0
+    finally:
+        signal.signal(signal.SIGINT, handler)
     assert seen == [True] and gc.get_freeze_count() == frozen
 
 

@@ -10,13 +10,17 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import NoReturn
 
-from pyro_vae.cli import exit_now, main
+from pyro_vae.cli import exit_now, main, pause_collection
 
 
 def runner(name: str) -> Callable[[list[str] | None], None]:
-    """``run(argv)`` of pyro_vae.commands.<name>, imported when called."""
+    """``run(argv)`` of pyro_vae.commands.<name>, imported when called. ``argv`` None: the command is
+    its script's process, whose garbage collector pauses until the command has started up (each
+    calls cli.startup_done once its model and data are built; see cli.pause_collection)."""
 
     def run(argv: list[str] | None) -> None:
+        if argv is None:
+            pause_collection()
         import_module(f"pyro_vae.commands.{name}").run(argv)
 
     return run
