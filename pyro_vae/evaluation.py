@@ -70,7 +70,7 @@ class BoundsReport:
     elbo: Estimate  # L_1, each datapoint's ELBO averaged over its K samples
     iwae: dict[int, Estimate]  # k -> L_k, the importance-weighted bound, in increasing k
     gap: Estimate  # L_K - L_1 per datapoint: estimates E KL(q(z|x) || p(z|x)) from below
-    khat_above: float | None  # fraction of datapoints with PSIS k^ > KHAT_THRESHOLD (None: not computed, or K < 21)
+    khat_above: float | None  # share of datapoints with PSIS k^ > KHAT_THRESHOLD (None: not computed; K too small)
     khat_median: float | None
     ais: tuple[AISEstimate, ...] = ()  # AIS rows, by evaluate_ais, in increasing steps
 
@@ -155,6 +155,7 @@ def datapoint_bounds(
                    f"importance sampling {chunk} samples of z for {images} images at once",
                    "lower `chunk_size` or `batch_size`")
     vae.eval()
+    fit_khat = diagnose and num_samples >= KHAT_MIN_SAMPLES
     elbo: list[Tensor] = []
     khat: list[Tensor] = []
     bounds: dict[int, list[Tensor]] = {k: [] for k in ks}
@@ -166,14 +167,14 @@ def datapoint_bounds(
         elbo.append(log_w.mean(dim=0))
         for k in ks:
             bounds[k].append(iwae_bound(log_w, k))
-        if diagnose and num_samples >= KHAT_MIN_SAMPLES:
+        if fit_khat:
             khat.append(pareto_khat(log_w))
 
     def joined(parts: list[Tensor]) -> Tensor:  # (N,); empty for no images (a process's part may be)
         return torch.cat(parts) if parts else x.new_zeros(0)
 
     return DatapointBounds(joined(elbo), {k: joined(v) for k, v in bounds.items()},
-                           joined(khat).cpu() if diagnose and num_samples >= KHAT_MIN_SAMPLES else None)
+                           joined(khat).cpu() if fit_khat else None)
 
 
 def evaluate_bounds(
