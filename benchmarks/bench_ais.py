@@ -4,10 +4,10 @@
     python benchmarks/bench_ais.py --checkpoint runs/bm_vae/checkpoint.pt --device cuda --images 1000
 
 Both anneal the same images along the same sigmoid schedule with the same number of chains, HMC
-transitions and leapfrog steps, the same Metropolis test and step-size adaptation. The hand-written one
-runs the encoder once and scores with closed-form log-densities; ours traces the Pyro model and guide at
-every gradient. Rounds alternate between the two; the ratio of their chain-steps x images per second is
-printed with both estimates (they should agree within Monte Carlo error) and each one's peak memory
+transitions and leapfrog steps, the same Metropolis test and the same pilot run that tunes the step sizes.
+The hand-written one runs the encoder once and scores with closed-form log-densities; ours traces the Pyro
+model and guide at every gradient. Rounds alternate between the two; the ratio of their chain-steps x images
+per second is printed with both estimates (they should agree within Monte Carlo error) and each one's peak memory
 (max RSS on a CPU, measured in a fresh process per variant; peak allocated on a GPU).
 """
 
@@ -26,8 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyro_vae.ais import STEP_GROWTH, TARGET_ACCEPT, ais, sigmoid_schedule
-from pyro_vae.experiment import load_run
+from pyro_vae.inference.ais import (
+    PILOT_GROWTH,
+    PILOT_STEPS,
+    PILOT_TRANSITIONS,
+    TARGET_ACCEPT,
+    ais,
+    sigmoid_schedule,
+)
+from pyro_vae.inference.hmc import STEP_JITTER
+from pyro_vae.runs.experiment import load_run
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -53,27 +61,44 @@ def hand_ais(encoder: torch.nn.Module, decoder: torch.nn.Module, x: Tensor, num_
             (grad,) = torch.autograd.grad(energy.sum(), z)
         return energy.detach(), grad
 
-    z = loc + std * torch.randn(num_chains, *loc.shape, device=x.device)
-    eps = torch.full((x.shape[0], 1), step_size, device=x.device)
-    log_w = torch.zeros(num_chains, x.shape[0], device=x.device)
-    betas = sigmoid_schedule(num_steps).tolist()
-    for t in range(1, len(betas) - 1):
-        with torch.no_grad():
-            log_w += (betas[t] - betas[t - 1]) * (log_joint(z) - log_q(z))
-        energy, grad = energy_and_grad(z, betas[t])
+    def transition(z: Tensor, beta: float, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """One HMC transition at beta with step sizes eps (N, 1), jittered per chain; the new z and the
+        acceptance rate over the chains (N,)."""
+        energy, grad = energy_and_grad(z, beta)
+        step = eps * (1 + STEP_JITTER * (2 * torch.rand_like(z[..., :1]) - 1))  # (C, N, 1)
         p0 = torch.randn_like(z)
-        q, p = z, p0 - 0.5 * eps * grad
+        q, p = z, p0 - 0.5 * step * grad
         for i in range(num_leapfrog):
-            q = q + eps * p
-            new_energy, grad = energy_and_grad(q, betas[t])
+            q = q + step * p
+            new_energy, grad = energy_and_grad(q, beta)
             if i < num_leapfrog - 1:
-                p = p - eps * grad
-        p = p - 0.5 * eps * grad
+                p = p - step * grad
+        p = p - 0.5 * step * grad
         log_accept = energy + 0.5 * p0.square().sum(-1) - new_energy - 0.5 * p.square().sum(-1)
         log_accept = log_accept.nan_to_num(nan=-math.inf)
         z = torch.where((torch.rand_like(log_accept).log() < log_accept).unsqueeze(-1), q, z)
-        rate = log_accept.clamp(max=0).exp().mean(0)  # (N,)
-        eps = eps * torch.where(rate > TARGET_ACCEPT, STEP_GROWTH, 1 / STEP_GROWTH).unsqueeze(-1)
+        return z, log_accept.clamp(max=0).exp().mean(0)
+
+    z = loc + std * torch.randn(num_chains, *loc.shape, device=x.device)  # the run's chains
+    betas = sigmoid_schedule(num_steps).tolist()
+    # the pilot: chains of its own tune a step size per image at min(T, PILOT_STEPS) points of the path
+    points = min(num_steps, PILOT_STEPS)
+    pilot = loc + std * torch.randn(num_chains, *loc.shape, device=x.device)
+    eps = torch.full((x.shape[0], 1), step_size, device=x.device)
+    tuned = []
+    for beta in sigmoid_schedule(points)[1:-1].tolist():
+        log_eps = torch.zeros_like(eps)
+        for _ in range(PILOT_TRANSITIONS):
+            pilot, rate = transition(pilot, beta, eps)
+            log_eps += eps.log()
+            eps = eps * torch.where(rate > TARGET_ACCEPT, PILOT_GROWTH, 1 / PILOT_GROWTH).unsqueeze(-1)
+        tuned.append((log_eps / PILOT_TRANSITIONS).exp())
+    log_w = torch.zeros(num_chains, x.shape[0], device=x.device)
+    for t in range(1, len(betas) - 1):
+        with torch.no_grad():
+            log_w += (betas[t] - betas[t - 1]) * (log_joint(z) - log_q(z))
+        nearest = max(min(round(t * (points + 1) / (num_steps + 1)), points), 1)
+        z, _ = transition(z, betas[t], tuned[nearest - 1])
     with torch.no_grad():
         log_w += (betas[-1] - betas[-2]) * (log_joint(z) - log_q(z))
     return torch.logsumexp(log_w, 0) - math.log(num_chains)

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch.distributions import Normal
 
 from pyro_vae import VAE, DataConfig, ModelConfig, build, log_marginal_likelihood
-from pyro_vae.distributions import bernoulli_log_prob
-from pyro_vae.experiment import load_run, resolve_device
+from pyro_vae.models.distributions import bernoulli_log_prob
+from pyro_vae.runs.experiment import load_run, resolve_device
 
 
 def torch_bernoulli(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pyro_vae.readers import read_amat  # noqa: E402
+from pyro_vae.data.readers import read_amat  # noqa: E402
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

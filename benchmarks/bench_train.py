@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 
 from pyro_vae import VAE, ModelConfig, load_dataset
-from pyro_vae.distributed import SINGLE, MinibatchLoss
-from pyro_vae.distributions import bernoulli_log_prob
-from pyro_vae.experiment import resolve_device
-from pyro_vae.objectives import make_elbo
-from pyro_vae.pixels import PreparedData
-from pyro_vae.train import make_optimizer, train_epoch
+from pyro_vae.data.pixels import PreparedData
+from pyro_vae.inference.objectives import make_elbo
+from pyro_vae.models.distributions import bernoulli_log_prob
+from pyro_vae.runs.experiment import resolve_device
+from pyro_vae.training.distributed import SINGLE, MinibatchLoss
+from pyro_vae.training.loop import make_optimizer, train_epoch
 
 # pyro_vae variants, name -> (elbo, jit); each trains with pyro_vae's optimizer (fused Adam). The
 # hand-written loop runs three times, name -> (fused Adam, pyro_vae's Bernoulli kernel): with

@@ -29,15 +29,15 @@ import pyro
 import torch
 from matplotlib.figure import Figure
 
-from pyro_vae import checkpoint
-from pyro_vae.cli import int_list
+from pyro_vae.commands.cli import int_list
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pyro_vae.evaluation import evaluate_bounds
-from pyro_vae.experiment import load_run, resolve_device, run_training
-from pyro_vae.pixels import PreparedData
-from pyro_vae.run_folder import writable_dir
-from pyro_vae.state import EpochRecord
-from pyro_vae.vae import VAE
+from pyro_vae.data.pixels import PreparedData
+from pyro_vae.evaluation.bounds import evaluate_bounds
+from pyro_vae.models.vae import VAE
+from pyro_vae.runs.experiment import load_run, resolve_device, run_training
+from pyro_vae.runs.run_folder import writable_dir
+from pyro_vae.training import checkpoint
+from pyro_vae.training.state import EpochRecord
 
 # name -> (objective, K); Burda et al. 2016, Table 1 analogue for static binarization, in nats
 MODELS = {"vae": ("trace", 1), "iwae5": ("iwae", 5), "iwae50": ("iwae", 50)}

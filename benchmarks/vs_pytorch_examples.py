@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyro_vae import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pyro_vae.experiment import load_run, run_training
-from pyro_vae.vae import VAE
+from pyro_vae.models.vae import VAE
+from pyro_vae.runs.experiment import load_run, run_training
 
 
 class ExamplesVAE(nn.Module):

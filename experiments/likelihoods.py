@@ -25,12 +25,12 @@ import pyro
 import torch
 from matplotlib.figure import Figure
 
-from pyro_vae.cli import ArgumentParser, add_experiment_arguments, main
+from pyro_vae.commands.cli import ArgumentParser, add_experiment_arguments, main
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pyro_vae.data import DATASETS
-from pyro_vae.experiment import load_run, run_training
-from pyro_vae.plots import image_grid
-from pyro_vae.run_folder import writable_dir
+from pyro_vae.data.datasets import DATASETS
+from pyro_vae.runs.experiment import load_run, run_training
+from pyro_vae.runs.plots import image_grid
+from pyro_vae.runs.run_folder import writable_dir
 
 # name -> (likelihood, dequantize the 8-bit pixels)
 SETUPS = {

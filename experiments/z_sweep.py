@@ -18,11 +18,11 @@ from pathlib import Path
 import pyro
 from matplotlib.figure import Figure
 
-from pyro_vae.cli import ArgumentParser, add_experiment_arguments, int_list, main
+from pyro_vae.commands.cli import ArgumentParser, add_experiment_arguments, int_list, main
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pyro_vae.data import DATASETS
-from pyro_vae.experiment import run_training
-from pyro_vae.run_folder import writable_dir
+from pyro_vae.data.datasets import DATASETS
+from pyro_vae.runs.experiment import run_training
+from pyro_vae.runs.run_folder import writable_dir
 
 
 def plot_sweep(results: dict[int, dict], path: Path) -> None:

@@ -9,79 +9,83 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from pyro_vae import _moved
+
+__version__ = "0.2.0"
 
 if TYPE_CHECKING:
-    from pyro_vae.ais import (
+    from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from pyro_vae.data.datasets import Dataset, load_dataset
+    from pyro_vae.data.pixels import PreparedData, likelihood_for, prepare_data
+    from pyro_vae.errors import UsageError
+    from pyro_vae.evaluation.bounds import AISEstimate, BoundsReport, evaluate_ais, evaluate_bounds
+    from pyro_vae.inference.ais import (
         AISResult,
         ais,
         ais_log_marginal_likelihood,
         reverse_ais,
         reverse_ais_log_marginal_likelihood,
     )
-    from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from pyro_vae.data import Dataset, load_dataset
-    from pyro_vae.errors import UsageError
-    from pyro_vae.estimators import importance_log_weights, iwae_bound, log_marginal_likelihood, pareto_khat
-    from pyro_vae.evaluation import AISEstimate, BoundsReport, evaluate_ais, evaluate_bounds
-    from pyro_vae.experiment import build, load_run, run_training
-    from pyro_vae.iwae import IWAE_ELBO
-    from pyro_vae.likelihoods import LIKELIHOODS, Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood
-    from pyro_vae.model import DATA_PLATE, LATENT, OBSERVED
-    from pyro_vae.objectives import ELBOS, make_elbo
-    from pyro_vae.pixels import PreparedData, likelihood_for, prepare_data
-    from pyro_vae.state import EpochRecord, TrainState
-    from pyro_vae.train import fit, held_out_bound, make_optimizer
-    from pyro_vae.vae import VAE
+    from pyro_vae.inference.estimators import importance_log_weights, iwae_bound, log_marginal_likelihood, pareto_khat
+    from pyro_vae.inference.iwae import IWAE_ELBO
+    from pyro_vae.inference.objectives import ELBOS, make_elbo
+    from pyro_vae.models.likelihoods import LIKELIHOODS, Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood
+    from pyro_vae.models.model import DATA_PLATE, LATENT, OBSERVED
+    from pyro_vae.models.vae import VAE
+    from pyro_vae.runs.experiment import build, load_run, run_training
+    from pyro_vae.training.loop import fit, held_out_bound, make_optimizer
+    from pyro_vae.training.state import EpochRecord, TrainState
 
 _EXPORTS = {
-    "AISEstimate": "pyro_vae.evaluation",
-    "AISResult": "pyro_vae.ais",
-    "Bernoulli": "pyro_vae.likelihoods",
-    "BoundsReport": "pyro_vae.evaluation",
-    "ContinuousBernoulli": "pyro_vae.likelihoods",
-    "DATA_PLATE": "pyro_vae.model",
+    "AISEstimate": "pyro_vae.evaluation.bounds",
+    "AISResult": "pyro_vae.inference.ais",
+    "Bernoulli": "pyro_vae.models.likelihoods",
+    "BoundsReport": "pyro_vae.evaluation.bounds",
+    "ContinuousBernoulli": "pyro_vae.models.likelihoods",
+    "DATA_PLATE": "pyro_vae.models.model",
     "DataConfig": "pyro_vae.config",
-    "Dataset": "pyro_vae.data",
-    "ELBOS": "pyro_vae.objectives",
-    "EpochRecord": "pyro_vae.state",
-    "Gaussian": "pyro_vae.likelihoods",
-    "IWAE_ELBO": "pyro_vae.iwae",
-    "LATENT": "pyro_vae.model",
-    "LIKELIHOODS": "pyro_vae.likelihoods",
+    "Dataset": "pyro_vae.data.datasets",
+    "ELBOS": "pyro_vae.inference.objectives",
+    "EpochRecord": "pyro_vae.training.state",
+    "Gaussian": "pyro_vae.models.likelihoods",
+    "IWAE_ELBO": "pyro_vae.inference.iwae",
+    "LATENT": "pyro_vae.models.model",
+    "LIKELIHOODS": "pyro_vae.models.likelihoods",
     "ModelConfig": "pyro_vae.config",
-    "OBSERVED": "pyro_vae.model",
+    "OBSERVED": "pyro_vae.models.model",
     "TrainConfig": "pyro_vae.config",
-    "PreparedData": "pyro_vae.pixels",
+    "PreparedData": "pyro_vae.data.pixels",
     "RunConfig": "pyro_vae.config",
-    "TrainState": "pyro_vae.state",
+    "TrainState": "pyro_vae.training.state",
     "UsageError": "pyro_vae.errors",
-    "VAE": "pyro_vae.vae",
-    "ais": "pyro_vae.ais",
-    "ais_log_marginal_likelihood": "pyro_vae.ais",
-    "build": "pyro_vae.experiment",
-    "evaluate_ais": "pyro_vae.evaluation",
-    "evaluate_bounds": "pyro_vae.evaluation",
-    "fit": "pyro_vae.train",
-    "held_out_bound": "pyro_vae.train",
-    "importance_log_weights": "pyro_vae.estimators",
-    "iwae_bound": "pyro_vae.estimators",
-    "load_dataset": "pyro_vae.data",
-    "load_run": "pyro_vae.experiment",
-    "log_marginal_likelihood": "pyro_vae.estimators",
-    "likelihood_for": "pyro_vae.pixels",
-    "make_elbo": "pyro_vae.objectives",
-    "make_likelihood": "pyro_vae.likelihoods",
-    "make_optimizer": "pyro_vae.train",
-    "pareto_khat": "pyro_vae.estimators",
-    "prepare_data": "pyro_vae.pixels",
-    "reverse_ais": "pyro_vae.ais",
-    "reverse_ais_log_marginal_likelihood": "pyro_vae.ais",
-    "run_training": "pyro_vae.experiment",
+    "VAE": "pyro_vae.models.vae",
+    "ais": "pyro_vae.inference.ais",
+    "ais_log_marginal_likelihood": "pyro_vae.inference.ais",
+    "build": "pyro_vae.runs.experiment",
+    "evaluate_ais": "pyro_vae.evaluation.bounds",
+    "evaluate_bounds": "pyro_vae.evaluation.bounds",
+    "fit": "pyro_vae.training.loop",
+    "held_out_bound": "pyro_vae.training.loop",
+    "importance_log_weights": "pyro_vae.inference.estimators",
+    "iwae_bound": "pyro_vae.inference.estimators",
+    "load_dataset": "pyro_vae.data.datasets",
+    "load_run": "pyro_vae.runs.experiment",
+    "log_marginal_likelihood": "pyro_vae.inference.estimators",
+    "likelihood_for": "pyro_vae.data.pixels",
+    "make_elbo": "pyro_vae.inference.objectives",
+    "make_likelihood": "pyro_vae.models.likelihoods",
+    "make_optimizer": "pyro_vae.training.loop",
+    "pareto_khat": "pyro_vae.inference.estimators",
+    "prepare_data": "pyro_vae.data.pixels",
+    "reverse_ais": "pyro_vae.inference.ais",
+    "reverse_ais_log_marginal_likelihood": "pyro_vae.inference.ais",
+    "run_training": "pyro_vae.runs.experiment",
 }
 __all__ = sorted(_EXPORTS)
-# the model and guide functions are pyro_vae.model.model and pyro_vae.guide.guide (or VAE.model and
-# VAE.guide): as package attributes they would collide with their modules' names once those load
+# the model and guide functions are pyro_vae.models.model.model and pyro_vae.models.guide.guide (or VAE.model and
+# VAE.guide): as package attributes they would collide with 0.1.0's module paths pyro_vae.model and pyro_vae.guide
+
+_moved.install()  # 0.1.0's flat module paths (pyro_vae.estimators, ...) keep working until 0.3.0
 
 
 def __getattr__(name: str) -> Any:

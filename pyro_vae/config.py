@@ -48,7 +48,7 @@ class DataConfig:
     # Bernoulli likelihood on grey data, none otherwise.
     binarize: str = "auto"
     # add U(0, 1) noise to 8-bit pixels, (k + u)/256, so that a continuous likelihood's log p(x)
-    # bounds the probability of the 8-bit image (see data.dequantize)
+    # bounds the probability of the 8-bit image (see pyro_vae.data.pixels.dequantize)
     dequantize: bool = False
     download: bool = True  # try torchvision's download when the files are not on disk
     seed: int = 0  # shuffles and splits the mnist5k subset; draws the fixed binarized test set
@@ -59,15 +59,16 @@ class TrainConfig:
     epochs: int = 30  # passes over the training set: ~2.5 min on full MNIST on 2 CPU cores
     batch_size: int = 128  # minibatch size, as in pytorch/examples
     lr: float = 1e-3  # Adam learning rate
-    # a key of objectives.ELBOS: trace (sampled KL), meanfield (analytic KL) or iwae (the K-sample
+    # a key of inference.objectives.ELBOS: trace (sampled KL), meanfield (analytic KL) or iwae (the K-sample
     # importance-weighted bound of Burda et al. 2016, K = num_particles)
     elbo: str = "trace"
     num_particles: int = 1  # L samples of z per datapoint (K for iwae), vectorized
     # constant, or burda: lr * 10^(-i/7) in stage i = 0..7 of 3^i epochs each (3,280 epochs in
-    # all, Burda et al. 2016, sec. 5), the stages shrunk in proportion to fit ``epochs``
+    # all, Burda et al. 2016, sec. 5); a shorter run keeps the 8 stages with lengths growing as b^i,
+    # b <= 3 chosen so that they fill ``epochs`` (see training.schedule.burda_stage_ends)
     lr_schedule: str = "constant"
     patience: int = 0  # stop after this many epochs without a better validation bound; 0: never
-    jit: bool = False  # use Pyro's JIT-compiled ELBO (drops the partial last batch, see train.fit)
+    jit: bool = False  # use Pyro's JIT-compiled ELBO (drops the partial last batch, see training.loop.fit)
 
     def __post_init__(self) -> None:
         _require_positive(

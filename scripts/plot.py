@@ -1,8 +1,8 @@
 """Draw a trained VAE's figures from its checkpoint: the same as ``pyro-vae-plot`` (the code is in
 pyro_vae/commands/plot.py)."""
 
-from pyro_vae.cli import exit_now, main
 from pyro_vae.commands import runner
+from pyro_vae.commands.cli import exit_now, main
 
 run = runner("plot")
 

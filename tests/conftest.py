@@ -74,16 +74,16 @@ def write_tiny_amat(folder: Path, sizes: tuple[int, int, int] = (60, 20, 20), se
 @pytest.fixture
 def tiny_amat_sizes(monkeypatch):
     """Binarized MNIST's known split sizes as write_tiny_amat writes them (the real ones are 50k/10k/10k)."""
-    import pyro_vae.data
+    import pyro_vae.data.datasets
 
-    monkeypatch.setattr(pyro_vae.data, "BINARIZED_MNIST_SIZES", {"train": 60, "valid": 20, "test": 20})
+    monkeypatch.setattr(pyro_vae.data.datasets, "BINARIZED_MNIST_SIZES", {"train": 60, "valid": 20, "test": 20})
 
 
 @pytest.fixture
 def collector():
     """The garbage collector as pytest had it, after a test of cli.pause_collection: enabled, and what
     cli.startup_done froze let go again."""
-    from pyro_vae.cli import startup_done
+    from pyro_vae.commands.cli import startup_done
 
     frozen = gc.get_freeze_count()
     yield

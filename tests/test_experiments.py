@@ -3,7 +3,8 @@
 import json
 
 from PIL import Image
-from test_scripts import ROOT, run_in_process
+
+from programs import ROOT, run_in_process
 
 
 def run_experiment(name, argv):
@@ -45,7 +46,7 @@ def test_likelihood_comparison_reports_bits_per_dim(tiny_mnist, tmp_path, capsys
 
 def test_plot_command_redraws_a_run(tiny_mnist, tmp_path, monkeypatch):
     import pyro_vae.commands.plot
-    import pyro_vae.plots
+    import pyro_vae.runs.plots
 
     run_dir = tmp_path / "run"
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", run_dir, "--epochs", "2", "--z-dim", "2",
@@ -56,8 +57,8 @@ def test_plot_command_redraws_a_run(tiny_mnist, tmp_path, monkeypatch):
         curves.append((test_bound, test_log_likelihood, kept_epoch))
         draw(history, path, test_bound, test_log_likelihood, objective, kept_epoch)
 
-    draw = pyro_vae.plots.plot_history
-    monkeypatch.setattr(pyro_vae.plots, "plot_history", plot_history)
+    draw = pyro_vae.runs.plots.plot_history
+    monkeypatch.setattr(pyro_vae.runs.plots, "plot_history", plot_history)
     monkeypatch.setattr(pyro_vae.commands.plot, "plot_history", plot_history)
     figures = tmp_path / "figures"
     assert run_in_process("plot", ["--checkpoint", run_dir / "checkpoint.pt", "--out", figures]) == 0

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pyro_vae import files
-from pyro_vae.cli import main
+from pyro_vae.commands.cli import main
 from pyro_vae.errors import OutputError
 from pyro_vae.files import atomic_write, interrupts_deferred
 

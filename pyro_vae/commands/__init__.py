@@ -10,7 +10,7 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import NoReturn
 
-from pyro_vae.cli import exit_now, main, pause_collection
+from pyro_vae.commands.cli import exit_now, main, pause_collection
 
 
 def runner(name: str) -> Callable[[list[str] | None], None]:

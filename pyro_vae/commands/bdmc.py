@@ -22,14 +22,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 from pyro import poutine
 
-from pyro_vae.ais import ais, reverse_ais
-from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int, startup_done
-from pyro_vae.estimators import sample_sites
-from pyro_vae.evaluation import Estimate, evaluate_bounds
-from pyro_vae.experiment import load_run
+from pyro_vae.commands.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int, startup_done
+from pyro_vae.evaluation.bounds import Estimate, evaluate_bounds
 from pyro_vae.files import atomic_write_text, save_figure
-from pyro_vae.model import LATENT, OBSERVED
-from pyro_vae.run_folder import writable_dir
+from pyro_vae.inference.ais import ais, reverse_ais
+from pyro_vae.inference.estimators import sample_sites
+from pyro_vae.models.model import LATENT, OBSERVED
+from pyro_vae.runs.experiment import load_run
+from pyro_vae.runs.run_folder import writable_dir
 
 log = logging.getLogger("pyro_vae")
 
@@ -103,11 +103,15 @@ def run(argv: list[str] | None) -> None:
                      "seconds": time.perf_counter() - start})
         log.info("%d steps done in %.0f s", steps, rows[-1]["seconds"])
 
+    def pm(estimate: dict) -> str:  # mean ± SE; one image has no SE (said once, below the table)
+        return f"{estimate['mean']:.2f}" + ("" if estimate["se"] is None else f" ± {estimate['se']:.2f}")
+
     print(f"{'steps':>7}  {'forward AIS (lower)':>20}  {'reverse AIS (upper)':>20}  {'gap':>13}  acceptance")
     for r in rows:
-        print(f"{r['num_steps']:>7}  {r['lower']['mean']:>12.2f} ± {r['lower']['se']:.2f}  "
-              f"{r['upper']['mean']:>12.2f} ± {r['upper']['se']:.2f}  {r['gap']['mean']:>6.2f} ± {r['gap']['se']:.2f}"
-              f"  {r['acceptance']:.2f}")
+        print(f"{r['num_steps']:>7}  {pm(r['lower']):>20}  {pm(r['upper']):>20}  {pm(r['gap']):>13}  "
+              f"{r['acceptance']:.2f}")
+    if a.num_images == 1:
+        print("(one image: no standard errors)")
     tightest = rows[-1]
     for name, value in bounds.items():
         print(f"{name:>20}  {value:10.2f}   {tightest['lower']['mean'] - value:.2f} nats below forward AIS and "

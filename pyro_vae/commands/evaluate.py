@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pyro
 
-from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int, startup_done
+from pyro_vae.commands.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int, startup_done
 from pyro_vae.errors import UsageError
-from pyro_vae.evaluation import evaluate_ais, evaluate_bounds
-from pyro_vae.experiment import load_run
+from pyro_vae.evaluation.bounds import evaluate_ais, evaluate_bounds
 from pyro_vae.files import atomic_write_text
-from pyro_vae.plots import plot_bounds
-from pyro_vae.run_folder import writable_dir
+from pyro_vae.runs.experiment import load_run
+from pyro_vae.runs.plots import plot_bounds
+from pyro_vae.runs.run_folder import writable_dir
 
 log = logging.getLogger("pyro_vae")
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import pyro
 
-from pyro_vae import checkpoint
-from pyro_vae.cli import ArgumentParser, add_checkpoint_arguments, startup_done
-from pyro_vae.experiment import load_run
-from pyro_vae.objectives import objective_name
-from pyro_vae.plots import plot_history
-from pyro_vae.report import plot_learning_curve, write_figures
-from pyro_vae.run_folder import writable_dir
-from pyro_vae.state import EpochRecord
+from pyro_vae.commands.cli import ArgumentParser, add_checkpoint_arguments, startup_done
+from pyro_vae.inference.objectives import objective_name
+from pyro_vae.runs.experiment import load_run
+from pyro_vae.runs.plots import plot_history
+from pyro_vae.runs.report import plot_learning_curve, write_figures
+from pyro_vae.runs.run_folder import writable_dir
+from pyro_vae.training import checkpoint
+from pyro_vae.training.state import EpochRecord
 
 log = logging.getLogger("pyro_vae")
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pyro
 
-from pyro_vae import distributed
-from pyro_vae.cli import (
+from pyro_vae.commands.cli import (
     STARTED,
     ArgumentParser,
     int_list,
@@ -27,14 +26,15 @@ from pyro_vae.cli import (
     startup_done,
 )
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pyro_vae.data import DATASETS
-from pyro_vae.experiment import DEVICES, run_training
-from pyro_vae.likelihoods import LIKELIHOODS
-from pyro_vae.networks import ACTIVATIONS
-from pyro_vae.objectives import ELBOS
-from pyro_vae.pixels import BINARIZE
-from pyro_vae.run_folder import earlier_run, output_path
-from pyro_vae.schedule import LR_SCHEDULES
+from pyro_vae.data.datasets import DATASETS
+from pyro_vae.data.pixels import BINARIZE
+from pyro_vae.inference.objectives import ELBOS
+from pyro_vae.models.likelihoods import LIKELIHOODS
+from pyro_vae.models.networks import ACTIVATIONS
+from pyro_vae.runs.experiment import DEVICES, run_training
+from pyro_vae.runs.run_folder import earlier_run, output_path
+from pyro_vae.training import distributed
+from pyro_vae.training.schedule import LR_SCHEDULES
 
 DEFAULT_OUT = Path("runs/train_svi")
 log = logging.getLogger("pyro_vae")

@@ -1,0 +1,80 @@
+"""Refusing, up front, work that cannot fit in memory: one line naming the size, instead of an
+allocator's traceback or, with Linux's overcommit, a process the kernel kills minutes later.
+
+The estimates count the tensors a pass must hold at once (float32), so they are lower bounds:
+what they refuse cannot run; what they let through may still need somewhat more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pyro_vae.config import ModelConfig
+from pyro_vae.errors import UsageError
+from pyro_vae.models.vae import VAE
+
+FLOAT = 4  # bytes of a float32
+MEMINFO = Path("/proc/meminfo")
+
+
+def available_bytes(device: torch.device | str) -> int | None:
+    """Free memory on ``device``: CUDA's free memory, or Linux's MemAvailable; None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def require_memory(needed: int, device: torch.device | str, what: str, remedy: str) -> None:
+    """A UsageError when ``needed`` bytes exceed the free memory of ``device``."""
+    free = available_bytes(device)
+    if free is not None and needed > free:
+        raise UsageError(f"{what} needs at least {gigabytes(needed)} of memory, and {torch.device(device).type} has "
+                         f"{gigabytes(free)} free: {remedy}")
+
+
+def gigabytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GB" if n < 2**50 else f"{n / 2**30:.2g} GB"
+
+
+def mlp_parameters(widths: list[int]) -> int:
+    """Weights and biases of linear layers of these widths (networks.mlp)."""
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(widths, widths[1:]))
+
+
+def parameter_count(config: ModelConfig, x_dim: int, params_per_pixel: int = 2) -> int:
+    """Parameters of the encoder (x -> hidden -> loc and log-variance) and the decoder (z -> the
+    hidden widths reversed -> ``params_per_pixel`` outputs per pixel; 2 counts the Gaussian's)."""
+    encoder = mlp_parameters([x_dim, *config.hidden, 2 * config.z_dim])
+    decoder = mlp_parameters([config.z_dim, *config.hidden[::-1], params_per_pixel * x_dim])
+    return encoder + decoder
+
+
+def sample_floats(vae: VAE, x_dim: int) -> int:
+    """Floats one (sample of z, image of ``x_dim`` pixels) pair holds in a vectorized pass: the
+    decoder's activations (before and after the nonlinearity), z and its log-densities, and a few
+    (D,) tensors for the likelihood's parameters, the data broadcast against them and the
+    log-density. Models without a VAE's config count the (D,) tensors alone."""
+    config = getattr(vae, "config", None)
+    hidden, z_dim = (sum(config.hidden), config.z_dim) if config is not None else (0, 0)
+    per_pixel = getattr(getattr(vae, "likelihood", None), "params_per_pixel", 1)
+    return 2 * hidden + 8 * z_dim + 4 * x_dim * per_pixel
+
+
+def training_bytes(vae: VAE, batch_size: int, num_particles: int) -> int:
+    """Weights, gradients and Adam's two moments, and one step's activations."""
+    weights = sum(p.numel() for p in vae.parameters())
+    return FLOAT * (4 * weights + batch_size * num_particles * sample_floats(vae, vae.x_dim))
+
+
+def estimator_bytes(vae: VAE, x_dim: int, batch_size: int, chunk_size: int) -> int:
+    """One pass of the importance-sampling estimator: ``chunk_size`` samples for ``batch_size`` images."""
+    return FLOAT * batch_size * chunk_size * sample_floats(vae, x_dim)

@@ -1,0 +1,50 @@
+"""The generative story of the VAE (Kingma & Welling 2014):
+
+    z_n ~ N(0, I)                      for each image n in the data plate
+    x_n ~ Likelihood(decoder(z_n))
+"""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro import distributions as dist
+from torch import Tensor
+
+from pyro_vae.models.likelihoods import Likelihood
+from pyro_vae.models.networks import Decoder
+
+# Site and plate names shared by model and guide.
+LATENT, OBSERVED, DATA_PLATE = "z", "x", "data"
+
+
+def data_plate(x: Tensor | None, size: int | None, subsample: Tensor | None = None,
+               device: torch.device | None = None) -> pyro.plate:
+    """The plate over images; entered, it yields the minibatch's indices in the dataset, (B,).
+
+    ``x`` is a minibatch (B, D) of a dataset of ``size`` images, at dataset indices ``subsample``
+    (default 0..B-1): the plate subsamples, so Pyro scales log-densities by size / B and the ELBO
+    is that of the whole dataset. ``size=None`` means x is the whole dataset. ``x=None`` draws
+    ``size`` new images.
+    """
+    if x is None:
+        if size is None:
+            raise ValueError("model(None, size=B) draws B images from p(x): pass size")
+        return pyro.plate(DATA_PLATE, size, device=None if device is None else str(device))
+    if subsample is None:
+        subsample = torch.arange(x.shape[0], device=x.device)
+    return pyro.plate(DATA_PLATE, size or x.shape[0], subsample=subsample)
+
+
+def model(
+    x: Tensor | None, decoder: Decoder, likelihood: Likelihood, z_dim: int, size: int | None = None,
+    subsample: Tensor | None = None,
+) -> None:
+    """z ~ N(0, I);  x ~ likelihood(decoder(z)).   x: (B, D), observed; or None: sampled, B = size"""
+    pyro.module("decoder", decoder)
+    device = next(decoder.parameters()).device
+    with data_plate(x, size, subsample, device) as index:  # (B,)
+        assert index is not None  # a plate of known size yields its indices
+        prior = dist.Normal(torch.zeros(len(index), z_dim, device=device), 1.0).to_event(1)  # batch (B,), event (Z,)
+        z = pyro.sample(LATENT, prior)  # (B, Z), or (L, B, Z) under vectorized particles
+        pyro.sample(OBSERVED, likelihood.distribution(decoder(z)), obs=x)

@@ -1,0 +1,132 @@
+"""The end of a run: the test log p^(x), metrics.json, history.csv and the figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyro_vae.data.pixels import PreparedData, dequantized_bound
+from pyro_vae.evaluation.bounds import datapoint_bounds, images_per_pass
+from pyro_vae.files import atomic_write_text
+from pyro_vae.inference.objectives import objective_name
+from pyro_vae.models.vae import VAE
+from pyro_vae.training import checkpoint
+from pyro_vae.training.distributed import SINGLE, Context
+from pyro_vae.training.loop import held_out_bound
+from pyro_vae.training.state import EpochRecord, TrainState
+
+log = logging.getLogger("pyro_vae")
+
+
+def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config: TrainConfig, eval_samples: int,
+                  context: Context = SINGLE) -> dict[str, Any]:
+    """The kept epoch's bounds, the test bound (the training objective on the test set, scored here,
+    once, with the kept parameters) and, with ``eval_samples`` > 0, the test log p^(x) from that many
+    importance samples. Each process scores its part of the test set. The test numbers are logged."""
+    kept = state.history[state.kept_epoch - 1]  # the best validation epoch under early stopping
+    objective = objective_name(train_config.elbo, train_config.num_particles)
+    final: dict[str, Any] = {
+        "epoch": kept.epoch, "epochs_run": len(state.history), "objective": objective,
+        "train_bound": kept.train_bound, "valid_bound": kept.valid_bound,
+    }
+    report = None
+    if eval_samples:
+        batch_size = images_per_pass(eval_samples, at_least=100)  # 100 images: datapoint_bounds' default
+        report = datapoint_bounds(vae, context.shard(data.test), ks=(eval_samples,), batch_size=batch_size).map(
+            context.cat).report()
+    if report is not None and train_config.elbo != "iwae":
+        # an ELBO objective's test bound is the importance samples' mean log-weight: the same ELBO,
+        # averaged over K draws per image instead of one, with no pass of its own
+        final["test_bound"] = report.elbo.mean
+    else:
+        final["test_bound"] = held_out_bound(vae, data.test, train_config, context)
+        log.info("test %s %.2f nats/image (the parameters of epoch %d)", objective, final["test_bound"], kept.epoch)
+    if report is None:
+        return final
+    final["test_log_likelihood"] = {"num_samples": report.num_samples, **asdict(report.log_likelihood)}
+    final["test_elbo_from_importance_samples"] = asdict(report.elbo)
+    final["khat_above_0.7"] = report.khat_above
+    if data.dequantize:  # a density on [0, 1]^D bounds the probability of the 8-bit image
+        nats, final["bits_per_dim"] = dequantized_bound(report.log_likelihood.mean, data.test.shape[1])
+        final["test_log_likelihood_8bit"] = nats
+        log.info("8-bit test images: log P(x) >= %.2f nats, %.3f bits/dim", nats, final["bits_per_dim"])
+    log.info("test log p^(x) %s nats/image (K=%d importance samples); test ELBO %.2f; gap %.2f",
+             str(report.log_likelihood).strip(), report.num_samples, report.elbo.mean, report.gap.mean)
+    return final
+
+
+def metrics(final: dict[str, Any], state: TrainState, data: PreparedData, configs: dict[str, Any],
+            data_used: DataConfig, processes: int) -> dict[str, Any]:
+    """What metrics.json holds (write_report adds wall_seconds and startup_seconds)."""
+    return {
+        "config": configs,
+        "dataset": data_used.dataset,
+        "binarize": data_used.binarize,
+        "x_dim": data.test.shape[1],
+        "num_train": len(data.train),
+        "num_valid": len(data.valid),
+        "num_test": len(data.test),
+        "final": final,
+        "history": [asdict(record) for record in state.history],
+        "processes": processes,
+        "device": torch.cuda.get_device_name(data.test.device) if data.test.is_cuda else "cpu",
+        "versions": checkpoint.versions(),
+    }
+
+
+def configs(model: ModelConfig, data: DataConfig, train: TrainConfig, run: RunConfig) -> dict[str, Any]:
+    """A run's configuration as JSON holds it."""
+    return {"model": asdict(model), "data": asdict(data), "train": asdict(train), "run": asdict(run)}
+
+
+def write_report(vae: VAE, data: PreparedData, state: TrainState, metrics: dict[str, Any], out: Path,
+                 started: float, startup: float) -> None:
+    """metrics.json, history.csv, the learning curve and the figures of write_figures, in ``out``."""
+    figures = write_figures(vae, data, out)
+    plot_learning_curve(state.history, metrics["final"], out / "learning_curve.png")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(metrics["history"][0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(metrics["history"])
+    atomic_write_text(out / "history.csv", table.getvalue())
+    metrics["wall_seconds"] = time.perf_counter() - started
+    metrics["startup_seconds"] = startup
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    log.info("wrote %s: checkpoint.pt metrics.json history.csv learning_curve.png %s", out, " ".join(figures))
+
+
+def plot_learning_curve(history: Sequence[EpochRecord], final: dict[str, Any], path: Path) -> None:
+    """The train and validation curves of ``history``, with the test bound and log p^(x) of
+    ``final`` (metrics.json's "final") at the epoch it kept."""
+    from pyro_vae.runs.plots import plot_history  # matplotlib loads when the figures are drawn, not at start-up
+
+    log_likelihood = final.get("test_log_likelihood", {}).get("mean")
+    plot_history(history, path, final["test_bound"], log_likelihood, final["objective"], final["epoch"])
+
+
+@torch.no_grad()
+def write_figures(vae: VAE, data: PreparedData, out: Path) -> list[str]:
+    """Reconstructions, prior samples, the test set's latent means (scatter for z = 2, PCA above)
+    and, for z = 2, the decoded manifold, as PNGs in ``out``; returns the file names."""
+    from pyro_vae.runs.plots import manifold_grid, plot_latent, plot_manifold, plot_reconstructions, plot_samples
+
+    x, z_dim = data.test[:32], vae.config.z_dim
+    plot_reconstructions(x, vae.reconstruct(x), data.image_shape, out / "reconstructions.png")
+    plot_samples(vae.decode_mean(torch.randn(64, z_dim, device=x.device)), data.image_shape, out / "samples.png")
+    loc = torch.cat([vae.encoder(batch)[0] for batch in data.test.split(1000)])  # (M, Z)
+    plot_latent(loc, data.test_labels, out / "latent.png")
+    written = ["reconstructions.png", "samples.png", "latent.png"]
+    if z_dim == 2:
+        plot_manifold(vae.decode_mean(manifold_grid().to(x.device)), data.image_shape, out / "manifold.png")
+        written.append("manifold.png")
+    return written

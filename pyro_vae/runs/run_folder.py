@@ -1,0 +1,155 @@
+"""A run's folder: where a run writes, refused when another run is there, held by one process at a time.
+
+    with RunFolder(out):          # refuses a second process on ``out``; removes stale temporary files
+        ...
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Generator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pyro_vae.errors import UsageError
+from pyro_vae.files import TEMPORARY
+from pyro_vae.training.distributed import Context
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; a second run is not detected there
+    fcntl = None  # type: ignore[assignment]
+
+LOCK = ".lock"  # in a run folder: held (flock) by the process writing into it
+
+log = logging.getLogger("pyro_vae")
+
+
+def output_path(out: str | Path) -> Path:
+    """``out`` as a Path; a UsageError for an empty one, which Path would turn into the current folder."""
+    if not str(out).strip():
+        raise UsageError("`out` is empty: name the folder to write into")
+    return Path(out)
+
+
+def writable_dir(out: str | Path) -> Path:
+    """``out``, created if needed; a one-line UsageError when it cannot be written."""
+    out = output_path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()  # a probe of this process's own: torchrun's ranks probe at once
+    except OSError as error:
+        raise UsageError(f"`out={out}` is not a writable directory ({error.strerror}): choose another `out`") from None
+    return out
+
+
+# what a run writes into its folder (train_svi.py, then evaluate.py beside the checkpoint)
+RUN_FILES = ("checkpoint.pt", "metrics.json", "history.csv", "learning_curve.png", "reconstructions.png",
+             "samples.png", "latent.png", "manifold.png", "evaluation.json", "bounds.png")
+TENSORBOARD = "tensorboard"  # the default TensorBoard folder inside a run folder
+
+
+def earlier_run(out: Path) -> list[str]:
+    """The files of an earlier run in ``out`` (empty when there is none)."""
+    return [name for name in (*RUN_FILES, TENSORBOARD) if (out / name).exists()]
+
+
+def check_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
+    """Refuse to mix runs: ``out`` may hold an earlier run only when this run continues it
+    (``resume`` is its checkpoint) or ``overwrite`` says to replace it (its files are removed
+    first). A folder where a result file should go is refused before any training."""
+    for name in RUN_FILES:
+        if (out / name).exists() and not (out / name).is_file():
+            raise UsageError(f"{out / name} is a folder, not a file, and the run writes its {name} there: remove it "
+                             "or choose another `out`")
+    earlier = earlier_run(out)
+    continuing = resume is not None and resume.resolve() == (out / "checkpoint.pt").resolve()
+    if not earlier or continuing:
+        return
+    if not overwrite:
+        raise UsageError(f"{out} holds an earlier run ({', '.join(earlier)}): pass `resume` to go on with it, "
+                         "`overwrite` to replace it, or choose another `out`")
+    for name in earlier:
+        shutil.rmtree(out / name) if name == TENSORBOARD else (out / name).unlink()
+    log.info("`overwrite`: removed the earlier run's %s from %s", ", ".join(earlier), out)
+
+
+@contextmanager
+def owned_run_folder(out: Path, resume: Path | None, overwrite: bool, context: Context) -> Generator[None, None, None]:
+    """Rank 0 holds ``out`` (files.RunFolder: one process at a time; stale temporary files go)
+    for the block, once check_run_folder allows the run there. Every rank learns rank 0's verdict,
+    so that a refusal stops them all."""
+    with ExitStack() as stack:
+        problem = None
+        if context.is_main:
+            try:
+                folder = stack.enter_context(RunFolder(out))
+                if folder.removed:
+                    log.info("removed %d temporary files that an interrupted run left in %s", len(folder.removed), out)
+                check_run_folder(out, resume, overwrite)
+            except UsageError as error:
+                problem = str(error)
+        if context.distributed:
+            problem = context.gather(problem)[0]
+        if problem is not None:
+            raise UsageError(problem)
+        yield
+
+
+class RunFolder:
+    """Ownership of a run folder for the life of a ``with`` block.
+
+    Entering takes an exclusive lock on ``<folder>/.lock`` (flock: the operating system drops it
+    when the process ends, however it ends, so a crashed or killed run leaves nothing stuck) and
+    removes the temporary files that a run killed mid-write left behind (safe: no other process
+    writes there while the lock is held). A second process entering the same folder gets a
+    UsageError naming the process that holds it.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._file: Any = None
+
+    def __enter__(self) -> RunFolder:
+        path = self.folder / LOCK
+        self._file = open(path, "a+")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno in (errno.EAGAIN, errno.EACCES):
+                    self._busy()
+                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):  # those: no locks here, go on unlocked
+                    raise
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()}\n")
+        self._file.flush()
+        self.removed = remove_stale_temporaries(self.folder)
+        return self
+
+    def _busy(self) -> None:
+        self._file.seek(0)
+        holder = self._file.read().strip() or "another process"
+        self._file.close()
+        raise UsageError(f"{self.folder} is in use by another run ({holder}): wait for it to end, or write into "
+                         "another folder")
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._file.close()  # releases the lock; the .lock file stays (deleting it would race a new run)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete atomic_write's ``.<name>.<random>.tmp`` files in ``folder`` (left by a run killed
+    mid-write); returns them. Call only while holding the folder's lock."""
+    stale = [path for path in folder.glob(f".*{TEMPORARY}") if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

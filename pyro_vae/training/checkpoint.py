@@ -1,0 +1,207 @@
+"""Checkpoints: everything needed to rebuild a trained VAE and its data, written atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
+from pyro_vae.errors import UsageError
+from pyro_vae.files import atomic_write, interrupts_deferred
+from pyro_vae.models.vae import VAE
+from pyro_vae.training.state import EpochRecord, Snapshot, TrainState
+
+FORMAT = "pyro_vae.checkpoint/1"
+log = logging.getLogger("pyro_vae")
+REQUIRED = ("model_config", "data_config", "train_config", "x_dim", "encoder", "decoder")  # what evaluation reads
+
+
+def versions() -> dict[str, str]:
+    """The versions of the packages a run used, from their installed metadata (importing
+    torchvision only to read its version would add a second to every run)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from pyro_vae import __version__
+
+    found = {"pyro_vae": __version__, "torch": torch.__version__}
+    for name, distribution in (("torchvision", "torchvision"), ("pyro", "pyro-ppl")):
+        try:
+            found[name] = version(distribution)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return {name: str(v) for name, v in found.items()}  # torch's is a TorchVersion, not a str
+
+
+def save(path: str | Path, vae: VAE, optimizer: torch.optim.Optimizer, data_config: DataConfig,
+         train_config: TrainConfig, snapshot: Snapshot | None = None, **extra: Any) -> None:
+    """Write the checkpoint atomically (see files.atomic_write): an interruption or a full disk
+    leaves either the old checkpoint or the new one, never half of one; Ctrl-C waits until the
+    write is done. A checksum of every tensor goes with it (see checksum).
+
+    Saves ``snapshot`` (networks, optimizer and training state at the end of an epoch) when given,
+    else the current weights and optimizer state of ``vae`` and ``optimizer``. ``data_config``
+    should hold the dataset actually used and the resolved binarization, so that evaluation
+    rebuilds the same test set.
+    """
+    weights = snapshot.vae if snapshot else vae.state_dict()
+    state = {
+        "format": FORMAT,
+        "model_config": asdict(vae.config),
+        "data_config": asdict(data_config),
+        "train_config": asdict(train_config),
+        "x_dim": vae.x_dim,
+        **{part: {k.removeprefix(f"{part}."): v for k, v in weights.items() if k.startswith(f"{part}.")}
+           for part in ("encoder", "decoder")},
+        "optimizer": snapshot.optimizer if snapshot else optimizer.state_dict(),
+        "versions": versions(),
+        **extra,
+    }
+    if snapshot is not None:
+        state["train_state"] = asdict(snapshot.state)
+        state["epoch"] = snapshot.state.epoch
+    state["checksum"] = checksum(state)
+    with interrupts_deferred():  # a Ctrl-C inside torch's zip writer would become its RuntimeError
+        buffer = io.BytesIO()  # serialized in memory, so that a full disk is an OSError of our own write
+        torch.save(state, buffer)
+        atomic_write(path, buffer.getvalue())
+
+
+def checksum(state: Any) -> str:
+    """SHA-256 of every tensor in ``state`` (weights, optimizer moments, random states) with its
+    place, dtype and shape: a flipped bit in a weight changes it, while torch.load would not notice."""
+    digest = hashlib.sha256()
+
+    def visit(value: Any, where: str) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{where}:{value.dtype}:{tuple(value.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                if not (where == "" and key == "checksum"):
+                    visit(value[key], f"{where}/{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(item, f"{where}/{i}")
+
+    visit(state, "")
+    return digest.hexdigest()
+
+
+def train_state(state: dict) -> TrainState:
+    """The training state a checkpoint holds, to resume from; a UsageError when it holds none."""
+    if "train_state" not in state:
+        raise UsageError("this checkpoint holds no training state (written by an older pyro_vae or after training "
+                         "ended without one): it can be evaluated but not resumed; start a new run")
+    fields = dict(state["train_state"])
+    fields["history"] = [EpochRecord.from_dict(record) for record in fields["history"]]
+    fields.setdefault("schedule_epochs", state["train_config"]["epochs"])  # older checkpoints: the run's epochs
+    if "optimizer" not in state:
+        raise UsageError("this checkpoint holds no optimizer state: it can be evaluated but not resumed")
+    return _build(TrainState, fields, "train_state")
+
+
+def _build(cls: type, fields: dict, part: str) -> Any:
+    """``cls(**fields)``, or a UsageError naming the settings this version does not know."""
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise UsageError(f"the checkpoint's {part} holds settings this pyro_vae does not know ({', '.join(unknown)}): "
+                         "it was written by a newer version or edited; evaluate it with the version that wrote it")
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"the checkpoint's {part} is not valid ({error})") from None
+
+
+def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """The checkpoint dict at ``path``, tensors on ``device``; a UsageError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} does not exist: pass the checkpoint.pt that train_svi.py wrote in its "
+                         "`out`")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many types for a file that is not a checkpoint
+        raise UsageError(
+            f"{path} is not a pyro_vae checkpoint ({type(error).__name__}): pass a checkpoint.pt written by "
+            "train_svi.py"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a pyro_vae checkpoint (no {FORMAT!r} marker): pass one written by "
+                         "train_svi.py")
+    missing = [key for key in REQUIRED if key not in state]
+    if missing:
+        raise UsageError(f"{path} lacks {', '.join(missing)}: it is not a whole pyro_vae checkpoint (edited or written "
+                         "by other code); pass one written by train_svi.py")
+    if "checksum" in state and checksum(state) != state["checksum"]:  # checkpoints before 0.1.0's checksum have none
+        raise UsageError(f"corrupt checkpoint: the tensors in {path} do not match the checksum stored with them "
+                         "(damaged on disk or in transfer); use another copy, or train again")
+    return state
+
+
+def configs(state: dict) -> tuple[ModelConfig, DataConfig]:
+    """The model config and the data config as used in training (dataset and binarization resolved)."""
+    model = state["model_config"]
+    data = dict(state["data_config"])
+    if data.get("binarize") == "static":  # its old name, in earlier checkpoints: thresholding at 0.5
+        data["binarize"] = "threshold"
+    return (_build(ModelConfig, {**model, "hidden": tuple(model.get("hidden", ()))}, "model_config"),
+            _build(DataConfig, data, "data_config"))
+
+
+def check_compatible(vae: VAE, state: dict, path: str | Path = "the checkpoint") -> None:
+    """A one-line UsageError when ``vae`` differs from the checkpoint's in likelihood, sizes or
+    architecture (names every differing setting), before torch's load_state_dict could fail."""
+    saved = dict(state["model_config"], hidden=tuple(state["model_config"]["hidden"]), x_dim=state["x_dim"])
+    current = dict(asdict(vae.config), x_dim=vae.x_dim)
+    differ = [key for key in sorted(saved.keys() | current.keys()) if saved.get(key) != current.get(key)]
+    if differ:
+        raise UsageError(
+            f"{path} was trained with " + ", ".join(f"{k}={saved.get(k)!r}" for k in differ)
+            + " but this model has " + ", ".join(f"{k}={current.get(k)!r}" for k in differ)
+            + ": pass the same settings as the checkpoint (or train a new model)"
+        )
+
+
+def restore(vae: VAE, state: dict, kept: bool = True) -> None:
+    """Load the checkpoint's network weights into ``vae`` (built from the same config).
+
+    ``kept``: the model the run kept, i.e. the best-validation epoch's weights under early
+    stopping (what evaluation should score); else the last epoch's (what a resumed run continues from).
+    """
+    check_compatible(vae, state)
+    best = state.get("train_state", {}).get("best_params") if kept else None
+    if best is not None:
+        vae.load_state_dict(best)
+        return
+    vae.encoder.load_state_dict(state["encoder"])
+    vae.decoder.load_state_dict(state["decoder"])
+
+
+def check_data(state: dict, data_used: DataConfig, name: str = "the checkpoint") -> None:
+    """A UsageError when ``data_used`` (dataset after fallback, binarization resolved) is not the
+    data the checkpoint was trained on."""
+    old = state["data_config"]
+    differ = [k for k in ("dataset", "binarize", "seed", "dequantize") if old.get(k, False) != getattr(data_used, k)]
+    if differ:
+        raise UsageError(f"{name}: it was trained on " + ", ".join(f"{k}={old.get(k, False)!r}" for k in differ)
+                         + " but this run asks for " + ", ".join(f"{k}={getattr(data_used, k)!r}" for k in differ)
+                         + ": pass the settings of the original run")
+
+
+def log_changed_training(state: dict, train_config: TrainConfig) -> None:
+    """One logged line naming the training settings that differ from the checkpoint's (other
+    than the number of epochs): allowed, but the run will differ from an uninterrupted one."""
+    now = asdict(train_config)
+    changed = [f"{k} {v} -> {now[k]}" for k, v in state["train_config"].items()
+               if k in now and k != "epochs" and v != now[k]]
+    if changed:
+        log.info("resuming with changed training settings (%s): the run will differ from an uninterrupted one",
+                 ", ".join(changed))

@@ -1,0 +1,34 @@
+import pytest
+
+from pyro_vae.config import TrainConfig
+from pyro_vae.training.schedule import learning_rate
+
+
+def test_burda_schedule_exact_and_shrunk():
+    # 3280 epochs: stage i = 3^i epochs at 1e-3 * 10^(-i/7), i = 0..7 (Burda et al. 2016, sec. 5)
+    full = TrainConfig(epochs=3280, lr=1e-3, lr_schedule="burda")
+    ends = [1, 4, 13, 40, 121, 364, 1093, 3280]
+    for stage, end in enumerate(ends):
+        assert learning_rate(full, end) == pytest.approx(1e-3 * 10 ** (-stage / 7))
+        if end < 3280:
+            assert learning_rate(full, end + 1) == pytest.approx(1e-3 * 10 ** (-(stage + 1) / 7))
+    assert learning_rate(full, 3280) == pytest.approx(1e-4)
+    for epochs in (8, 12, 100, 328):  # shorter runs: all 8 stages, each at least one epoch, 1e-3 down to 1e-4
+        short = TrainConfig(epochs=epochs, lr=1e-3, lr_schedule="burda")
+        rates = [learning_rate(short, e) for e in range(1, epochs + 1)]
+        assert rates == sorted(rates, reverse=True) and len(set(rates)) == 8
+        assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+        lengths = [rates.count(r) for r in sorted(set(rates), reverse=True)]
+        # stages grow as b^i do, up to rounding to whole epochs
+        assert all(later >= earlier - 1 for earlier, later in zip(lengths, lengths[1:])), lengths
+        assert lengths[-1] == max(lengths)
+    assert all(learning_rate(TrainConfig(lr=3e-4), e) == 3e-4 for e in (1, 30))
+
+
+@pytest.mark.parametrize("epochs", [2, 3, 4, 5, 7])
+def test_burda_schedule_shorter_than_its_stages_starts_at_the_full_rate(epochs):
+    # fewer epochs than the 8 stages: from stage 0 (lr) to stage 7 (lr / 10), never increasing
+    rates = [learning_rate(TrainConfig(epochs=epochs, lr=1e-3, lr_schedule="burda"), e) for e in range(1, epochs + 1)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == epochs
+    assert learning_rate(TrainConfig(epochs=1, lr=1e-3, lr_schedule="burda"), 1) == pytest.approx(1e-3)
