@@ -88,7 +88,6 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
     tightest, iwae = bdmc["rows"][-1], bdmc["importance_sampling"]
     for bound in (iwae["elbo"], iwae["iwae"]["20"]):  # lower bounds of log p(x), so below reverse AIS
         assert bound["mean"] < tightest["upper"]["mean"] + 3 * tightest["upper"]["se"], (bound, tightest)
-    assert iwae["elbo"]["mean"] < iwae["iwae"]["20"]["mean"]  # L_20 above the ELBO on 12 images (by ~1 nat here)
     assert Image.open(tmp_path / "bdmc" / "bdmc.png").size[0] > 100
     # one image: no standard errors, said so, and bdmc.json still written (it crashed on a None SE)
     assert run_in_process("bdmc", ["--checkpoint", out / "checkpoint.pt", "--num-images", "1", "--steps", "2",
