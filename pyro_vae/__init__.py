@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         reverse_ais_log_marginal_likelihood,
     )
     from pyro_vae.inference.estimators import importance_log_weights, iwae_bound, log_marginal_likelihood, pareto_khat
+    from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
     from pyro_vae.inference.iwae import IWAE_ELBO
     from pyro_vae.inference.objectives import ELBOS, make_elbo
     from pyro_vae.models.likelihoods import LIKELIHOODS, Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood
@@ -49,6 +50,7 @@ _EXPORTS = {
     "EpochRecord": "pyro_vae.training.state",
     "Gaussian": "pyro_vae.models.likelihoods",
     "IWAE_ELBO": "pyro_vae.inference.iwae",
+    "InferenceGaps": "pyro_vae.inference.gaps",
     "LATENT": "pyro_vae.models.model",
     "LIKELIHOODS": "pyro_vae.models.likelihoods",
     "ModelConfig": "pyro_vae.config",
@@ -67,6 +69,7 @@ _EXPORTS = {
     "fit": "pyro_vae.training.loop",
     "held_out_bound": "pyro_vae.training.loop",
     "importance_log_weights": "pyro_vae.inference.estimators",
+    "inference_gaps": "pyro_vae.inference.gaps",
     "iwae_bound": "pyro_vae.inference.estimators",
     "load_dataset": "pyro_vae.data.datasets",
     "load_run": "pyro_vae.runs.experiment",

@@ -19,8 +19,14 @@ def problem():
     b = torch.randn(D, generator=g, dtype=torch.float64)
     x = (torch.randn(8, Z, generator=g, dtype=torch.float64) @ W.T + b
          + SIGMA * torch.randn(8, D, generator=g, dtype=torch.float64))
-    exact = dist.MultivariateNormal(b, W @ W.T + SIGMA**2 * torch.eye(D, dtype=torch.float64)).log_prob(x)
-    post_cov = torch.linalg.inv(torch.eye(Z, dtype=torch.float64) + W.T @ W / SIGMA**2)
+    return exact_posterior(W, b, x)
+
+
+def exact_posterior(W, b, x):
+    """log p(x_n) (N,), the posterior's mean (N, Z) and covariance (Z, Z) for W (D, Z), b (D,), x (N, D)."""
+    d, z = W.shape
+    exact = dist.MultivariateNormal(b, W @ W.T + SIGMA**2 * torch.eye(d, dtype=W.dtype)).log_prob(x)
+    post_cov = torch.linalg.inv(torch.eye(z, dtype=W.dtype) + W.T @ W / SIGMA**2)
     post_mean = (x - b) @ W @ post_cov / SIGMA**2  # (N, Z); post_cov is symmetric
     return dict(W=W, b=b, x=x, exact=exact, post_mean=post_mean, post_cov=post_cov)
 

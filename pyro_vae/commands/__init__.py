@@ -44,3 +44,8 @@ def plot_console() -> NoReturn:
 def bdmc_console() -> NoReturn:
     """``pyro-vae-bdmc``: pyro_vae/commands/bdmc.py."""
     exit_now(main(runner("bdmc")))
+
+
+def gaps_console() -> NoReturn:
+    """``pyro-vae-gaps``: pyro_vae/commands/gaps.py."""
+    exit_now(main(runner("gaps")))

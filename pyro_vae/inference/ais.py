@@ -131,7 +131,7 @@ def anneal(
     return AISResult(log_w, accepted / max(num_steps, 1), step_sizes[-1])
 
 
-def _chunks(args: tuple, chunk_size: int | None) -> Iterator[tuple[slice, tuple]]:
+def datapoint_chunks(args: tuple, chunk_size: int | None) -> Iterator[tuple[slice, tuple]]:
     """The datapoints in chunks: the rows of each chunk, and the positional tensor arguments whose first
     dimension is the first positional tensor's (the data) cut to them."""
     n = next((a.shape[0] for a in args if isinstance(a, Tensor)), None)
@@ -155,8 +155,9 @@ def ais(
     arguments are split along dim 0; None: all). Results are concatenated over chunks."""
     _check_arguments(num_steps, num_chains)
     betas = sigmoid_schedule(num_steps)
-    parts = [anneal(model, guide, a, kwargs, betas=betas, num_chains=num_chains, plate=plate, num_leapfrog=num_leapfrog,
-                    step_size=step_size, max_plate_nesting=max_plate_nesting) for _, a in _chunks(args, chunk_size)]
+    parts = [anneal(model, guide, a, kwargs, betas=betas, num_chains=num_chains, plate=plate,
+                    num_leapfrog=num_leapfrog, step_size=step_size, max_plate_nesting=max_plate_nesting)
+             for _, a in datapoint_chunks(args, chunk_size)]
     return _concatenate(parts)
 
 
@@ -193,7 +194,7 @@ def reverse_ais(
     betas = sigmoid_schedule(num_steps).flip(0)
     parts = [anneal(model, guide, a, kwargs, betas=betas, num_chains=num_chains, plate=plate,
                     start={k: v[rows] for k, v in latents.items()}, num_leapfrog=num_leapfrog, step_size=step_size,
-                    max_plate_nesting=max_plate_nesting) for rows, a in _chunks(args, chunk_size)]
+                    max_plate_nesting=max_plate_nesting) for rows, a in datapoint_chunks(args, chunk_size)]
     return _concatenate(parts)
 
 

@@ -96,6 +96,23 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
     one = json.loads((tmp_path / "bdmc1" / "bdmc.json").read_text())
     assert one["rows"][0]["lower"]["se"] is None and math.isfinite(one["rows"][0]["lower"]["mean"])
 
+    # the inference-gap split on 8 random test images (the same 8 for the same seed, recorded by index)
+    gaps_flags = ["--checkpoint", out / "checkpoint.pt", "--num-images", "8", "--local-steps", "60", "--num-samples",
+                  "200", "--ais-steps", "20", "--ais-chains", "4", "--ais-leapfrog", "3", "--batch-size", "5",
+                  "--data-dir", tiny_mnist, "--no-progress"]
+    assert run_in_process("gaps", [*gaps_flags, "--out", tmp_path / "gaps"]) == 0
+    gaps = json.loads((tmp_path / "gaps" / "gaps.json").read_text())
+    images = gaps["images"]
+    assert len(set(images["index"])) == 8 and all(0 <= i < 32 for i in images["index"])
+    assert Image.open(tmp_path / "gaps" / "gaps.png").size[0] > 100
+    # q* starts at q and climbs its ELBO: never below L[q] by more than the two estimates' noise (200 draws
+    # each; per-image log-weight sd ~1 nat on this model: 0.3 allowed); AIS sits above the amortized ELBO
+    for local, amortized, log_px in zip(images["local_elbo"], images["elbo"], images["log_px"]):
+        assert local > amortized - 0.3 and log_px > amortized - 0.3, (local, amortized, log_px)
+    assert run_in_process("gaps", [*gaps_flags, "--out", tmp_path / "gaps2", "--local-steps", "20"]) == 0
+    assert json.loads((tmp_path / "gaps2" / "gaps.json").read_text())["images"]["index"] == images["index"]
+    assert run_in_process("gaps", [*gaps_flags, "--num-images", "33"]) == 2  # the test set holds 32
+
     (tmp_path / "file").write_text("")
     done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--num-samples", "5", "--data-dir",
                                        tiny_mnist, "--out", tmp_path / "file" / "sub"], cwd=tmp_path)
@@ -146,7 +163,7 @@ def test_a_jit_run_prints_no_warnings(tiny_mnist, tmp_path):
 
 @pytest.mark.parametrize(
     "command, script", [("pyro-vae-train", "train_svi"), ("pyro-vae-evaluate", "evaluate"), ("pyro-vae-plot", "plot"),
-                        ("pyro-vae-bdmc", "bdmc")])
+                        ("pyro-vae-bdmc", "bdmc"), ("pyro-vae-gaps", "gaps")])
 def test_console_commands_are_the_scripts(command, script, tmp_path):
     # installed by pip install -e . ([project.scripts]); the same parser as scripts/<script>.py
     path = Path(sys.executable).parent / command
@@ -258,6 +275,8 @@ def test_binarized_mnist_with_iwae_end_to_end(tmp_path, tiny_amat_sizes):
         ("bdmc", [], "--checkpoint"),
         ("bdmc", ["--checkpoint", "{tmp}/missing.pt"], "does not exist"),
         ("bdmc", ["--checkpoint", "x.pt", "--steps", "0"], "every value must be a positive integer"),
+        ("gaps", ["--checkpoint", "x.pt", "--local-steps", "5"], "--local-steps: must be at least 20"),
+        ("gaps", ["--checkpoint", "{tmp}/missing.pt"], "does not exist"),
         ("bdmc", ["--checkpoint", "x.pt", "--num-images", "0"], "must be a positive integer"),
     ],
 )

@@ -1,0 +1,126 @@
+"""Split each test image's inference gap into approximation and amortization gaps (Cremer et al. 2018).
+
+    pyro-vae-gaps --checkpoint runs/train_svi/checkpoint.pt --num-images 100
+
+For N test images drawn at random (--seed): log p(x) by AIS, the amortized guide's ELBO L[q], and L[q*] of
+the best diagonal Gaussian for each image alone (a local optimization started at the guide). The
+approximation gap log p(x) - L[q*] is what the Gaussian family costs; the amortization gap L[q*] - L[q]
+what sharing one encoder across images costs. Prints a table, writes gaps.json and gaps.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from tqdm.auto import tqdm
+
+from pyro_vae.commands.cli import ArgumentParser, add_checkpoint_arguments, positive_int, startup_done
+from pyro_vae.errors import UsageError
+from pyro_vae.files import atomic_write_text, save_figure
+from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
+from pyro_vae.runs.experiment import load_run
+from pyro_vae.runs.run_folder import writable_dir
+
+log = logging.getLogger("pyro_vae")
+ROWS = (("log_px", "log p^(x), AIS"), ("local_elbo", "L[q*], best Gaussian per image"), ("elbo", "L[q], amortized"),
+        ("approximation_gap", "approximation gap"), ("amortization_gap", "amortization gap"),
+        ("inference_gap", "inference gap"))
+
+
+def plot_gaps(gaps: InferenceGaps, path: Path) -> None:
+    """Left: each image's inference gap as approximation (below) plus amortization (above), images sorted
+    by their inference gap. Right: amortization against approximation gap, one point per image."""
+    approximation, amortization = gaps.approximation_gap.cpu().numpy(), gaps.amortization_gap.cpu().numpy()
+    order = np.argsort(approximation + amortization)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    rank = np.arange(len(order))
+    left.bar(rank, approximation[order], width=1.0, color="C0", label="approximation gap: log p(x) − L[q*]")
+    left.bar(rank, amortization[order], width=1.0, bottom=approximation[order], color="C1",
+             label="amortization gap: L[q*] − L[q]")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.set_xlabel("test image, sorted by its inference gap")
+    left.set_ylabel("nats")
+    left.set_title(f"inference gap log p(x) − L[q] of {len(order)} images, split in two", fontsize=9)
+    left.legend(fontsize=8)
+    right.scatter(approximation, amortization, s=10, alpha=0.7)
+    top = max(float(approximation.max()), float(amortization.max()), 0.0)
+    right.plot([0, top], [0, top], color="0.5", linewidth=0.8, label="equal")
+    right.set_xlabel("approximation gap (nats)")
+    right.set_ylabel("amortization gap (nats)")
+    right.set_title("which part dominates, image by image", fontsize=9)
+    right.legend(fontsize=8, loc="lower right")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def local_steps(text: str) -> int:
+    steps = positive_int(text)
+    if steps < 20:
+        raise argparse.ArgumentTypeError(f"must be at least 20 (whether q* stopped improving is judged on the last "
+                                         f"two tenths of the steps), got {steps}")
+    return steps
+
+
+def run(argv: list[str] | None) -> None:
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--num-images", type=positive_int, default=100,
+                   help="test images drawn at random with --seed (default: %(default)s)")
+    p.add_argument("--local-steps", type=local_steps, default=500,
+                   help="Adam steps of each image's local optimization for q*, at least 20 (default: %(default)s)")
+    p.add_argument("--num-samples", type=positive_int, default=1000,
+                   help="draws that estimate each ELBO, L[q] and L[q*] (default: %(default)s)")
+    p.add_argument("--ais-steps", type=positive_int, default=500, help="AIS transitions (default: %(default)s)")
+    p.add_argument("--ais-chains", type=positive_int, default=16, help="AIS chains per image (default: %(default)s)")
+    p.add_argument("--ais-leapfrog", type=positive_int, default=10,
+                   help="leapfrog steps per HMC transition (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="images per pass (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_checkpoint_arguments(p, seeds="the choice of images and every sampler", out="gaps.json and gaps.png")
+    a = p.parse_args(argv)
+
+    pyro.set_rng_seed(a.seed)
+    vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)
+    startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
+    pyro.enable_validation(False)
+    out = writable_dir(a.out or Path(a.checkpoint).parent)
+    if a.num_images > len(data.test):
+        raise UsageError(f"--num-images {a.num_images} is more than the {len(data.test)} test images of "
+                         f"{state['data_config']['dataset']}; pass at most {len(data.test)}")
+    generator = torch.Generator().manual_seed(a.seed)
+    index = torch.randperm(len(data.test), generator=generator)[: a.num_images].sort().values
+    x = data.test[index.to(data.test.device)]
+    log.info("%s: %d random test images of %s; q* by %d local steps, AIS with %d steps x %d chains", a.checkpoint,
+             len(x), state["data_config"]["dataset"], a.local_steps, a.ais_steps, a.ais_chains)
+    parts = []
+    for lo in tqdm(range(0, len(x), a.batch_size), desc="images", unit="batch",
+                   disable=a.no_progress or not sys.stderr.isatty()):
+        parts.append(inference_gaps(vae.model, vae.guide, x[lo:lo + a.batch_size], local_steps=a.local_steps,
+                                    num_samples=a.num_samples, ais_steps=a.ais_steps, ais_chains=a.ais_chains,
+                                    ais_leapfrog=a.ais_leapfrog, max_plate_nesting=1))
+    gaps = InferenceGaps.concatenate(parts)
+
+    summary = gaps.summary()
+    for name, label in ROWS:
+        mean, se = summary[name]
+        print(f"{label:>32}  {mean:10.2f}" + ("" if se is None else f" ± {se:.2f}"))
+    print(f"q* stopped improving on {int(gaps.converged.sum())} of {len(x)} images after {a.local_steps} steps")
+    per_image = {name: getattr(gaps, name).tolist() for name, _ in ROWS}  # .tolist() reads CUDA tensors too
+    result = {"checkpoint": str(a.checkpoint), "dataset": state["data_config"]["dataset"], "seed": a.seed,
+              "local_steps": a.local_steps, "num_samples": a.num_samples, "ais_steps": a.ais_steps,
+              "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog,
+              "summary": {name: {"mean": m, "se": se} for name, (m, se) in summary.items()},
+              "images": {"index": index.tolist(), "converged": gaps.converged.tolist(), **per_image}}
+    atomic_write_text(out / "gaps.json", json.dumps(result, indent=2) + "\n")
+    plot_gaps(gaps, out / "gaps.png")
+    log.info("wrote %s and %s", out / "gaps.json", out / "gaps.png")
