@@ -17,6 +17,9 @@ def _require_positive(**values: float) -> None:
             raise UsageError(f"`{name}` must be positive and finite, got {value}")
 
 
+GUIDES = ("gaussian", "iaf")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     z_dim: int = 20  # latent dimension; 20 as in pytorch/examples' 784-400-20 VAE
@@ -27,9 +30,15 @@ class ModelConfig:
     # at 1/(0.01*sqrt(2*pi)), i.e. 3.69 nats, so the constant border pixels of MNIST cannot
     # drive log p(x|z) to +inf; 0.01 is about 2.5 grey levels of 8-bit data.
     scale_floor: float = 0.01
+    # q(z|x): gaussian, N(loc(x), diag scale(x)^2); or iaf, that Gaussian through flow_layers inverse
+    # autoregressive transforms conditioned on the encoder's last hidden layer (Kingma et al. 2016)
+    guide: str = "gaussian"
+    flow_layers: int = 2  # iaf only
 
     def __post_init__(self) -> None:
-        _require_positive(z_dim=self.z_dim, scale_floor=self.scale_floor)
+        _require_positive(z_dim=self.z_dim, scale_floor=self.scale_floor, flow_layers=self.flow_layers)
+        if self.guide not in GUIDES:
+            raise UsageError(f"unknown guide {self.guide!r}: choose one of {', '.join(GUIDES)}")
         if any(width <= 0 for width in self.hidden):
             raise UsageError(f"hidden widths must be positive, got {','.join(map(str, self.hidden))}")
 

@@ -25,7 +25,7 @@ from pyro_vae.commands.cli import (
     seed,
     startup_done,
 )
-from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyro_vae.config import GUIDES, DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data.datasets import DATASETS
 from pyro_vae.data.pixels import BINARIZE
 from pyro_vae.inference.objectives import ELBOS
@@ -71,6 +71,11 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
                    help="hidden widths of the encoder, e.g. 400 or 200,200; the decoder mirrors them (default: 400)")
     p.add_argument("--activation", choices=list(ACTIVATIONS), default=m.activation,
                    help="hidden nonlinearity (default: %(default)s)")
+    p.add_argument("--guide", choices=GUIDES, default=m.guide,
+                   help="q(z|x): gaussian, or iaf, that Gaussian through --flow-layers inverse autoregressive "
+                        "transforms (Kingma et al. 2016) (default: %(default)s)")
+    p.add_argument("--flow-layers", type=positive_int, default=m.flow_layers,
+                   help="--guide iaf: transforms in the flow (default: %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=t.epochs,
                    help="passes over the training set (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=t.batch_size,
@@ -110,7 +115,7 @@ def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig,
                         "config) to DIR, by default <out>/tensorboard; needs pip install -e \".[tensorboard]\"")
     a = p.parse_args(argv)
     model = ModelConfig(z_dim=a.z_dim, hidden=a.hidden, activation=a.activation, likelihood=a.likelihood,
-                        scale_floor=a.scale_floor)
+                        scale_floor=a.scale_floor, guide=a.guide, flow_layers=a.flow_layers)
     data = DataConfig(dataset=a.dataset or d.dataset, data_dir=a.data_dir, binarize=a.binarize,
                       dequantize=a.dequantize, download=not a.no_download, seed=a.seed, fallback=a.dataset is None)
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, elbo=a.elbo, num_particles=a.num_particles,

@@ -209,7 +209,7 @@ def evaluate_ais(
                    f"AIS with {num_chains} chains for {images} images at once",
                    "lower `num_chains` or `batch_size`")
     vae.eval()
-    result = ais(vae.model, vae.guide, x, num_steps=num_steps, num_chains=num_chains, plate=DATA_PLATE,
+    result = ais(vae.model, vae.annealing_guide, x, num_steps=num_steps, num_chains=num_chains, plate=DATA_PLATE,
                  num_leapfrog=num_leapfrog, chunk_size=batch_size, max_plate_nesting=1)
     return AISEstimate(num_steps, num_chains, Estimate.of(result.bound()), result.acceptance.mean().item(),
                        time.perf_counter() - start)

@@ -52,10 +52,15 @@ ELBOS: dict[str, tuple[type[ELBO], type[ELBO] | None]] = {
 }
 
 
-def make_elbo(name: str, num_particles: int = 1, jit: bool = False) -> ELBO:
-    """The ELBO named ``name`` with ``num_particles`` samples of z per datapoint, vectorized."""
+def make_elbo(name: str, num_particles: int = 1, jit: bool = False, guide: str = "gaussian") -> ELBO:
+    """The ELBO named ``name`` with ``num_particles`` samples of z per datapoint, vectorized. ``guide`` names
+    the guide's family: meanfield needs a closed-form KL(q || p(z)), which only the Gaussian one has (for
+    others Pyro would fall back to a sampled entropy without saying so)."""
     if name not in ELBOS:
         raise UsageError(f"unknown ELBO {name!r}: choose one of {', '.join(ELBOS)}")
+    if name == "meanfield" and guide != "gaussian":
+        raise UsageError(f"`elbo=meanfield` needs the analytic KL of a Gaussian guide; `guide={guide}` has none: "
+                         "use `elbo=trace` or `elbo=iwae`")
     plain, compiled = ELBOS[name]
     if jit and compiled is None:
         raise UsageError(f"`jit` is not available with `elbo={name}`: drop `jit`")

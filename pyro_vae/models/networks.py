@@ -40,6 +40,12 @@ class Encoder(nn.Module):
         loc, log_var = self.net(x).chunk(2, dim=-1)  # (B, Z), (B, Z)
         return loc, torch.exp(0.5 * log_var)  # scale = sigma, from log sigma^2 as in the paper
 
+    def with_features(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """loc, scale and the last hidden layer h(x), the context of a flow guide.   -> (B, Z), (B, Z), (B, H)"""
+        h = self.net[:-1](x)  # (B, H)
+        loc, log_var = self.net[-1](h).chunk(2, dim=-1)
+        return loc, torch.exp(0.5 * log_var), h
+
 
 class Decoder(nn.Module):
     """z (..., Z) -> decoder output (..., out_features), read by a likelihood object."""

@@ -108,7 +108,8 @@ def run_training(
     """
     start = time.perf_counter() if started is None else started
     run_config = run_config or RunConfig()
-    make_elbo(train_config.elbo, train_config.num_particles, train_config.jit)  # refuses a bad pair before any work
+    # refuses a bad pairing (e.g. jit with iwae, meanfield with a flow guide) before any work
+    make_elbo(train_config.elbo, train_config.num_particles, train_config.jit, model_config.guide)
     folder = writable_dir(out)
     resume_path = Path(resume) if resume is not None else None
     with owned_run_folder(folder, resume_path, overwrite, context):

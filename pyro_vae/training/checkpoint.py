@@ -58,7 +58,7 @@ def save(path: str | Path, vae: VAE, optimizer: torch.optim.Optimizer, data_conf
         "train_config": asdict(train_config),
         "x_dim": vae.x_dim,
         **{part: {k.removeprefix(f"{part}."): v for k, v in weights.items() if k.startswith(f"{part}.")}
-           for part in ("encoder", "decoder")},
+           for part in ("encoder", "decoder", "flow") if part != "flow" or vae.flow is not None},
         "optimizer": snapshot.optimizer if snapshot else optimizer.state_dict(),
         "versions": versions(),
         **extra,
@@ -183,6 +183,8 @@ def restore(vae: VAE, state: dict, kept: bool = True) -> None:
         return
     vae.encoder.load_state_dict(state["encoder"])
     vae.decoder.load_state_dict(state["decoder"])
+    if vae.flow is not None:
+        vae.flow.load_state_dict(state["flow"])
 
 
 def check_data(state: dict, data_used: DataConfig, name: str = "the checkpoint") -> None:

@@ -120,7 +120,7 @@ def fit(
     # pyro.module registers the networks in Pyro's global param store by name; an entry left by an
     # earlier VAE in this process would shadow this one's parameters inside the JIT-compiled ELBO.
     forget_networks()
-    elbo = make_elbo(config.elbo, config.num_particles, config.jit)
+    elbo = make_elbo(config.elbo, config.num_particles, config.jit, vae.config.guide)
     loss = loss_module(vae, elbo, context)
     name = objective_name(config.elbo, config.num_particles)
     state = state or TrainState()
@@ -195,8 +195,8 @@ def held_out_bound(vae: VAE, x: Tensor, config: TrainConfig, context: Context = 
 
 
 def forget_networks() -> None:
-    """Drop the encoder's and decoder's entries (registered by pyro.module) from Pyro's param store;
+    """Drop the encoder's, decoder's and flow's entries (registered by pyro.module) from Pyro's param store;
     a user's other pyro.params stay."""
     store = pyro.get_param_store()
-    for name in [name for name in store.keys() if name.startswith(("encoder$$$", "decoder$$$"))]:
+    for name in [name for name in store.keys() if name.startswith(("encoder$$$", "decoder$$$", "flow$$$"))]:
         del store[name]

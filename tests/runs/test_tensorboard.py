@@ -17,10 +17,11 @@ def events(folder):
     return accumulator
 
 
-def test_a_run_writes_scalars_images_and_its_config(tiny_mnist, tmp_path):
+@pytest.mark.parametrize("guide", [[], ["--guide", "iaf"]], ids=["gaussian", "iaf"])
+def test_a_run_writes_scalars_images_and_its_config(tiny_mnist, tmp_path, guide):
     out = tmp_path / "run"
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", out, *TINY, "--tensorboard",
-                                        "--eval-samples", "25"]) == 0  # k^ needs K >= 21
+                                        "--eval-samples", "25", *guide]) == 0  # k^ needs K >= 21
     board = events(out / "tensorboard")
     scalars = set(board.Tags()["scalars"])
     assert {"ELBO/train", "ELBO/valid", "ELBO/test", "lr", "seconds_per_epoch", "test/log_likelihood",

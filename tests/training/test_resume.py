@@ -26,7 +26,8 @@ def trained(out):
 
 def assert_same_run(a, b):
     (state_a, final_a, history_a), (state_b, final_b, history_b) = a, b
-    for part in ("encoder", "decoder"):
+    assert ("flow" in state_a) == ("flow" in state_b)
+    for part in ("encoder", "decoder", "flow") if "flow" in state_a else ("encoder", "decoder"):
         for name, tensor in state_a[part].items():
             assert torch.equal(tensor, state_b[part][name]), (part, name)  # bit for bit
     for group_a, group_b in zip(state_a["optimizer"]["state"].values(), state_b["optimizer"]["state"].values()):
@@ -57,8 +58,9 @@ def test_same_seed_same_numbers(tiny_mnist, tmp_path):
     assert trained(tmp_path / "c")[1] != trained(tmp_path / "a")[1]
 
 
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_mnist, tmp_path, monkeypatch, capsys):
-    argv = ["--data-dir", tiny_mnist, *TINY, "--epochs", "4"]
+@pytest.mark.parametrize("guide", [[], ["--guide", "iaf"]], ids=["gaussian", "iaf"])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_mnist, tmp_path, monkeypatch, capsys, guide):
+    argv = ["--data-dir", tiny_mnist, *TINY, "--epochs", "4", *guide]
     assert run_in_process("train_svi", [*argv, "--out", tmp_path / "whole"]) == 0
 
     interrupt_in_epoch(monkeypatch, 3)
