@@ -159,7 +159,9 @@ def configs(state: dict) -> tuple[ModelConfig, DataConfig]:
 def check_compatible(vae: VAE, state: dict, path: str | Path = "the checkpoint") -> None:
     """A one-line UsageError when ``vae`` differs from the checkpoint's in likelihood, sizes or
     architecture (names every differing setting), before torch's load_state_dict could fail."""
-    saved = dict(state["model_config"], hidden=tuple(state["model_config"]["hidden"]), x_dim=state["x_dim"])
+    # a setting added since the checkpoint was written (guide, flow_layers) has the default it then had
+    saved = dict(asdict(ModelConfig()), **state["model_config"], x_dim=state["x_dim"])
+    saved["hidden"] = tuple(saved["hidden"])
     current = dict(asdict(vae.config), x_dim=vae.x_dim)
     differ = [key for key in sorted(saved.keys() | current.keys()) if saved.get(key) != current.get(key)]
     if differ:
