@@ -11,7 +11,8 @@ import pytest
 import torch
 from pyro import distributions as dist
 
-from pyro_vae.inference.gaps import inference_gaps, local_elbo
+from pyro_vae.inference.gaps import inference_gaps
+from pyro_vae.inference.local import local_elbo, local_guide_elbo
 
 from linear_gaussian import SIGMA, exact_posterior, lg_model
 
@@ -109,3 +110,30 @@ def test_models_that_ais_refuses_are_refused_with_the_same_errors(problem):
         local_elbo(discrete_model, discrete_guide, problem["x"], problem["W"], problem["b"], local_steps=20)
     with pytest.raises(ValueError, match="local_steps must be >= 20"):
         local_elbo(lg_model, discrete_guide, problem["x"], problem["W"], problem["b"], local_steps=5)
+
+
+def test_q_star_of_the_guides_own_family_by_optimizing_all_its_parameters_for_each_datapoint(problem):
+    """An amortized linear-Gaussian guide, loc = x A + c and one log-scale per latent, pyro.params all: with
+    every parameter optimized for one datapoint at a time its family is every diagonal Gaussian, so L[q*]
+    = log p(x) - 0.641 for each datapoint (within 0.05: 2,000 draws, measured <= 0.04); the amortized
+    parameters are restored afterwards."""
+
+    def linear_guide(x, W, b):
+        a = pyro.param("A", torch.zeros(x.shape[1], 2, dtype=x.dtype))
+        c = pyro.param("c", torch.zeros(2, dtype=x.dtype))
+        log_scale = pyro.param("log_scale", torch.zeros(2, dtype=x.dtype))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x @ a + c, log_scale.exp()).to_event(1))
+
+    args = (problem["x"], problem["W"], problem["b"])
+    linear_guide(*args)  # creates the parameters
+    before = {name: pyro.param(name).detach().clone() for name in ("A", "c", "log_scale")}
+    precision = torch.linalg.inv(problem["post_cov"])
+    approximation = 0.5 * (precision.diagonal().log().sum() - torch.logdet(precision))
+    pyro.set_rng_seed(2)
+    local, converged = local_guide_elbo(lg_model, linear_guide, *args, local_steps=300, local_lr=0.05,
+                                        num_samples=2000)
+    assert converged.all()
+    torch.testing.assert_close(local, problem["exact"] - approximation, rtol=0, atol=0.05)
+    for name, value in before.items():
+        assert torch.equal(pyro.param(name).detach(), value), name
