@@ -44,6 +44,23 @@ def test_likelihood_comparison_reports_bits_per_dim(tiny_mnist, tmp_path, capsys
     assert "bits/dim" in capsys.readouterr().out
 
 
+def test_gap_experiment_trains_both_guides_and_splits_their_gaps(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "gaps"
+    assert run_experiment("gaps", ["--dataset", "mnist", "--data-dir", tiny_mnist, "--epochs", "1", "--seeds", "0,1",
+                                   "--images", "6", "--flow-images", "2", "--local-steps", "20", "--ais-steps", "3",
+                                   "--ais-chains", "2", "--ais-leapfrog", "2", "--eval-samples", "20",
+                                   "--out", out]) == 0
+    results = json.loads((out / "gaps.json").read_text())["models"]
+    assert set(results) == {"gaussian-seed0", "iaf-seed0", "gaussian-seed1", "iaf-seed1"}
+    assert "gaps" in results["iaf-seed0"] and "gaps" not in results["iaf-seed1"]  # the split: first seed only
+    assert "local_flow_elbo" in results["iaf-seed0"] and "local_flow_elbo" not in results["gaussian-seed0"]
+    for guide in ("gaussian", "iaf"):  # two estimates of the same L[q] on the same images, other draws
+        row = results[f"{guide}-seed0"]
+        assert abs(row["gaps"]["elbo"]["mean"] - row["test_elbo"]["mean"]) < 2 * row["test_elbo"]["se"], row
+    assert Image.open(out / "gaps.png").size[0] > 500
+    assert "| iaf |" in capsys.readouterr().out
+
+
 def test_plot_command_redraws_a_run(tiny_mnist, tmp_path, monkeypatch):
     import pyro_vae.commands.plot
     import pyro_vae.runs.plots
