@@ -191,6 +191,7 @@ def test_console_commands_are_the_scripts(command, script, tmp_path):
         ["--guide", "iaf"],
         ["--guide", "iaf", "--flow-layers", "1", "--elbo", "iwae", "--num-particles", "3"],
         ["--guide", "iaf", "--num-particles", "2", "--likelihood", "gaussian"],
+        ["--guide", "iaf", "--jit"],
     ],
     ids=lambda flags: " ".join(flags),
 )
