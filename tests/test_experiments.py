@@ -59,6 +59,13 @@ def test_gap_experiment_trains_both_guides_and_splits_their_gaps(tiny_mnist, tmp
         assert abs(row["gaps"]["elbo"]["mean"] - row["test_elbo"]["mean"]) < 2 * row["test_elbo"]["se"], row
     assert Image.open(out / "gaps.png").size[0] > 500
     assert "| iaf |" in capsys.readouterr().out
+    # pyro-vae-gaps on a checkpoint of the IAF guide (AIS starts from its Gaussian; q*_FFG from its moments)
+    assert run_in_process("gaps", ["--checkpoint", out / "iaf-seed0" / "checkpoint.pt", "--num-images", "4",
+                                   "--local-steps", "20", "--num-samples", "20", "--ais-steps", "3", "--ais-chains",
+                                   "2", "--ais-leapfrog", "2", "--data-dir", tiny_mnist, "--out", tmp_path / "g"]) == 0
+    assert "approximation gap" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "g" / "gaps.json").read_text())["images"]["index"]) == 4
+    assert Image.open(tmp_path / "g" / "gaps.png").size[0] > 100
 
 
 def test_plot_command_redraws_a_run(tiny_mnist, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from the amortized guide.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 import pyro
@@ -57,11 +58,20 @@ def _maximize(elbo: Callable[[], Tensor], leaves: list[Tensor], steps: int, lr: 
         optimizer.step()
         decay.step()
         history.append(value.detach())
+    for leaf in leaves:
+        leaf.grad = None  # the guide's own parameters (local_guide_elbo) are left as they were found
     tenth = steps // 10
     last, before = torch.stack(history[-tenth:]), torch.stack(history[-2 * tenth:-tenth])  # (tenth, N) each
     rise = last.mean(0) - before.mean(0)
     noise = ((last.var(0) + before.var(0)) / tenth).sqrt()  # SE of the rise (steps taken as independent)
     return rise < CONVERGED_NATS + 3 * noise
+
+
+def _mean_log_weight(model: Callable, guide: Callable, args: tuple, kwargs: dict, num_particles: int, plate: str,
+                     nesting: int) -> Tensor:
+    """The reparameterized ELBO of each datapoint from ``num_particles`` vectorized draws: (N,)."""
+    traces = vectorized_traces(model, guide, args, kwargs, num_particles, nesting)
+    return trace_log_weights(*traces, plate, nesting).mean(0)
 
 
 class _LocalGaussians(Messenger):
@@ -122,8 +132,8 @@ def local_elbo(
             return guide(*args, **kwargs)
 
     with torch.enable_grad():
-        converged = _maximize(lambda: trace_log_weights(
-            *vectorized_traces(model, local_guide, args, kwargs, local_particles, nesting), plate, nesting).mean(0),
+        converged = _maximize(
+            lambda: _mean_log_weight(model, local_guide, args, kwargs, local_particles, plate, nesting),
             leaves, local_steps, local_lr)
     final = importance_log_weights(model, local_guide, *args, num_samples=num_samples, plate=plate,
                                    max_plate_nesting=nesting, **kwargs).mean(0)  # (N,)
@@ -151,12 +161,8 @@ def local_guide_elbo(
     kept = [leaf.detach().clone() for leaf in leaves]
     finals, converged = [], []
     for _, one in datapoint_chunks(args, 1):
-
-        def elbo(one: tuple = one) -> Tensor:  # (1,)
-            traces = vectorized_traces(model, guide, one, kwargs, local_particles, nesting)
-            return trace_log_weights(*traces, plate, nesting).mean(0)
-
         with torch.enable_grad():
+            elbo = partial(_mean_log_weight, model, guide, one, kwargs, local_particles, plate, nesting)
             converged.append(_maximize(elbo, leaves, local_steps, local_lr))
         finals.append(importance_log_weights(model, guide, *one, num_samples=num_samples, plate=plate,
                                              max_plate_nesting=nesting, **kwargs).mean(0))
