@@ -109,7 +109,8 @@ def run(argv: list[str] | None) -> None:
                 g = InferenceGaps.concatenate([
                     inference_gaps(vae.model, vae.guide, batch, local_steps=a.local_steps, num_samples=a.eval_samples,
                                    ais_steps=a.ais_steps, ais_chains=a.ais_chains, ais_leapfrog=a.ais_leapfrog,
-                                   ais_guide=vae.annealing_guide, max_plate_nesting=1) for batch in x.split(100)])
+                                   ais_model=vae.annealing_model, ais_guide=vae.annealing_guide,
+                                   max_plate_nesting=1) for batch in x.split(100)])
                 gaps[guide] = g
                 row["gaps"] = {k: {"mean": m, "se": s} for k, (m, s) in g.summary().items()}
                 row["local_converged"] = g.converged.float().mean().item()

@@ -94,8 +94,9 @@ def run(argv: list[str] | None) -> None:
     rows = []
     for steps in sorted(set(a.steps)):
         start = time.perf_counter()
-        forward = ais(vae.model, vae.annealing_guide, x, num_steps=steps, **options)
-        backward = reverse_ais(vae.model, vae.annealing_guide, x, latents={LATENT: z}, num_steps=steps, **options)
+        forward = ais(vae.annealing_model, vae.annealing_guide, x, num_steps=steps, **options)
+        backward = reverse_ais(vae.annealing_model, vae.annealing_guide, x, latents=vae.annealing_latents(x, z),
+                               num_steps=steps, **options)
         lower, upper = forward.bound(), -backward.bound()  # (N,) each
         rows.append({"num_steps": steps, "num_images": a.num_images, "lower": Estimate.of(lower).__dict__,
                      "upper": Estimate.of(upper).__dict__, "gap": Estimate.of(upper - lower).__dict__,

@@ -107,8 +107,8 @@ def run(argv: list[str] | None) -> None:
                    disable=a.no_progress or not sys.stderr.isatty()):
         parts.append(inference_gaps(vae.model, vae.guide, x[lo:lo + a.batch_size], local_steps=a.local_steps,
                                     num_samples=a.num_samples, ais_steps=a.ais_steps, ais_chains=a.ais_chains,
-                                    ais_leapfrog=a.ais_leapfrog, ais_guide=vae.annealing_guide,
-                                    max_plate_nesting=1))
+                                    ais_leapfrog=a.ais_leapfrog, ais_model=vae.annealing_model,
+                                    ais_guide=vae.annealing_guide, max_plate_nesting=1))
     gaps = InferenceGaps.concatenate(parts)
 
     summary = gaps.summary()

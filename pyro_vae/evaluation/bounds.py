@@ -209,7 +209,8 @@ def evaluate_ais(
                    f"AIS with {num_chains} chains for {images} images at once",
                    "lower `num_chains` or `batch_size`")
     vae.eval()
-    result = ais(vae.model, vae.annealing_guide, x, num_steps=num_steps, num_chains=num_chains, plate=DATA_PLATE,
-                 num_leapfrog=num_leapfrog, chunk_size=batch_size, max_plate_nesting=1)
+    # a flow guide anneals in its base space, where log q is cheap at every point HMC moves to (flows.py)
+    result = ais(vae.annealing_model, vae.annealing_guide, x, num_steps=num_steps, num_chains=num_chains,
+                 plate=DATA_PLATE, num_leapfrog=num_leapfrog, chunk_size=batch_size, max_plate_nesting=1)
     return AISEstimate(num_steps, num_chains, Estimate.of(result.bound()), result.acceptance.mean().item(),
                        time.perf_counter() - start)

@@ -74,16 +74,16 @@ def _mean_and_se(values: Tensor) -> tuple[float, float | None]:
 def inference_gaps(
     model: Callable, guide: Callable, *args: Any, plate: str = "data", local_steps: int = 500,
     local_lr: float = 0.05, local_particles: int = 16, num_samples: int = 1000, ais_steps: int = 500,
-    ais_chains: int = 16, ais_leapfrog: int = 10, ais_guide: Callable | None = None,
+    ais_chains: int = 16, ais_leapfrog: int = 10, ais_model: Callable | None = None, ais_guide: Callable | None = None,
     chunk_size: int | None = None, max_plate_nesting: int | None = None, **kwargs: Any,
 ) -> InferenceGaps:
     """The inference gap of each datapoint of ``plate`` and its split into approximation and amortization
     gaps (Cremer et al. 2018), see the module docstring. log p(x_n) by forward AIS (``ais_steps``,
     ``ais_chains``, ``ais_leapfrog``), L[q_phi] and L[q*] each the mean log-weight of ``num_samples`` draws,
-    q* by ``local_steps`` Adam steps (see local_elbo). ``ais_guide``: where AIS starts, if not at the guide
-    (e.g. a flow guide's base Gaussian, whose log-density is cheap at any point). ``chunk_size`` bounds how
-    many datapoints run at once (positional tensor arguments are split along dim 0). Latent sites must be
-    continuous, unconstrained and inside ``plate``, as for AIS."""
+    q* by ``local_steps`` Adam steps (see local_elbo). ``ais_model``, ``ais_guide``: a pair that AIS anneals
+    between instead, for the same log p(x) (e.g. a flow guide's base space, where log q is cheap anywhere).
+    ``chunk_size`` bounds how many datapoints run at once (positional tensor arguments are split along dim
+    0). Latent sites must be continuous, unconstrained and inside ``plate``, as for AIS."""
     parts = []
     for _, chunk in datapoint_chunks(args, chunk_size):
         nesting = plate_nesting(model, guide, chunk, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
@@ -91,7 +91,7 @@ def inference_gaps(
         elbo = importance_log_weights(model, guide, *chunk, num_samples=num_samples, **options).mean(0)
         local, converged = local_elbo(model, guide, *chunk, local_steps=local_steps, local_lr=local_lr,
                                       local_particles=local_particles, num_samples=num_samples, **options)
-        log_px = ais_log_marginal_likelihood(model, ais_guide or guide, *chunk, num_steps=ais_steps,
+        log_px = ais_log_marginal_likelihood(ais_model or model, ais_guide or guide, *chunk, num_steps=ais_steps,
                                              num_chains=ais_chains, num_leapfrog=ais_leapfrog, **options)
         parts.append(InferenceGaps(log_px, elbo, local, local_steps, converged))
     return InferenceGaps.concatenate(parts)

@@ -53,6 +53,10 @@ def _maximize(elbo: Callable[[], Tensor], leaves: list[Tensor], steps: int, lr: 
     for _ in range(steps):
         value = elbo()  # (N,)
         grads = torch.autograd.grad(-value.sum(), leaves, allow_unused=True)
+        if all(grad is None for grad in grads):
+            raise ValueError("none of the parameters being optimized changes the ELBO: for a guide's own parameters, "
+                             "Pyro's param store holds other tensors under their names (an earlier model's, e.g. "
+                             "of a second VAE in this process); call pyro.clear_param_store() and run the guide once")
         for leaf, grad in zip(leaves, grads):
             leaf.grad = grad
         optimizer.step()

@@ -6,10 +6,11 @@ import torch
 from torch import Tensor, nn
 
 from pyro_vae.config import ModelConfig
+from pyro_vae.models import flows
 from pyro_vae.models.flows import IAF
 from pyro_vae.models.guide import guide
 from pyro_vae.models.likelihoods import Likelihood, make_likelihood
-from pyro_vae.models.model import model
+from pyro_vae.models.model import LATENT, model
 from pyro_vae.models.networks import Decoder, Encoder
 
 
@@ -33,7 +34,9 @@ class VAE(nn.Module):
         # a new id, so the JIT would retrace at every step (measured: 5x slower than no JIT).
         self.model = self.model  # type: ignore[method-assign]
         self.guide = self.guide  # type: ignore[method-assign]
-        self.annealing_guide = self.guide if self.flow is None else self.base_guide
+        # what AIS anneals between: the guide and the model, or for a flow guide the same in its base space
+        self.annealing_model, self.annealing_guide = (
+            (self.model, self.guide) if self.flow is None else (self.base_model, self.base_guide))
 
     def model(self, x: Tensor | None, size: int | None = None, subsample: Tensor | None = None) -> None:
         model(x, self.decoder, self.likelihood, self.config.z_dim, size, subsample)
@@ -41,13 +44,22 @@ class VAE(nn.Module):
     def guide(self, x: Tensor, size: int | None = None, subsample: Tensor | None = None) -> None:
         guide(x, self.encoder, size, subsample, self.flow)
 
+    def base_model(self, x: Tensor, size: int | None = None, subsample: Tensor | None = None) -> None:
+        """A flow guide's AIS target: the model as a density over the flow's base variable (flows.py)."""
+        assert self.flow is not None
+        flows.base_model(x, self.encoder, self.flow, self.decoder, self.likelihood, size, subsample)
+
     def base_guide(self, x: Tensor, size: int | None = None, subsample: Tensor | None = None) -> None:
-        """The encoder's Gaussian N(loc(x), diag scale(x)^2) without the flow: where AIS starts for a flow
-        guide (``annealing_guide``). AIS needs log q at the points HMC moves to, which an IAF gives only by
-        an inverse of one autoregressive pass per latent dimension (measured: 20 AIS steps on 50 images took
-        74 s against about 2 s from the Gaussian); any start keeps AIS a stochastic lower bound, and the
-        encoder's Gaussian is already near the posterior (Wu et al. 2017 start from the prior)."""
-        guide(x, self.encoder, size, subsample)
+        """A flow guide's AIS start: the encoder's Gaussian, over the flow's base variable (flows.py)."""
+        flows.base_guide(x, self.encoder, size, subsample)
+
+    def annealing_latents(self, x: Tensor, z: Tensor) -> dict[str, Tensor]:
+        """Latents z (N, Z) of images x as the sites of the annealing pair: z itself, or for a flow guide
+        u = f_x^-1(z) (exact). Reverse AIS starts there."""
+        if self.flow is None:
+            return {LATENT: z}
+        loc, scale, h = self.encoder.with_features(x)
+        return {flows.BASE: flows.pull_back(self.flow.distribution(loc, scale, h).transforms, z)}
 
     @torch.no_grad()
     def init_output_bias(self, x: Tensor) -> None:

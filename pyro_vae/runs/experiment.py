@@ -28,7 +28,7 @@ from pyro_vae.runs import report
 from pyro_vae.runs.run_folder import owned_run_folder, writable_dir
 from pyro_vae.training import checkpoint
 from pyro_vae.training.distributed import SINGLE, Context
-from pyro_vae.training.loop import fit, make_optimizer
+from pyro_vae.training.loop import fit, forget_networks, make_optimizer
 from pyro_vae.training.state import EpochRecord, Snapshot, TrainState
 
 log = logging.getLogger("pyro_vae")
@@ -81,6 +81,9 @@ def load_run(path: str | Path, device: str = "auto", data_dir: str | None = None
         data_config = replace(data_config, data_dir=data_dir)
     vae, data, _ = build(model_config, data_config, torch_device)
     checkpoint.restore(vae, state)
+    # an earlier VAE of this process (trained or loaded) would shadow this one's parameters in Pyro's param
+    # store under the same names: what tools that read the store see (local_guide_elbo, Pyro's JIT)
+    forget_networks()
     return vae.eval(), data, state
 
 
