@@ -59,7 +59,7 @@ def test_gap_experiment_trains_both_guides_and_splits_their_gaps(tiny_mnist, tmp
         assert abs(row["gaps"]["elbo"]["mean"] - row["test_elbo"]["mean"]) < 2 * row["test_elbo"]["se"], row
     assert Image.open(out / "gaps.png").size[0] > 500
     assert "| iaf |" in capsys.readouterr().out
-    # pyro-vae-gaps on a checkpoint of the IAF guide (AIS starts from its Gaussian; q*_FFG from its moments)
+    # pyro-vae-gaps on a checkpoint of the IAF guide (AIS in the flow's base space; q*_FFG from its moments)
     assert run_in_process("gaps", ["--checkpoint", out / "iaf-seed0" / "checkpoint.pt", "--num-images", "4",
                                    "--local-steps", "20", "--num-samples", "20", "--ais-steps", "3", "--ais-chains",
                                    "2", "--ais-leapfrog", "2", "--data-dir", tiny_mnist, "--out", tmp_path / "g"]) == 0
