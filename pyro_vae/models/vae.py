@@ -58,8 +58,13 @@ class VAE(nn.Module):
         u = f_x^-1(z) (exact). Reverse AIS starts there."""
         if self.flow is None:
             return {LATENT: z}
+        return {flows.BASE: flows.pull_back(self._flow_of(x)[1], z)}
+
+    def _flow_of(self, x: Tensor) -> tuple[Tensor, list]:
+        """The encoder's mean (B, Z) and the flow's transforms conditioned on x's features."""
+        assert self.flow is not None
         loc, scale, h = self.encoder.with_features(x)
-        return {flows.BASE: flows.pull_back(self.flow.distribution(loc, scale, h).transforms, z)}
+        return loc, self.flow.distribution(loc, scale, h).transforms
 
     @torch.no_grad()
     def init_output_bias(self, x: Tensor) -> None:
@@ -79,11 +84,8 @@ class VAE(nn.Module):
         the base mean, not the flow's own mean, which has no closed form).   (B, D) -> (B, Z)"""
         if self.flow is None:
             return self.encoder(x)[0]
-        loc, scale, h = self.encoder.with_features(x)
-        q = self.flow.distribution(loc, scale, h)
-        for transform in q.transforms:
-            loc = transform(loc)
-        return loc
+        loc, transforms = self._flow_of(x)
+        return flows.push_forward(transforms, loc)[0]
 
     def decode_mean(self, z: Tensor) -> Tensor:
         """Mean of p(x|z).   (..., Z) -> (..., D)"""
