@@ -107,7 +107,8 @@ def test_a_vae_with_an_iaf_guide_anneals_in_the_flows_base_space_to_the_same_log
     same log p(x); reverse AIS from the latents that generated the images, pulled back to u, bounds it from
     above. Tolerances: 0.15 nats per image for the AIS rows against IS (200 steps, 8 chains; IS's own
     delta-method SE is up to 0.03 here), reverse AIS at most 0.15 below IS. Measured on another seed: base
-    space 0.105, direct 0.067, reverse 0.078 below (0.052, 0.030, 0.021 with 500 steps and 16 chains)."""
+    space 0.105, direct 0.067, reverse 0.078 below (0.052, 0.030, 0.021 with 500 steps and 16 chains). AIS through the inverse runs on 2 of the 6
+    images: it is the slow path, which this test only cross-checks."""
     torch.manual_seed(0)
     vae = VAE(x_dim=12, config=ModelConfig(z_dim=2, hidden=(16,), guide="iaf", flow_layers=2))
     trained_like(vae.flow, 0.1)
@@ -122,11 +123,11 @@ def test_a_vae_with_an_iaf_guide_anneals_in_the_flows_base_space_to_the_same_log
     exact = torch.logsumexp(log_w, 0) - math.log(len(log_w))
     options = dict(num_steps=200, num_chains=8, num_leapfrog=5)
     base = ais_log_marginal_likelihood(vae.annealing_model, vae.annealing_guide, x, **options)
-    direct = ais_log_marginal_likelihood(vae.model, vae.guide, x, **options)
+    direct = ais_log_marginal_likelihood(vae.model, vae.guide, x[:2], **options)  # slow: the inverse at each step
     upper = reverse_ais_log_marginal_likelihood(vae.annealing_model, vae.annealing_guide, x,
                                                 latents=vae.annealing_latents(x, z), **options)
     torch.testing.assert_close(base, exact, rtol=0, atol=0.15)
-    torch.testing.assert_close(direct, exact, rtol=0, atol=0.15)
+    torch.testing.assert_close(direct, exact[:2], rtol=0, atol=0.15)
     assert (upper > exact - 0.15).all(), upper - exact
     u = vae.annealing_latents(x, z)["z_base"]  # and back: f(f^-1(z)) = z
     loc, scale, h = vae.encoder.with_features(x)
