@@ -107,8 +107,8 @@ def test_a_vae_with_an_iaf_guide_anneals_in_the_flows_base_space_to_the_same_log
     same log p(x); reverse AIS from the latents that generated the images, pulled back to u, bounds it from
     above. Tolerances: 0.15 nats per image for the AIS rows against IS (200 steps, 8 chains; IS's own
     delta-method SE is up to 0.03 here), reverse AIS at most 0.15 below IS. Measured on another seed: base
-    space 0.105, direct 0.067, reverse 0.078 below (0.052, 0.030, 0.021 with 500 steps and 16 chains). AIS through the inverse runs on 2 of the 6
-    images: it is the slow path, which this test only cross-checks."""
+    space 0.105, direct 0.067, reverse 0.078 below (0.052, 0.030, 0.021 with 500 steps and 16 chains).
+    AIS through the inverse runs on 2 of the 6 images: the slow path, which this test only cross-checks."""
     torch.manual_seed(0)
     vae = VAE(x_dim=12, config=ModelConfig(z_dim=2, hidden=(16,), guide="iaf", flow_layers=2))
     trained_like(vae.flow, 0.1)
