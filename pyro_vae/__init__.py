@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     from pyro_vae.data.datasets import Dataset, load_dataset
     from pyro_vae.data.pixels import PreparedData, likelihood_for, prepare_data
     from pyro_vae.errors import UsageError
-    from pyro_vae.evaluation.bounds import AISEstimate, BoundsReport, evaluate_ais, evaluate_bounds
+    from pyro_vae.evaluation.bounds import (
+        AISEstimate,
+        BoundsReport,
+        DatapointBounds,
+        datapoint_ais,
+        datapoint_bounds,
+        evaluate_ais,
+        evaluate_bounds,
+    )
     from pyro_vae.inference.ais import (
         AISResult,
         ais,
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
     from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
     from pyro_vae.inference.iwae import IWAE_ELBO
     from pyro_vae.inference.objectives import ELBOS, make_elbo
+    from pyro_vae.inference.streams import DatapointStreams
     from pyro_vae.models.likelihoods import LIKELIHOODS, Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood
     from pyro_vae.models.model import DATA_PLATE, LATENT, OBSERVED
     from pyro_vae.models.vae import VAE
@@ -45,6 +54,8 @@ _EXPORTS = {
     "ContinuousBernoulli": "pyro_vae.models.likelihoods",
     "DATA_PLATE": "pyro_vae.models.model",
     "DataConfig": "pyro_vae.config",
+    "DatapointBounds": "pyro_vae.evaluation.bounds",
+    "DatapointStreams": "pyro_vae.inference.streams",
     "Dataset": "pyro_vae.data.datasets",
     "ELBOS": "pyro_vae.inference.objectives",
     "EpochRecord": "pyro_vae.training.state",
@@ -64,6 +75,8 @@ _EXPORTS = {
     "ais": "pyro_vae.inference.ais",
     "ais_log_marginal_likelihood": "pyro_vae.inference.ais",
     "build": "pyro_vae.runs.experiment",
+    "datapoint_ais": "pyro_vae.evaluation.bounds",
+    "datapoint_bounds": "pyro_vae.evaluation.bounds",
     "evaluate_ais": "pyro_vae.evaluation.bounds",
     "evaluate_bounds": "pyro_vae.evaluation.bounds",
     "fit": "pyro_vae.training.loop",

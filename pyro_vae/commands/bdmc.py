@@ -6,13 +6,17 @@ Draws N images x ~ p(x) from the trained model, keeping the z that generated eac
 sample (Grosse et al. 2015). For each step count, forward AIS from the guide gives a stochastic lower bound
 on log p(x) and reverse AIS from that z a stochastic upper bound; their gap says how far either can be from
 log p(x), and so how many steps are enough. The ELBO and IWAE-K of the same images show where importance
-sampling sits inside the sandwich. Prints a table, writes bdmc.json and bdmc.png.
+sampling sits inside the sandwich. Prints a table, writes bdmc.json, bdmc_per_image.csv and bdmc.png. Runs
+under torchrun and resumes (--resume) as evaluate.py does; the simulated images depend on --seed and
+--num-images, each image's samplers on --seed and its number.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -21,15 +25,26 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 from pyro import poutine
+from torch import Tensor
 
-from pyro_vae.commands.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int, startup_done
-from pyro_vae.evaluation.bounds import Estimate, evaluate_bounds
+from pyro_vae.commands.cli import (
+    ArgumentParser,
+    add_checkpoint_arguments,
+    add_parts_arguments,
+    int_list,
+    positive_int,
+    startup_done,
+)
+from pyro_vae.evaluation.bounds import DatapointBounds, Estimate, datapoint_bounds
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.ais import ais, reverse_ais
 from pyro_vae.inference.estimators import sample_sites
+from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, REVERSE_AIS, DatapointStreams
 from pyro_vae.models.model import LATENT, OBSERVED
 from pyro_vae.runs.experiment import load_run
+from pyro_vae.runs.parts import Scored, file_hash, score_in_parts, tensor_hash, write_csv
 from pyro_vae.runs.run_folder import writable_dir
+from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
 
@@ -71,12 +86,20 @@ def run(argv: list[str] | None) -> None:
                    help="leapfrog steps per transition (default: %(default)s)")
     p.add_argument("--iwae-samples", type=positive_int, default=5000,
                    help="K of the largest IWAE bound on the same images (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=100, help="images per pass (default: %(default)s)")
-    add_checkpoint_arguments(p, seeds="the simulated images and every sampler", out="bdmc.json and bdmc.png")
+    p.add_argument("--batch-size", type=positive_int, default=100,
+                   help="images per pass, and per saved part (default: %(default)s)")
+    add_parts_arguments(p, "BDMC run")
+    add_checkpoint_arguments(p, seeds="the simulated images and every sampler",
+                             out="bdmc.json, bdmc_per_image.csv and bdmc.png")
     a = p.parse_args(argv)
 
-    pyro.set_rng_seed(a.seed)
-    vae, _, state = load_run(a.checkpoint, a.device, a.data_dir)
+    # under torchrun: in the process group, one device per local rank
+    distributed.in_process_group(lambda context, device: bdmc(a, context, device), a.device)
+
+
+def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> None:
+    pyro.set_rng_seed(a.seed)  # the same simulated images in every process
+    vae, _, state = load_run(a.checkpoint, device, a.data_dir)
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     pyro.enable_validation(False)
     out = writable_dir(a.out or Path(a.checkpoint).parent)
@@ -86,23 +109,45 @@ def run(argv: list[str] | None) -> None:
     x, z = sites[OBSERVED]["value"], sites[LATENT]["value"]  # (N, D), (N, Z)
     log.info("%s: %d images simulated from the model; AIS with %d chains, %d leapfrog steps per transition",
              a.checkpoint, a.num_images, a.chains, a.leapfrog)
-
     ks = sorted({k for k in (1, 10, 100, 1000) if k <= a.iwae_samples} | {a.iwae_samples})
-    report = evaluate_bounds(vae, x, ks=ks, batch_size=a.batch_size, diagnose=False)
-    bounds = {"ELBO": report.elbo.mean, f"IWAE K={a.iwae_samples}": report.log_likelihood.mean}
+    steps_rows = sorted(set(a.steps))
     options = dict(num_chains=a.chains, num_leapfrog=a.leapfrog, chunk_size=a.batch_size, max_plate_nesting=1)
+
+    def score(rows: Tensor) -> Scored:  # the simulated images numbered ``rows``
+        images, latents = x[rows.to(x.device)], z[rows.to(z.device)]
+        bounds = datapoint_bounds(vae, images, ks=ks, batch_size=a.batch_size, diagnose=False,
+                                  noise=DatapointStreams(a.seed, rows, IMPORTANCE_SAMPLING))
+        scored = Scored({"elbo": bounds.elbo, **{f"iwae_{k}": v for k, v in bounds.iwae.items() if k > 1}})
+        for steps in steps_rows:
+            start = time.perf_counter()
+            forward = ais(vae.annealing_model, vae.annealing_guide, images, num_steps=steps,
+                          noise=DatapointStreams(a.seed, rows, FORWARD_AIS, steps), **options)
+            backward = reverse_ais(vae.annealing_model, vae.annealing_guide, images,
+                                   latents=vae.annealing_latents(images, latents), num_steps=steps,
+                                   noise=DatapointStreams(a.seed, rows, REVERSE_AIS, steps), **options)
+            scored.values[f"forward_{steps}"], scored.values[f"reverse_{steps}"] = forward.bound(), -backward.bound()
+            scored.values[f"acceptance_{steps}"] = (forward.acceptance + backward.acceptance) / 2
+            scored.seconds[str(steps)] = time.perf_counter() - start
+        return scored
+
+    settings = {"checkpoint_sha256": file_hash(a.checkpoint), "images_sha256": tensor_hash(x), "seed": a.seed,
+                "num_images": a.num_images, "ks": ks, "batch_size": a.batch_size, "steps": steps_rows,
+                "chains": a.chains, "leapfrog": a.leapfrog}
+    index = torch.arange(a.num_images)
+    scored = score_in_parts(score, index, a.batch_size, out / "bdmc.parts", settings, resume=a.resume,
+                            context=context, progress=not a.no_progress)
+    if not context.is_main:
+        return
+    values = scored.values
     rows = []
-    for steps in sorted(set(a.steps)):
-        start = time.perf_counter()
-        forward = ais(vae.annealing_model, vae.annealing_guide, x, num_steps=steps, **options)
-        backward = reverse_ais(vae.annealing_model, vae.annealing_guide, x, latents=vae.annealing_latents(x, z),
-                               num_steps=steps, **options)
-        lower, upper = forward.bound(), -backward.bound()  # (N,) each
+    for steps in steps_rows:
+        lower, upper = values[f"forward_{steps}"], values[f"reverse_{steps}"]  # (N,) each
         rows.append({"num_steps": steps, "num_images": a.num_images, "lower": Estimate.of(lower).__dict__,
                      "upper": Estimate.of(upper).__dict__, "gap": Estimate.of(upper - lower).__dict__,
-                     "acceptance": (forward.acceptance.mean().item() + backward.acceptance.mean().item()) / 2,
-                     "seconds": time.perf_counter() - start})
-        log.info("%d steps done in %.0f s", steps, rows[-1]["seconds"])
+                     "acceptance": values[f"acceptance_{steps}"].mean().item(), "seconds": scored.seconds[str(steps)]})
+    report = DatapointBounds(values["elbo"], {k: values["elbo"] if k == 1 else values[f"iwae_{k}"] for k in ks},
+                             None).report()
+    bounds = {"ELBO": report.elbo.mean, f"IWAE K={a.iwae_samples}": report.log_likelihood.mean}
 
     def pm(estimate: dict) -> str:  # mean ± SE; one image has no SE (said once, below the table)
         return f"{estimate['mean']:.2f}" + ("" if estimate["se"] is None else f" ± {estimate['se']:.2f}")
@@ -117,8 +162,11 @@ def run(argv: list[str] | None) -> None:
     for name, value in bounds.items():
         print(f"{name:>20}  {value:10.2f}   {tightest['lower']['mean'] - value:.2f} nats below forward AIS and "
               f"{tightest['upper']['mean'] - value:.2f} below reverse AIS at {tightest['num_steps']} steps")
-    result = {"checkpoint": str(a.checkpoint), "dataset": state["data_config"]["dataset"], "chains": a.chains,
-              "leapfrog": a.leapfrog, "rows": rows, "importance_sampling": report.to_dict()}
+    result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
+              "dataset": state["data_config"]["dataset"], "seed": a.seed, "processes": context.world_size,
+              "chains": a.chains, "leapfrog": a.leapfrog, "rows": rows, "importance_sampling": report.to_dict()}
     atomic_write_text(out / "bdmc.json", json.dumps(result, indent=2) + "\n")
+    write_csv(out / "bdmc_per_image.csv", index, values)
     plot_bdmc(rows, bounds, out / "bdmc.png")
-    log.info("wrote %s and %s", out / "bdmc.json", out / "bdmc.png")
+    shutil.rmtree(out / "bdmc.parts", ignore_errors=True)
+    log.info("wrote %s, %s and %s", out / "bdmc.json", out / "bdmc_per_image.csv", out / "bdmc.png")

@@ -127,6 +127,14 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser, seeds: str, out: str) -
     p.add_argument("--out", help=f"where {out} go (default: beside the checkpoint)")
 
 
+def add_parts_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """The flags of commands that score images in saved parts (runs/parts.py)."""
+    p.add_argument("--resume", action="store_true",
+                   help=f"go on with an interrupted {what}: the parts it saved are kept, the rest scored; refused when "
+                        "a setting differs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 SETTING = re.compile(r"`([a-z][a-z_]*)(?:=([^`]*))?`")  # `name` or `name=value` in a library message
 FLAGS = {"num_chains": "--ais-chains"}  # the settings whose flag is not --<name with dashes>
 

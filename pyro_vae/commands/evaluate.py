@@ -1,25 +1,54 @@
 """Compare the ELBO with importance-weighted bounds log p^_K(x) for growing K on the test set.
 
     pyro-vae-evaluate --checkpoint runs/train_svi/checkpoint.pt
+    torchrun --nproc_per_node=4 scripts/evaluate.py --checkpoint runs/train_svi/checkpoint.pt --ais-steps 1000
+
+Every image's random numbers are its own (drawn from streams keyed by --seed and the image's index), so an
+image's numbers do not depend on the other images, --batch-size, --chunk-size, the number of processes or an
+interruption. Writes evaluation.json, per_image.csv and bounds.png; parts saved as it goes (--resume).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
+import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pyro
+from torch import Tensor
 
-from pyro_vae.commands.cli import ArgumentParser, add_checkpoint_arguments, int_list, positive_int, startup_done
+from pyro_vae.commands.cli import (
+    ArgumentParser,
+    add_checkpoint_arguments,
+    add_parts_arguments,
+    int_list,
+    positive_int,
+    startup_done,
+)
 from pyro_vae.errors import UsageError
-from pyro_vae.evaluation.bounds import evaluate_ais, evaluate_bounds
+from pyro_vae.evaluation.bounds import AISEstimate, DatapointBounds, Estimate, datapoint_ais, datapoint_bounds
 from pyro_vae.files import atomic_write_text
+from pyro_vae.inference.estimators import KHAT_MIN_SAMPLES
+from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, DatapointStreams
 from pyro_vae.runs.experiment import load_run
+from pyro_vae.runs.parts import (
+    Scored,
+    choose_images,
+    file_hash,
+    paired_differences,
+    read_csv,
+    score_in_parts,
+    tensor_hash,
+    write_csv,
+)
 from pyro_vae.runs.plots import plot_bounds
 from pyro_vae.runs.run_folder import writable_dir
+from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
 
@@ -31,10 +60,16 @@ def run(argv: list[str] | None) -> None:
     p.add_argument("--ks", type=int_list, default=(1, 10, 100, 1000, 5000),
                    help="the K of each bound to report, comma-separated; those above --num-samples are dropped "
                         "(default: 1,10,100,1000,5000)")
-    p.add_argument("--batch-size", type=positive_int, default=100, help="test images per pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=100,
+                   help="test images per pass, and per saved part (default: %(default)s)")
     p.add_argument("--chunk-size", type=positive_int, default=250,
                    help="importance samples per pass; memory grows with batch-size x chunk-size (default: %(default)s)")
-    p.add_argument("--limit", type=positive_int, help="evaluate only the first LIMIT test images")
+    p.add_argument("--images", type=positive_int,
+                   help="evaluate IMAGES test images drawn at random with --seed (the same ones every time; their "
+                        "indices are recorded)")
+    p.add_argument("--limit", type=positive_int,
+                   help="evaluate only the first LIMIT test images (harder than the test set as a whole on MNIST: "
+                        "prefer --images)")
     p.add_argument("--no-khat", action="store_true", help="skip the PSIS k^ diagnostic")
     p.add_argument("--ais-steps", type=int_list, default=(),
                    help="add a row of annealed importance sampling (AIS) with this many HMC transitions; "
@@ -42,32 +77,82 @@ def run(argv: list[str] | None) -> None:
     p.add_argument("--ais-chains", type=positive_int, default=16, help="AIS chains per image (default: %(default)s)")
     p.add_argument("--ais-leapfrog", type=positive_int, default=10,
                    help="leapfrog steps per HMC transition (default: %(default)s)")
-    add_checkpoint_arguments(p, seeds="the importance samples", out="evaluation.json and bounds.png")
+    p.add_argument("--compare", metavar="PER_IMAGE_CSV",
+                   help="another evaluation's per_image.csv: print this one minus that one, image by image, with "
+                        "paired standard errors (use the same --images and --seed)")
+    add_parts_arguments(p, "evaluation")
+    add_checkpoint_arguments(p, seeds="the choice of --images and every image's random numbers",
+                             out="evaluation.json, per_image.csv and bounds.png")
     a = p.parse_args(argv)
 
+    # under torchrun: in the process group, one device per local rank
+    distributed.in_process_group(lambda context, device: evaluate(a, context, device), a.device)
+
+
+def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -> None:
     pyro.set_rng_seed(a.seed)
-    vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)  # checks the data's support once
+    vae, data, state = load_run(a.checkpoint, device, a.data_dir)  # checks the data's support once
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     # so Pyro's per-call argument checks, a pass over every (samples x images x pixels) tensor, can go
     pyro.enable_validation(False)
     out = writable_dir(a.out or Path(a.checkpoint).parent)  # before the long evaluation, not after it
-    x = data.test[: a.limit]
+    index, chosen = choose_images(len(data.test), images=a.images, limit=a.limit, seed=a.seed)
+    x = data.test[index.to(data.test.device)]
     ks = sorted({k for k in a.ks if k <= a.num_samples} | {a.num_samples})
-    log.info("%s: %d test images of %s, K = %s", a.checkpoint, len(x), state["data_config"]["dataset"],
-             ",".join(map(str, ks)))
-    report = evaluate_bounds(vae, x, ks=ks, batch_size=a.batch_size, chunk_size=a.chunk_size, diagnose=not a.no_khat)
-    rows = []
-    for steps in sorted(set(a.ais_steps)):
-        log.info("AIS with %d steps x %d chains (%d leapfrog steps each) on %d images", steps, a.ais_chains,
-                 a.ais_leapfrog, len(x))
-        rows.append(evaluate_ais(vae, x, steps, a.ais_chains, a.ais_leapfrog, a.batch_size))
-    report = replace(report, ais=tuple(rows))
+    ais_steps = sorted(set(a.ais_steps))
+    diagnose = not a.no_khat and a.num_samples >= KHAT_MIN_SAMPLES
+    log.info("%s: %d test images of %s (%s), K = %s%s", a.checkpoint, len(x), state["data_config"]["dataset"],
+             chosen["selection"], ",".join(map(str, ks)), f"; AIS with {','.join(map(str, ais_steps))} steps x "
+             f"{a.ais_chains} chains ({a.ais_leapfrog} leapfrog steps)" if ais_steps else "")
+
+    def score(rows: Tensor) -> Scored:  # the images at dataset indices ``rows``
+        images = data.test[rows.to(data.test.device)]
+        bounds = datapoint_bounds(vae, images, ks=ks, batch_size=a.batch_size, chunk_size=a.chunk_size,
+                                  diagnose=diagnose, noise=DatapointStreams(a.seed, rows, IMPORTANCE_SAMPLING))
+        scored = Scored({"elbo": bounds.elbo, **{f"iwae_{k}": v for k, v in bounds.iwae.items() if k > 1},
+                         **({} if bounds.khat is None else {"khat": bounds.khat})})
+        for steps in ais_steps:
+            start = time.perf_counter()
+            result = datapoint_ais(vae, images, steps, a.ais_chains, a.ais_leapfrog, a.batch_size,
+                                   noise=DatapointStreams(a.seed, rows, FORWARD_AIS, steps))
+            scored.values[f"ais_{steps}"] = result.bound()
+            scored.values[f"ais_{steps}_acceptance"] = result.acceptance
+            scored.seconds[f"ais_{steps}"] = time.perf_counter() - start
+        return scored
+
+    settings = {"checkpoint_sha256": file_hash(a.checkpoint), "images_sha256": tensor_hash(x), "index": chosen,
+                "seed": a.seed, "ks": ks, "khat": diagnose, "batch_size": a.batch_size, "chunk_size": a.chunk_size,
+                "ais_steps": ais_steps, "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog}
+    start = time.perf_counter()
+    scored = score_in_parts(score, index, a.batch_size, out / "evaluation.parts", settings, resume=a.resume,
+                            context=context, progress=not a.no_progress)
+    wall = time.perf_counter() - start  # the scoring's wall time, every process's part gathered
+    if not context.is_main:
+        return
+    values = scored.values
+    shared, compared = (0, None) if a.compare is None else paired_differences(index, values, *read_csv(a.compare))
+    report = DatapointBounds(values["elbo"], {k: values["elbo"] if k == 1 else values[f"iwae_{k}"] for k in ks},
+                             values.get("khat")).report()
+    report = replace(report, ais=tuple(
+        AISEstimate(steps, a.ais_chains, Estimate.of(values[f"ais_{steps}"]),
+                    values[f"ais_{steps}_acceptance"].mean().item(), scored.seconds[f"ais_{steps}"])
+        for steps in ais_steps))
     if not all(math.isfinite(value) for value in (report.elbo.mean, report.log_likelihood.mean)):
         raise UsageError(f"{a.checkpoint}: the model's bounds are not finite on these images (ELBO "
                          f"{report.elbo.mean}): its weights are damaged or diverged; use another checkpoint")
     print("\n".join(report.lines()))
+    if compared is not None:
+        print(f"this evaluation minus {a.compare}, paired on {shared} shared images:")
+        for name, d in compared.items():
+            print(f"{name:>14}  {d['mean']:+10.2f} ± {d['se']:.2f}   (unpaired SE {d['unpaired_se']:.2f})")
 
-    result = {"checkpoint": str(a.checkpoint), "dataset": state["data_config"]["dataset"], **report.to_dict()}
+    result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
+              "dataset": state["data_config"]["dataset"], "images": chosen, "seed": a.seed,
+              "processes": context.world_size, "seconds": wall, **report.to_dict(),
+              **({} if compared is None else {"compared_with": str(a.compare), "shared_images": shared,
+                                              "paired_differences": compared})}
     atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
+    write_csv(out / "per_image.csv", index, values)
     plot_bounds(report, out / "bounds.png")
-    log.info("wrote %s and %s", out / "evaluation.json", out / "bounds.png")
+    shutil.rmtree(out / "evaluation.parts", ignore_errors=True)
+    log.info("wrote %s, %s and %s", out / "evaluation.json", out / "per_image.csv", out / "bounds.png")

@@ -5,7 +5,9 @@
 For N test images drawn at random (--seed): log p(x) by AIS, the amortized guide's ELBO L[q], and L[q*] of
 the best diagonal Gaussian for each image alone (a local optimization started at the guide). The
 approximation gap log p(x) - L[q*] is what the Gaussian family costs; the amortization gap L[q*] - L[q]
-what sharing one encoder across images costs. Prints a table, writes gaps.json and gaps.png.
+what sharing one encoder across images costs. Prints a table, writes gaps.json and gaps.png. Runs under
+torchrun and resumes (--resume) as evaluate.py does, in parts of --batch-size images, each seeded from --seed
+and its first image: the numbers do not depend on the number of processes or an interruption.
 """
 
 from __future__ import annotations
@@ -13,22 +15,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pyro
-import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from tqdm.auto import tqdm
+from torch import Tensor
 
-from pyro_vae.commands.cli import ArgumentParser, add_checkpoint_arguments, positive_int, startup_done
-from pyro_vae.errors import UsageError
+from pyro_vae.commands.cli import (
+    ArgumentParser,
+    add_checkpoint_arguments,
+    add_parts_arguments,
+    positive_int,
+    startup_done,
+)
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
+from pyro_vae.inference.streams import LOCAL_FIT, stream_seed
 from pyro_vae.runs.experiment import load_run
+from pyro_vae.runs.parts import Scored, choose_images, file_hash, score_in_parts, tensor_hash
 from pyro_vae.runs.run_folder import writable_dir
+from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
 ROWS = (("log_px", "log p^(x), AIS"), ("local_elbo", "L[q*], best Gaussian per image"), ("elbo", "L[q], amortized"),
@@ -74,7 +83,7 @@ def local_steps(text: str) -> int:
 
 def run(argv: list[str] | None) -> None:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--num-images", type=positive_int, default=100,
+    p.add_argument("--images", "--num-images", dest="num_images", type=positive_int, default=100,
                    help="test images drawn at random with --seed (default: %(default)s)")
     p.add_argument("--local-steps", type=local_steps, default=500,
                    help="Adam steps of each image's local optimization for q*, at least 20 (default: %(default)s)")
@@ -84,32 +93,48 @@ def run(argv: list[str] | None) -> None:
     p.add_argument("--ais-chains", type=positive_int, default=16, help="AIS chains per image (default: %(default)s)")
     p.add_argument("--ais-leapfrog", type=positive_int, default=10,
                    help="leapfrog steps per HMC transition (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=100, help="images per pass (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--batch-size", type=positive_int, default=100,
+                   help="images per pass, and per saved part (default: %(default)s)")
+    add_parts_arguments(p, "run")
     add_checkpoint_arguments(p, seeds="the choice of images and every sampler", out="gaps.json and gaps.png")
     a = p.parse_args(argv)
 
-    pyro.set_rng_seed(a.seed)
-    vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)
+    # under torchrun: in the process group, one device per local rank
+    distributed.in_process_group(lambda context, device: gaps_of(a, context, device), a.device)
+
+
+def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) -> None:
+    vae, data, state = load_run(a.checkpoint, device, a.data_dir)
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     pyro.enable_validation(False)
     out = writable_dir(a.out or Path(a.checkpoint).parent)
-    if a.num_images > len(data.test):
-        raise UsageError(f"--num-images {a.num_images} is more than the {len(data.test)} test images of "
-                         f"{state['data_config']['dataset']}; pass at most {len(data.test)}")
-    generator = torch.Generator().manual_seed(a.seed)
-    index = torch.randperm(len(data.test), generator=generator)[: a.num_images].sort().values
+    index, _ = choose_images(len(data.test), images=a.num_images, seed=a.seed)
     x = data.test[index.to(data.test.device)]
     log.info("%s: %d random test images of %s; q* by %d local steps, AIS with %d steps x %d chains", a.checkpoint,
              len(x), state["data_config"]["dataset"], a.local_steps, a.ais_steps, a.ais_chains)
-    parts = []
-    for lo in tqdm(range(0, len(x), a.batch_size), desc="images", unit="batch",
-                   disable=a.no_progress or not sys.stderr.isatty()):
-        parts.append(inference_gaps(vae.model, vae.guide, x[lo:lo + a.batch_size], local_steps=a.local_steps,
-                                    num_samples=a.num_samples, ais_steps=a.ais_steps, ais_chains=a.ais_chains,
-                                    ais_leapfrog=a.ais_leapfrog, ais_model=vae.annealing_model,
-                                    ais_guide=vae.annealing_guide, max_plate_nesting=1))
-    gaps = InferenceGaps.concatenate(parts)
+    part_size = a.batch_size
+
+    def score(rows: Tensor) -> Scored:  # the images at dataset indices ``rows``
+        # one seed per part (the local optimizations draw from the global generator): the numbers do not depend
+        # on the number of processes or an interruption, but do on --batch-size, which makes the parts
+        pyro.set_rng_seed(stream_seed(a.seed, int(rows[0]), LOCAL_FIT) % 2**32)
+        gaps = inference_gaps(vae.model, vae.guide, data.test[rows.to(data.test.device)], local_steps=a.local_steps,
+                              num_samples=a.num_samples, ais_steps=a.ais_steps, ais_chains=a.ais_chains,
+                              ais_leapfrog=a.ais_leapfrog, ais_model=vae.annealing_model,
+                              ais_guide=vae.annealing_guide, max_plate_nesting=1)
+        return Scored({"log_px": gaps.log_px, "elbo": gaps.elbo, "local_elbo": gaps.local_elbo,
+                       "converged": gaps.converged.double()})
+
+    settings = {"checkpoint_sha256": file_hash(a.checkpoint), "images_sha256": tensor_hash(x), "seed": a.seed,
+                "num_images": a.num_images, "batch_size": part_size, "local_steps": a.local_steps,
+                "num_samples": a.num_samples, "ais_steps": a.ais_steps, "ais_chains": a.ais_chains,
+                "ais_leapfrog": a.ais_leapfrog}
+    scored = score_in_parts(score, index, part_size, out / "gaps.parts", settings, resume=a.resume, context=context,
+                            progress=not a.no_progress)
+    if not context.is_main:
+        return
+    v = scored.values
+    gaps = InferenceGaps(v["log_px"], v["elbo"], v["local_elbo"], a.local_steps, v["converged"].bool())
 
     summary = gaps.summary()
     for name, label in ROWS:
@@ -117,11 +142,13 @@ def run(argv: list[str] | None) -> None:
         print(f"{label:>32}  {mean:10.2f}" + ("" if se is None else f" ± {se:.2f}"))
     print(f"q* stopped improving on {int(gaps.converged.sum())} of {len(x)} images after {a.local_steps} steps")
     per_image = {name: getattr(gaps, name).tolist() for name, _ in ROWS}  # .tolist() reads CUDA tensors too
-    result = {"checkpoint": str(a.checkpoint), "dataset": state["data_config"]["dataset"], "seed": a.seed,
-              "local_steps": a.local_steps, "num_samples": a.num_samples, "ais_steps": a.ais_steps,
-              "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog,
+    result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
+              "dataset": state["data_config"]["dataset"], "seed": a.seed, "processes": context.world_size,
+              "batch_size": part_size, "local_steps": a.local_steps, "num_samples": a.num_samples,
+              "ais_steps": a.ais_steps, "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog,
               "summary": {name: {"mean": m, "se": se} for name, (m, se) in summary.items()},
               "images": {"index": index.tolist(), "converged": gaps.converged.tolist(), **per_image}}
     atomic_write_text(out / "gaps.json", json.dumps(result, indent=2) + "\n")
     plot_gaps(gaps, out / "gaps.png")
+    shutil.rmtree(out / "gaps.parts", ignore_errors=True)
     log.info("wrote %s and %s", out / "gaps.json", out / "gaps.png")

@@ -18,8 +18,9 @@ from pyro.infer import ELBO
 from torch import Tensor
 
 from pyro_vae.evaluation.memory import FLOAT, estimator_bytes, require_memory
-from pyro_vae.inference.ais import ais
+from pyro_vae.inference.ais import AISResult, ais
 from pyro_vae.inference.estimators import KHAT_MIN_SAMPLES, importance_log_weights, iwae_bound, pareto_khat
+from pyro_vae.inference.streams import GLOBAL, Noise
 from pyro_vae.models.model import DATA_PLATE
 from pyro_vae.models.vae import VAE
 
@@ -138,13 +139,15 @@ class DatapointBounds:
 @torch.no_grad()
 def datapoint_bounds(
     vae: VAE, x: Tensor, ks: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 100,
-    chunk_size: int = 250, diagnose: bool = True,
+    chunk_size: int = 250, diagnose: bool = True, noise: Noise = GLOBAL,
 ) -> DatapointBounds:
     """ELBO, IWAE bounds for each k in ``ks`` and PSIS k^ of ``vae`` on each image of ``x`` (N, D).
 
     All bounds come from one set of max(ks) samples per datapoint; k^ needs max(ks) >= KHAT_MIN_SAMPLES
     (``khat`` is None below, as with ``diagnose=False``). Memory: the decoder runs on
-    chunk_size * batch_size samples at once, and (max(ks), batch_size) log-weights are kept.
+    chunk_size * batch_size samples at once, and (max(ks), batch_size) log-weights are kept. The samples
+    come from ``noise`` (streams.py): with a DatapointStreams of x's images, each image's bounds do not
+    depend on ``batch_size`` or ``chunk_size``.
     """
     ks = sorted(set(ks))
     if not ks or ks[0] < 1:
@@ -159,11 +162,11 @@ def datapoint_bounds(
     elbo: list[Tensor] = []
     khat: list[Tensor] = []
     bounds: dict[int, list[Tensor]] = {k: [] for k in ks}
-    for batch in x.split(batch_size):
-        log_w = importance_log_weights(
-            vae.model, vae.guide, batch, num_samples=num_samples, plate=DATA_PLATE, chunk_size=chunk_size,
-            max_plate_nesting=1,
-        )  # (K, B)
+    for lo in range(0, len(x), batch_size):
+        batch = x[lo:lo + batch_size]
+        with noise[lo:lo + batch_size].sampling(DATA_PLATE):
+            log_w = importance_log_weights(vae.model, vae.guide, batch, num_samples=num_samples, plate=DATA_PLATE,
+                                           chunk_size=chunk_size, max_plate_nesting=1)  # (K, B)
         elbo.append(log_w.mean(dim=0))
         for k in ks:
             bounds[k].append(iwae_bound(log_w, k))
@@ -179,11 +182,11 @@ def datapoint_bounds(
 
 def evaluate_bounds(
     vae: VAE, x: Tensor, ks: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 100,
-    chunk_size: int = 250, diagnose: bool = True,
+    chunk_size: int = 250, diagnose: bool = True, noise: Noise = GLOBAL,
 ) -> BoundsReport:
     """ELBO, IWAE bounds for each k in ``ks`` and the PSIS k^ summary of ``vae`` on ``x`` (N, D),
     averaged over the images; see datapoint_bounds."""
-    return datapoint_bounds(vae, x, ks, batch_size, chunk_size, diagnose).report()
+    return datapoint_bounds(vae, x, ks, batch_size, chunk_size, diagnose, noise).report()
 
 
 @torch.no_grad()
@@ -198,19 +201,29 @@ def objective_sum(vae: VAE, elbo: ELBO, x: Tensor, batch_size: int) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate_ais(
+def datapoint_ais(
     vae: VAE, x: Tensor, num_steps: int, num_chains: int = 16, num_leapfrog: int = 10, batch_size: int = 100,
-) -> AISEstimate:
-    """Forward AIS (see ais.py) of ``vae`` on ``x`` (N, D), ``batch_size`` images at a time: the mean
-    over images of each image's AIS lower bound on log p(x), with its SE and the mean acceptance rate."""
-    start = time.perf_counter()
+    noise: Noise = GLOBAL,
+) -> AISResult:
+    """Forward AIS (see ais.py) of ``vae`` on each image of ``x`` (N, D), ``batch_size`` images at a time,
+    after the up-front memory check; random numbers from ``noise`` (as in datapoint_bounds)."""
     images = min(batch_size, len(x))
     require_memory(2 * estimator_bytes(vae, x.shape[-1], images, num_chains), x.device,  # the HMC gradients as well
                    f"AIS with {num_chains} chains for {images} images at once",
                    "lower `num_chains` or `batch_size`")
     vae.eval()
     # a flow guide anneals in its base space, where log q is cheap at every point HMC moves to (flows.py)
-    result = ais(vae.annealing_model, vae.annealing_guide, x, num_steps=num_steps, num_chains=num_chains,
-                 plate=DATA_PLATE, num_leapfrog=num_leapfrog, chunk_size=batch_size, max_plate_nesting=1)
+    return ais(vae.annealing_model, vae.annealing_guide, x, num_steps=num_steps, num_chains=num_chains,
+               plate=DATA_PLATE, num_leapfrog=num_leapfrog, chunk_size=batch_size, max_plate_nesting=1, noise=noise)
+
+
+def evaluate_ais(
+    vae: VAE, x: Tensor, num_steps: int, num_chains: int = 16, num_leapfrog: int = 10, batch_size: int = 100,
+    noise: Noise = GLOBAL,
+) -> AISEstimate:
+    """Forward AIS of ``vae`` on ``x`` (N, D) (see datapoint_ais): the mean over images of each image's AIS
+    lower bound on log p(x), with its SE and the mean acceptance rate."""
+    start = time.perf_counter()
+    result = datapoint_ais(vae, x, num_steps, num_chains, num_leapfrog, batch_size, noise)
     return AISEstimate(num_steps, num_chains, Estimate.of(result.bound()), result.acceptance.mean().item(),
                        time.perf_counter() - start)

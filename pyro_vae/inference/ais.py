@@ -37,6 +37,7 @@ from torch import Tensor
 
 from pyro_vae.inference.estimators import log_mean_exp
 from pyro_vae.inference.hmc import Target, hmc_transition
+from pyro_vae.inference.streams import GLOBAL, Noise
 
 TARGET_ACCEPT = 0.65  # HMC's optimal acceptance rate in high dimension (Neal 2011; Beskos et al. 2013)
 PILOT_STEPS = 20  # the pilot visits this many points of the path (the run's own when it has fewer steps)
@@ -92,7 +93,7 @@ def _pilot(target: Target, betas: Tensor, start: dict[str, Tensor] | None, *, nu
         log_eps = torch.zeros_like(eps)
         for _ in range(PILOT_TRANSITIONS):
             energy, _, grad = target.energy_and_grad(z, b)
-            z, rate = hmc_transition(z, energy, grad, b, eps, num_leapfrog, target.energy_and_grad)
+            z, rate = hmc_transition(z, energy, grad, b, eps, num_leapfrog, target.energy_and_grad, target.noise)
             log_eps += eps.log()
             eps = eps * torch.where(rate > TARGET_ACCEPT, PILOT_GROWTH, 1 / PILOT_GROWTH)
         tuned.append((log_eps / PILOT_TRANSITIONS).exp())
@@ -103,15 +104,16 @@ def _pilot(target: Target, betas: Tensor, start: dict[str, Tensor] | None, *, nu
 def anneal(
     model: Callable, guide: Callable, args: tuple, kwargs: dict, *, betas: Tensor, num_chains: int,
     plate: str = "data", start: dict[str, Tensor] | None = None, num_leapfrog: int = 10, step_size: float = 0.05,
-    max_plate_nesting: int | None = None,
+    max_plate_nesting: int | None = None, noise: Noise = GLOBAL,
 ) -> AISResult:
     """Anneal ``num_chains`` chains per datapoint along ``betas`` (b_0, ..., b_{T+1}): HMC transitions at
     b_1..b_T with step sizes frozen by a pilot run (``step_size`` is where the pilot starts). The chains
     start from the guide (``start=None``) or at ``start`` (site -> value of shape (N, ...) or (C, N, ...),
     e.g. exact posterior samples for reverse AIS). The log-weights add (b_t - b_{t-1}) [log p(x, z) -
-    log q(z|x)]: forward (increasing betas) they estimate log p(x_n), reverse (decreasing) -log p(x_n)."""
+    log q(z|x)]: forward (increasing betas) they estimate log p(x_n), reverse (decreasing) -log p(x_n).
+    Random numbers come from ``noise`` (streams.py): torch's global generator, or a stream per datapoint."""
     target = Target(model, guide, args, kwargs, num_chains=num_chains, plate=plate,
-                     max_plate_nesting=max_plate_nesting)
+                    max_plate_nesting=max_plate_nesting, noise=noise)
     b: list[float] = betas.tolist()
     num_steps = len(b) - 2
     z = target.start(start)  # (C, N, F) each
@@ -123,7 +125,8 @@ def anneal(
     for t in range(1, num_steps + 1):
         energy, gap, grad = target.energy_and_grad(z, b[t])  # one evaluation: the weight's increment and HMC's start
         log_w += (b[t] - b[t - 1]) * gap
-        z, rate = hmc_transition(z, energy, grad, b[t], step_sizes[t - 1], num_leapfrog, target.energy_and_grad)
+        z, rate = hmc_transition(z, energy, grad, b[t], step_sizes[t - 1], num_leapfrog, target.energy_and_grad,
+                                 target.noise)
         accepted += rate
     with torch.no_grad():
         log_q, log_p = target.log_densities(z)
@@ -148,16 +151,18 @@ def datapoint_chunks(args: tuple, chunk_size: int | None) -> Iterator[tuple[slic
 def ais(
     model: Callable, guide: Callable, *args: Any, num_steps: int, num_chains: int, plate: str = "data",
     num_leapfrog: int = 10, step_size: float = 0.05, chunk_size: int | None = None,
-    max_plate_nesting: int | None = None, **kwargs: Any,
+    max_plate_nesting: int | None = None, noise: Noise = GLOBAL, **kwargs: Any,
 ) -> AISResult:
     """Forward AIS from the guide to the model with ``num_steps`` HMC transitions along the sigmoid schedule;
     see the module docstring. ``chunk_size`` bounds how many datapoints run at once (positional tensor
-    arguments are split along dim 0; None: all). Results are concatenated over chunks."""
+    arguments are split along dim 0; None: all). Results are concatenated over chunks. ``noise``: where
+    the random numbers come from (streams.py; DatapointStreams make each datapoint's result independent
+    of the chunks)."""
     _check_arguments(num_steps, num_chains)
     betas = sigmoid_schedule(num_steps)
     parts = [anneal(model, guide, a, kwargs, betas=betas, num_chains=num_chains, plate=plate,
-                    num_leapfrog=num_leapfrog, step_size=step_size, max_plate_nesting=max_plate_nesting)
-             for _, a in datapoint_chunks(args, chunk_size)]
+                    num_leapfrog=num_leapfrog, step_size=step_size, max_plate_nesting=max_plate_nesting,
+                    noise=noise[rows]) for rows, a in datapoint_chunks(args, chunk_size)]
     return _concatenate(parts)
 
 
@@ -186,15 +191,16 @@ def ais_log_marginal_likelihood(
 def reverse_ais(
     model: Callable, guide: Callable, *args: Any, latents: dict[str, Tensor], num_steps: int, num_chains: int,
     plate: str = "data", num_leapfrog: int = 10, step_size: float = 0.05, chunk_size: int | None = None,
-    max_plate_nesting: int | None = None, **kwargs: Any,
+    max_plate_nesting: int | None = None, noise: Noise = GLOBAL, **kwargs: Any,
 ) -> AISResult:
     """Reverse AIS from exact posterior samples ``latents`` (site -> (N, ...), cut into chunks with the
-    data); its log-weights estimate -log p(x_n)."""
+    data); its log-weights estimate -log p(x_n). ``noise`` as for ais."""
     _check_arguments(num_steps, num_chains)
     betas = sigmoid_schedule(num_steps).flip(0)
     parts = [anneal(model, guide, a, kwargs, betas=betas, num_chains=num_chains, plate=plate,
                     start={k: v[rows] for k, v in latents.items()}, num_leapfrog=num_leapfrog, step_size=step_size,
-                    max_plate_nesting=max_plate_nesting) for rows, a in datapoint_chunks(args, chunk_size)]
+                    max_plate_nesting=max_plate_nesting, noise=noise[rows])
+             for rows, a in datapoint_chunks(args, chunk_size)]
     return _concatenate(parts)
 
 

@@ -23,6 +23,7 @@ from pyro_vae.inference.estimators import (
     sample_sites,
     vectorized,
 )
+from pyro_vae.inference.streams import GLOBAL, Noise
 
 STEP_JITTER = 0.2  # each transition's step size is drawn uniformly within +-20% of the tuned one
 
@@ -66,11 +67,12 @@ class Target:
     (C, N, F) tensors, and the energy -log f_b(z) with its gradient."""
 
     def __init__(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, *, num_chains: int, plate: str,
-                 max_plate_nesting: int | None) -> None:
+                 max_plate_nesting: int | None, noise: Noise = GLOBAL) -> None:
         nesting = plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
         self.model, self.guide = vectorized(model, num_chains, nesting), vectorized(guide, num_chains, nesting)
+        self.noise = noise  # where the chains' starts and every transition draw their random numbers
         self.args, self.kwargs, self.plate, self.nesting = args, kwargs, plate, nesting
-        with torch.no_grad():
+        with torch.no_grad(), noise.sampling(plate):
             self.first = poutine.trace(self.guide).get_trace(*args, **kwargs)
         self.latents = Latents(self.first, plate)  # first: the guide's sites must be ones AIS can move
         with torch.no_grad():
@@ -82,7 +84,7 @@ class Target:
         (``fresh``, for chains that must be independent of the first): (C, N, F) each."""
         trace = self.first
         if fresh and start is None:
-            with torch.no_grad():
+            with torch.no_grad(), self.noise.sampling(self.plate):
                 trace = poutine.trace(self.guide).get_trace(*self.args, **self.kwargs)
         drawn = {name: site["value"] for name, site in sample_sites(trace).items()}
         values = {name: drawn[name] if start is None else start[name].expand(drawn[name].shape)
@@ -109,16 +111,17 @@ class Target:
 
 def hmc_transition(
     z: list[Tensor], energy: Tensor, grad: list[Tensor], beta: float, eps: Tensor, num_leapfrog: int,
-    energy_and_grad: Callable[[list[Tensor], float], tuple[Tensor, Tensor, list[Tensor]]],
+    energy_and_grad: Callable[[list[Tensor], float], tuple[Tensor, Tensor, list[Tensor]]], noise: Noise = GLOBAL,
 ) -> tuple[list[Tensor], Tensor]:
     """One HMC transition leaving f_beta invariant, for every chain and datapoint at once, from z with its
     energy (C, N) and gradient: leapfrog with step eps_n, then a Metropolis test per (chain, datapoint).
-    Returns the new z and each datapoint's acceptance probability averaged over chains (N,)."""
+    Returns the new z and each datapoint's acceptance probability averaged over chains (N,). The random
+    numbers come from ``noise``, datapoints along dim 1."""
     # (C, N, 1): each datapoint its own step size, jittered per chain (independently of where the chain is, so
     # every transition still leaves f_beta invariant): a fixed step and leapfrog count can resonate with
     # a Gaussian-like target and barely move it (Neal 2011, sec. 5.4.2.2)
-    step = eps.view(1, -1, 1) * (1 + STEP_JITTER * (2 * torch.rand_like(z[0][..., :1]) - 1))
-    momentum = [torch.randn_like(zi) for zi in z]
+    step = eps.view(1, -1, 1) * (1 + STEP_JITTER * (2 * noise.uniform(z[0][..., :1], 1) - 1))
+    momentum = [noise.normal(zi, 1) for zi in z]
     kinetic = sum(0.5 * p.square().sum(-1) for p in momentum)  # (C, N)
     q, p = list(z), [pi - 0.5 * step * g for pi, g in zip(momentum, grad)]
     for i in range(num_leapfrog):
@@ -129,6 +132,6 @@ def hmc_transition(
     p = [pi - 0.5 * step * g for pi, g in zip(p, grad)]
     new_kinetic = sum(0.5 * pi.square().sum(-1) for pi in p)
     log_accept = (energy + kinetic - new_energy - new_kinetic).nan_to_num(nan=-math.inf)  # (C, N)
-    accept = torch.log(torch.rand_like(log_accept)) < log_accept
+    accept = torch.log(noise.uniform(log_accept, 1)) < log_accept
     z = [torch.where(accept.unsqueeze(-1), qi, zi) for qi, zi in zip(q, z)]
     return z, log_accept.clamp(max=0).exp().mean(0)

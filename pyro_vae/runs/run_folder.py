@@ -51,7 +51,7 @@ def writable_dir(out: str | Path) -> Path:
 
 # what a run writes into its folder (train_svi.py, then evaluate.py beside the checkpoint)
 RUN_FILES = ("checkpoint.pt", "metrics.json", "history.csv", "learning_curve.png", "reconstructions.png",
-             "samples.png", "latent.png", "manifold.png", "evaluation.json", "bounds.png")
+             "samples.png", "latent.png", "manifold.png", "evaluation.json", "per_image.csv", "bounds.png")
 TENSORBOARD = "tensorboard"  # the default TensorBoard folder inside a run folder
 
 

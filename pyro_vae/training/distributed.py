@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,6 +158,15 @@ def init(device_name: str) -> tuple[Context, str]:
 def finish() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def in_process_group(body: Callable[[Context, str], None], device_name: str) -> None:
+    """``body(context, device)`` inside the process group torchrun started (see init), left when it ends."""
+    context, device = init(device_name)
+    try:
+        body(context, device)
+    finally:
+        finish()
 
 
 class MinibatchLoss(nn.Module):

@@ -137,7 +137,7 @@ def test_every_command_collects_garbage_again_before_its_long_work(tiny_mnist, t
 
         monkeypatch.setattr(module, name, call)
 
-    for module, name in ((pyro_vae.training.loop, "train_epoch"), (evaluate, "evaluate_bounds"),
+    for module, name in ((pyro_vae.training.loop, "train_epoch"), (evaluate, "datapoint_bounds"),
                          (plot, "write_figures"), (bdmc, "ais")):
         recorded(module, name)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
@@ -150,7 +150,7 @@ def test_every_command_collects_garbage_again_before_its_long_work(tiny_mnist, t
         pause_collection()
         runner(name)([str(a) for a in argv])
         assert gc.isenabled(), name
-    assert {name for name, _ in seen} == {"train_epoch", "evaluate_bounds", "write_figures", "ais"}
+    assert {name for name, _ in seen} == {"train_epoch", "datapoint_bounds", "write_figures", "ais"}
     assert all(enabled for _, enabled in seen), seen
 
 

@@ -1,0 +1,155 @@
+"""evaluate.py (and bdmc.py) across processes and interruptions: an image's numbers are its own.
+
+Every run here uses one torch thread per process (OMP_NUM_THREADS=1): a matrix product split over another
+number of threads may round differently, and the claims are exact (byte-equal per-image files).
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import write_tiny_mnist
+from programs import ROOT, TINY, run_in_process
+
+AIS = ["--ais-steps", "3", "--ais-chains", "2", "--ais-leapfrog", "2"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluate")
+    data = write_tiny_mnist(folder / "data")
+    assert run_in_process("train_svi", ["--data-dir", data, "--out", folder / "run", *TINY]) == 0
+    return folder / "run" / "checkpoint.pt", data
+
+
+def launch(command, *argv, processes=1, cwd):
+    """A command in fresh processes: alone, or under torchrun with ``processes`` ranks."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable] if processes == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                        f"--nproc_per_node={processes}"]
+    return subprocess.Popen([*launcher, str(ROOT / "scripts" / f"{command}.py"), *map(str, argv)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(process):
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+def without_timings(path):
+    result = json.loads(path.read_text())
+    result.pop("processes")
+    result.pop("seconds", None)
+    for row in result.get("ais", []) + result.get("rows", []):
+        row.pop("seconds")
+    return result
+
+
+def test_two_processes_give_every_image_the_numbers_of_one(trained, tmp_path):
+    checkpoint, data = trained
+    flags = ["--checkpoint", checkpoint, "--data-dir", data, "--device", "cpu", "--no-progress"]
+    evaluate = [*flags, "--images", "20", "--seed", "3", "--batch-size", "4", "--num-samples", "30", "--ks", "1,5,30",
+                *AIS]
+    bdmc = [*flags, "--num-images", "10", "--steps", "2,4", "--chains", "2", "--leapfrog", "2", "--iwae-samples", "10",
+            "--batch-size", "3"]
+    runs = {n: (launch("evaluate", *evaluate, "--out", tmp_path / f"e{n}", processes=n, cwd=tmp_path),
+                launch("bdmc", *bdmc, "--out", tmp_path / f"b{n}", processes=n, cwd=tmp_path)) for n in (1, 2)}
+    for one, two in zip(*runs.values()):  # the printed tables, but for AIS's seconds
+        assert re.sub(r", \d+ s\)", ")", finished(one)) == re.sub(r", \d+ s\)", ")", finished(two))
+    per_image = (tmp_path / "e1" / "per_image.csv").read_text()
+    assert per_image == (tmp_path / "e2" / "per_image.csv").read_text()
+    assert per_image.splitlines()[0] == "index,elbo,iwae_5,iwae_30,khat,ais_3,ais_3_acceptance"
+    assert len(per_image.splitlines()) == 21
+    assert without_timings(tmp_path / "e1" / "evaluation.json") == without_timings(tmp_path / "e2" / "evaluation.json")
+    assert json.loads((tmp_path / "e2" / "evaluation.json").read_text())["processes"] == 2
+    bdmc_csv = (tmp_path / "b1" / "bdmc_per_image.csv").read_text()
+    assert bdmc_csv == (tmp_path / "b2" / "bdmc_per_image.csv").read_text() and len(bdmc_csv.splitlines()) == 11
+    assert without_timings(tmp_path / "b1" / "bdmc.json") == without_timings(tmp_path / "b2" / "bdmc.json")
+    for folder in ("e1", "e2", "b1", "b2"):  # the parts go once the results are written
+        assert not any(p.name.endswith(".parts") for p in (tmp_path / folder).iterdir())
+
+
+def test_batch_and_chunk_sizes_do_not_change_an_image_numbers(trained, tmp_path):
+    """Another --batch-size and --chunk-size: the same random numbers for each image, so the same bounds up to
+    float32 rounding of sums over other groupings (measured up to 4e-5 nats at ~100: 5 ulps; 1e-4 allowed)."""
+    checkpoint, data = trained
+    flags = ["--checkpoint", checkpoint, "--data-dir", data, "--images", "12", "--num-samples", "40", *AIS,
+             "--no-progress"]
+    for out, batch, chunk in (("a", 12, 40), ("b", 5, 7)):
+        assert run_in_process("evaluate", [*flags, "--batch-size", batch, "--chunk-size", chunk, "--out",
+                                           tmp_path / out]) == 0
+    a, b = (read_csv(tmp_path / f / "per_image.csv") for f in ("a", "b"))
+    assert a.keys() == b.keys() and a["index"] == b["index"]
+    for name in a:
+        assert max(abs(u - v) for u, v in zip(a[name], b[name])) < 1e-4, name
+
+
+def read_csv(path):
+    lines = path.read_text().splitlines()
+    names = lines[0].split(",")
+    columns = list(zip(*(map(float, line.split(",")) for line in lines[1:])))
+    return dict(zip(names, columns))
+
+
+def test_an_evaluation_killed_and_resumed_gives_the_uninterrupted_numbers(trained, tmp_path):
+    checkpoint, data = trained
+    flags = ["--checkpoint", checkpoint, "--data-dir", data, "--limit", "32", "--batch-size", "4", "--num-samples",
+             "20", "--ais-steps", "40", "--ais-chains", "2", "--ais-leapfrog", "3", "--no-progress"]
+    finished(launch("evaluate", *flags, "--out", tmp_path / "whole", cwd=tmp_path))
+
+    parts = tmp_path / "killed" / "evaluation.parts"
+    process = launch("evaluate", *flags, "--out", tmp_path / "killed", cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (parts / "part-000001.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL  # killed mid-way, not finished
+    saved = sorted(p.name for p in parts.glob("part-*.pt"))
+    assert 2 <= len(saved) < 8, saved
+
+    # another setting refuses the resume, in one line, and leaves the parts
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), *map(str, flags), "--out",
+                           tmp_path / "killed", "--resume", "--ais-steps", "41"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, timeout=300)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and last.startswith("error: cannot resume the evaluation in ") and \
+        "ais_steps was [40], now [41]" in last, done.stderr
+    assert sorted(p.name for p in parts.glob("part-*.pt")) == saved
+
+    finished(launch("evaluate", *flags, "--out", tmp_path / "killed", "--resume", cwd=tmp_path))
+    assert (tmp_path / "killed" / "per_image.csv").read_text() == (tmp_path / "whole" / "per_image.csv").read_text()
+    assert without_timings(tmp_path / "killed" / "evaluation.json") == without_timings(
+        tmp_path / "whole" / "evaluation.json")
+    assert not parts.exists()
+
+
+def test_random_images_are_chosen_by_the_seed_and_recorded(trained, tmp_path):
+    checkpoint, data = trained
+    flags = ["--checkpoint", checkpoint, "--data-dir", data, "--num-samples", "5", "--no-khat", "--no-progress"]
+
+    def chosen(*argv):
+        assert run_in_process("evaluate", [*flags, *argv, "--out", tmp_path]) == 0
+        images = json.loads((tmp_path / "evaluation.json").read_text())["images"]
+        rows = [int(line.split(",")[0]) for line in (tmp_path / "per_image.csv").read_text().splitlines()[1:]]
+        assert rows == images.get("index", rows)
+        return images
+
+    first = chosen("--images", "6", "--seed", "3")
+    assert first["selection"] == "random" and first["seed"] == 3 and len(set(first["index"])) == 6
+    (tmp_path / "per_image.csv").rename(tmp_path / "earlier.csv")
+    assert chosen("--images", "6", "--seed", "3", "--compare", tmp_path / "earlier.csv") == first
+    result = json.loads((tmp_path / "evaluation.json").read_text())  # the same images and numbers: no difference
+    elbo = result["paired_differences"]["elbo"]
+    assert result["shared_images"] == 6 and elbo["mean"] == elbo["se"] == 0 and elbo["unpaired_se"] > 0
+    assert chosen("--images", "6", "--seed", "4")["index"] != first["index"]
+    assert chosen("--limit", "6") == {"selection": "first", "count": 6}
+    assert run_in_process("evaluate", [*flags, "--images", "33"]) == 2  # the test set holds 32
+    assert run_in_process("evaluate", [*flags, "--images", "3", "--limit", "3"]) == 2

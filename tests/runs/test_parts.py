@@ -1,0 +1,115 @@
+"""Scoring in saved parts: shared across processes, interrupted, resumed, refused when the settings changed."""
+
+import csv
+
+import pytest
+import torch
+
+from pyro_vae.errors import UsageError
+from pyro_vae.runs.parts import Scored, choose_images, paired_differences, read_csv, score_in_parts, write_csv
+from pyro_vae.training.distributed import Context
+
+
+class Scorer:
+    """Per-image values from the image's index alone (as streams make them); records what it scored, and can
+    be made to stop (Ctrl-C) before scoring its ``stop_at``-th part."""
+
+    def __init__(self, stop_at=None):
+        self.scored, self.stop_at = [], stop_at
+
+    def __call__(self, rows):
+        if len(self.scored) == self.stop_at:
+            raise KeyboardInterrupt
+        self.scored.append(rows.tolist())
+        return Scored({"value": rows.double() ** 0.5, "twice": 2.0 * rows.double()}, {"ais": 1.0})
+
+
+def test_parts_are_shared_across_processes_and_gathered_in_order(tmp_path):
+    index = torch.tensor([2, 3, 5, 8, 13, 21, 34])
+    whole = score_in_parts(Scorer(), index, 3, tmp_path / "one", {"k": 1}, progress=False)
+    assert torch.equal(whole.values["twice"], 2.0 * index.double()) and whole.seconds["ais"] == 3.0
+    # processes r of 2 score parts r, r + 2, ...: the parts 0 and 2, and part 1 (Context.gather is the identity
+    # here, so each "process" runs alone, process 0 first as it makes the folder, and has only its own parts)
+    scorers = [Scorer(), Scorer()]
+    for rank in (0, 1):
+        with pytest.raises(KeyError):  # alone, the other process's parts are missing at the gather
+            score_in_parts(scorers[rank], index, 3, tmp_path / "two", {"k": 1}, context=FakeContext(rank, 2),
+                           progress=False)
+    assert scorers[0].scored == [[2, 3, 5], [34]] and scorers[1].scored == [[8, 13, 21]]
+
+
+class FakeContext(Context):
+    def gather(self, obj):
+        return [obj]
+
+
+def test_an_interrupted_evaluation_resumes_where_it_stopped(tmp_path):
+    index = torch.arange(10, 20)
+    folder, settings = tmp_path / "parts", {"steps": 100, "checkpoint_sha256": "ab" * 32}
+    with pytest.raises(KeyboardInterrupt, match=r"2 of this process's 4 parts of 3 images are saved in .*resume"):
+        score_in_parts(Scorer(stop_at=2), index, 3, folder, settings, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["part-000000.pt", "part-000001.pt", "settings.json"]
+
+    with pytest.raises(UsageError, match=r"cannot resume .*steps was 100, now 1000; pass the earlier settings"):
+        score_in_parts(Scorer(), index, 3, folder, {**settings, "steps": 1000}, resume=True, progress=False)
+    resumed = Scorer()
+    result = score_in_parts(resumed, index, 3, folder, settings, resume=True, progress=False)
+    assert resumed.scored == [[16, 17, 18], [19]]  # only the parts the first run did not finish
+    assert torch.equal(result.values["value"], index.double() ** 0.5)
+
+    # a damaged part is scored again, not trusted; one of other images is scored again too
+    (folder / "part-000000.pt").write_bytes(b"garbage")
+    again = Scorer()
+    score_in_parts(again, index, 3, folder, settings, resume=True, progress=False)
+    assert again.scored == [[10, 11, 12]]
+    # without `resume`, an earlier evaluation's parts go: everything is scored afresh
+    fresh = Scorer()
+    score_in_parts(fresh, index, 3, folder, settings, progress=False)
+    assert len(fresh.scored) == 4
+    with pytest.raises(UsageError, match="nothing to resume"):
+        score_in_parts(Scorer(), index, 3, tmp_path / "none", settings, resume=True, progress=False)
+
+
+def test_random_images_are_the_same_for_a_seed_and_recorded():
+    index, chosen = choose_images(100, images=10, seed=3)
+    assert torch.equal(index, choose_images(100, images=10, seed=3)[0])
+    assert chosen == {"selection": "random", "seed": 3, "count": 10, "index": index.tolist()}
+    assert len(set(index.tolist())) == 10 and index.tolist() == sorted(index.tolist()) and index.max() < 100
+    assert not torch.equal(index, choose_images(100, images=10, seed=4)[0])
+    assert choose_images(100, images=10, seed=3)[0].tolist() != list(range(10))
+    assert choose_images(100, limit=4)[0].tolist() == [0, 1, 2, 3]
+    assert choose_images(5)[1] == {"selection": "all", "count": 5}
+    with pytest.raises(UsageError, match="pass one of them"):
+        choose_images(100, images=3, limit=3)
+    with pytest.raises(UsageError, match=r"`images=101` is more than the 100 test images; pass at most 100"):
+        choose_images(100, images=101)
+
+
+def test_per_image_values_read_back_exactly(tmp_path):
+    values = {"elbo": torch.tensor([-1 / 3, -100.123456789]), "khat": torch.tensor([float("inf"), 0.5])}
+    write_csv(tmp_path / "per_image.csv", torch.tensor([7, 9]), values)
+    rows = list(csv.DictReader(open(tmp_path / "per_image.csv")))
+    assert [r["index"] for r in rows] == ["7", "9"]
+    assert [float(r["elbo"]) for r in rows] == values["elbo"].double().tolist()
+    assert float(rows[0]["khat"]) == float("inf")
+
+
+def test_paired_differences_by_hand(tmp_path):
+    """Two evaluations of images {1, 2, 3, 4} and {2, 3, 4, 5}: paired on the shared three, by image index.
+    ELBO differences (this - that) 1, 0, 2: mean 1, SD 1, paired SE 1 / sqrt 3; the unpaired SE from the
+    two columns' variances on the shared images (-2, -3, -2 and -3, -3, -4: 1/3 each) is sqrt(2/3 / 3)."""
+    write_csv(tmp_path / "that.csv", torch.tensor([2, 3, 4, 5]), {"elbo": torch.tensor([-3.0, -3.0, -4.0, -9.0]),
+                                                                  "khat": torch.ones(4)})
+    index, values = read_csv(tmp_path / "that.csv")
+    assert index.tolist() == [2, 3, 4, 5] and values["elbo"].tolist() == [-3.0, -3.0, -4.0, -9.0]
+    shared, diffs = paired_differences(torch.tensor([4, 3, 2, 1]), {"elbo": torch.tensor([-2.0, -3.0, -2.0, 0.0]),
+                                                                    "khat": torch.ones(4)}, index, values)
+    assert shared == 3 and set(diffs) == {"elbo"}  # k^ is a diagnostic, not a quantity to difference
+    assert diffs["elbo"]["mean"] == pytest.approx(1.0)
+    assert diffs["elbo"]["se"] == pytest.approx(1 / 3**0.5)
+    assert diffs["elbo"]["unpaired_se"] == pytest.approx((2 / 3 / 3) ** 0.5)
+    with pytest.raises(UsageError, match="share 1 images"):
+        paired_differences(torch.tensor([5, 9]), {"elbo": torch.zeros(2)}, index, values)
+    (tmp_path / "bad.csv").write_text("not,a\ntable")
+    with pytest.raises(UsageError, match="is not a per-image results file"):
+        read_csv(tmp_path / "bad.csv")
