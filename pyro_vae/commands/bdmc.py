@@ -163,6 +163,7 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
         print(f"{name:>20}  {value:10.2f}   {tightest['lower']['mean'] - value:.2f} nats below forward AIS and "
               f"{tightest['upper']['mean'] - value:.2f} below reverse AIS at {tightest['num_steps']} steps")
     result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
+              "checkpoint_epoch": state.get("epoch"),
               "dataset": state["data_config"]["dataset"], "seed": a.seed, "processes": context.world_size,
               "chains": a.chains, "leapfrog": a.leapfrog, "rows": rows, "importance_sampling": report.to_dict()}
     atomic_write_text(out / "bdmc.json", json.dumps(result, indent=2) + "\n")

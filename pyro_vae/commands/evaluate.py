@@ -43,6 +43,7 @@ from pyro_vae.runs.parts import (
     paired_differences,
     read_csv,
     score_in_parts,
+    shared_images,
     tensor_hash,
     write_csv,
 )
@@ -97,6 +98,9 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     pyro.enable_validation(False)
     out = writable_dir(a.out or Path(a.checkpoint).parent)  # before the long evaluation, not after it
     index, chosen = choose_images(len(data.test), images=a.images, limit=a.limit, seed=a.seed)
+    other = None if a.compare is None else read_csv(a.compare)  # a bad file refused before the long work
+    if other is not None:
+        shared_images(index, other[0])
     x = data.test[index.to(data.test.device)]
     ks = sorted({k for k in a.ks if k <= a.num_samples} | {a.num_samples})
     ais_steps = sorted(set(a.ais_steps))
@@ -130,7 +134,7 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     if not context.is_main:
         return
     values = scored.values
-    shared, compared = (0, None) if a.compare is None else paired_differences(index, values, *read_csv(a.compare))
+    shared, compared = (0, None) if other is None else paired_differences(index, values, *other)
     report = DatapointBounds(values["elbo"], {k: values["elbo"] if k == 1 else values[f"iwae_{k}"] for k in ks},
                              values.get("khat")).report()
     report = replace(report, ais=tuple(
@@ -147,6 +151,7 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
             print(f"{name:>14}  {d['mean']:+10.2f} ± {d['se']:.2f}   (unpaired SE {d['unpaired_se']:.2f})")
 
     result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
+              "checkpoint_epoch": state.get("epoch"),
               "dataset": state["data_config"]["dataset"], "images": chosen, "seed": a.seed,
               "processes": context.world_size, "seconds": wall, **report.to_dict(),
               **({} if compared is None else {"compared_with": str(a.compare), "shared_images": shared,

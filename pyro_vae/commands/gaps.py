@@ -143,6 +143,7 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
     print(f"q* stopped improving on {int(gaps.converged.sum())} of {len(x)} images after {a.local_steps} steps")
     per_image = {name: getattr(gaps, name).tolist() for name, _ in ROWS}  # .tolist() reads CUDA tensors too
     result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
+              "checkpoint_epoch": state.get("epoch"),
               "dataset": state["data_config"]["dataset"], "seed": a.seed, "processes": context.world_size,
               "batch_size": part_size, "local_steps": a.local_steps, "num_samples": a.num_samples,
               "ais_steps": a.ais_steps, "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog,

@@ -32,12 +32,13 @@ from pyro_vae.inference.estimators import data_dim
 
 # the purposes a datapoint draws for, the third part of its key; the fourth is the AIS step count
 IMPORTANCE_SAMPLING, FORWARD_AIS, REVERSE_AIS, LOCAL_FIT = 0, 1, 2, 3
-TINY = 2.0**-60  # the smallest uniform used: the inverse CDF of 0 is -inf; 2**-60 gives -9.5 sd, not reached
+TINY = 2.0**-60  # stands in for a uniform draw of exactly 0 (probability 2**-53), whose inverse CDF is -inf: -8.8
 
 
 class Noise(Protocol):
     """Where an estimator's random numbers come from: uniform and normal draws shaped like a tensor whose
-    dimension ``dim`` runs over datapoints, and a guide whose draws come from the same place."""
+    dimension ``dim`` runs over datapoints, a context in which Pyro's latent sample sites draw from the same
+    place, and the noise of some datapoints (``noise[rows]``)."""
 
     def uniform(self, like: Tensor, dim: int) -> Tensor: ...
 

@@ -66,12 +66,15 @@ def score_in_parts(
     """``score`` applied to the images at ``index`` (N,), ``part_size`` at a time, shared across the processes of
     ``context``, each part saved into ``folder``; returns the values of all N images in order (and the seconds,
     summed over parts) on every process. ``settings`` (JSON) fingerprints what the numbers depend on: a resume
-    with other settings is refused. Without ``resume``, parts left by an earlier evaluation are removed."""
+    with other settings is refused; without ``resume``, so is a folder that holds parts (UsageError)."""
     fingerprint = json.loads(json.dumps(settings))  # as it reads back from the file
     parts = index.split(part_size)
     if resume:
         check_resumable(folder, fingerprint)
     else:
+        if earlier := len(list(folder.glob("part-*.pt"))):  # hours of work, perhaps: never removed unasked
+            raise UsageError(f"{folder} holds {earlier} saved parts of an interrupted evaluation: add `resume` to go "
+                             f"on with them (with the same settings), or delete {folder} to start over")
         if context.is_main:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
@@ -80,8 +83,8 @@ def score_in_parts(
     mine = range(context.rank, len(parts), context.world_size)
     done: dict[int, Scored] = {}
     loaded = 0
-    bar = tqdm(total=len(parts), desc="images", unit="part", disable=not (progress and context.is_main)
-               or not sys.stderr.isatty())
+    bar = tqdm(total=len(parts), desc=f"parts of {part_size} images", unit="part",
+               disable=not (progress and context.is_main) or not sys.stderr.isatty())
     try:
         for j in mine:
             path = folder / f"part-{j:06d}.pt"
@@ -95,7 +98,7 @@ def score_in_parts(
             else:
                 loaded += 1
             done[j] = saved
-            bar.update(context.world_size)
+            bar.update(min(context.world_size, len(parts) - bar.n))  # every process's part, as rank 0 sees it
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted: {len(done)} of this process's {len(mine)} parts of {part_size} images "
                                 f"are saved in {folder}; add `resume` to the same command to go on") from None
@@ -205,16 +208,22 @@ def read_csv(path: str | Path) -> tuple[Tensor, dict[str, Tensor]]:
     return table[:, 0].long(), {name: table[:, i] for i, name in enumerate(names) if i}
 
 
+def shared_images(index: Tensor, other_index: Tensor) -> list[int]:
+    """The images two evaluations both scored, by index; a UsageError for fewer than two."""
+    shared = sorted(set(index.tolist()) & set(other_index.tolist()))
+    if len(shared) < 2:
+        raise UsageError(f"the two evaluations share {len(shared)} images: a paired difference needs at least 2 "
+                         "(use the same `images` and `seed`, or `limit`)")
+    return shared
+
+
 def paired_differences(index: Tensor, values: dict[str, Tensor], other_index: Tensor,
                        other: dict[str, Tensor]) -> tuple[int, dict[str, dict[str, float]]]:
     """This evaluation minus another, image by image, on the images both scored, for each column both have:
     the mean difference, its paired SE (the SD of the differences / sqrt n) and, for contrast, the SE of the
     difference of the two means as if the images were independent samples. Returns (images shared, column ->
     those three)."""
-    shared = sorted(set(index.tolist()) & set(other_index.tolist()))
-    if len(shared) < 2:
-        raise UsageError(f"the two evaluations share {len(shared)} images: a paired difference needs at least 2 "
-                         "(use the same `images` and `seed`, or `limit`)")
+    shared = shared_images(index, other_index)
     where = {i: n for n, i in enumerate(index.tolist())}
     other_where = {i: n for n, i in enumerate(other_index.tolist())}
     mine, theirs = torch.tensor([where[i] for i in shared]), torch.tensor([other_where[i] for i in shared])

@@ -153,3 +153,9 @@ def test_random_images_are_chosen_by_the_seed_and_recorded(trained, tmp_path):
     assert chosen("--limit", "6") == {"selection": "first", "count": 6}
     assert run_in_process("evaluate", [*flags, "--images", "33"]) == 2  # the test set holds 32
     assert run_in_process("evaluate", [*flags, "--images", "3", "--limit", "3"]) == 2
+    # --compare with a file that is not a per-image table, or with no images in common: refused before the work
+    (tmp_path / "bad.csv").write_text("no,table\n")
+    assert run_in_process("evaluate", [*flags, "--compare", tmp_path / "bad.csv", "--out", tmp_path / "c"]) == 2
+    assert run_in_process("evaluate", [*flags, "--limit", "1", "--compare", tmp_path / "earlier.csv", "--out",
+                                       tmp_path / "c"]) == 2
+    assert not (tmp_path / "c" / "evaluation.json").exists()

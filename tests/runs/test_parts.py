@@ -29,11 +29,13 @@ def test_parts_are_shared_across_processes_and_gathered_in_order(tmp_path):
     whole = score_in_parts(Scorer(), index, 3, tmp_path / "one", {"k": 1}, progress=False)
     assert torch.equal(whole.values["twice"], 2.0 * index.double()) and whole.seconds["ais"] == 3.0
     # processes r of 2 score parts r, r + 2, ...: the parts 0 and 2, and part 1 (Context.gather is the identity
-    # here, so each "process" runs alone, process 0 first as it makes the folder, and has only its own parts)
+    # here, so each "process" runs alone and has only its own parts; process 0 makes the folder, so process 1's
+    # is made here)
     scorers = [Scorer(), Scorer()]
     for rank in (0, 1):
+        (tmp_path / f"r{rank}").mkdir()
         with pytest.raises(KeyError):  # alone, the other process's parts are missing at the gather
-            score_in_parts(scorers[rank], index, 3, tmp_path / "two", {"k": 1}, context=FakeContext(rank, 2),
+            score_in_parts(scorers[rank], index, 3, tmp_path / f"r{rank}", {"k": 1}, context=FakeContext(rank, 2),
                            progress=False)
     assert scorers[0].scored == [[2, 3, 5], [34]] and scorers[1].scored == [[8, 13, 21]]
 
@@ -62,10 +64,10 @@ def test_an_interrupted_evaluation_resumes_where_it_stopped(tmp_path):
     again = Scorer()
     score_in_parts(again, index, 3, folder, settings, resume=True, progress=False)
     assert again.scored == [[10, 11, 12]]
-    # without `resume`, an earlier evaluation's parts go: everything is scored afresh
-    fresh = Scorer()
-    score_in_parts(fresh, index, 3, folder, settings, progress=False)
-    assert len(fresh.scored) == 4
+    # without `resume`, saved parts (perhaps hours of work) are not removed unasked
+    with pytest.raises(UsageError, match=r"holds 4 saved parts of an interrupted evaluation: add `resume`"):
+        score_in_parts(Scorer(), index, 3, folder, settings, progress=False)
+    assert len(list(folder.glob("part-*.pt"))) == 4
     with pytest.raises(UsageError, match="nothing to resume"):
         score_in_parts(Scorer(), index, 3, tmp_path / "none", settings, resume=True, progress=False)
 
