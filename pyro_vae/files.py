@@ -21,11 +21,12 @@ from typing import Any
 from pyro_vae.errors import OutputError
 
 TEMPORARY = ".tmp"  # suffix of atomic_write's temporary files, ".<name>.<random>.tmp"
+HELD = (signal.SIGINT, signal.SIGTERM)  # the signals a write holds back until it is done
 
 
 @contextmanager
 def interrupts_deferred() -> Generator[None, None, None]:
-    """Hold back Ctrl-C (SIGINT) until the block ends, then deliver it once.
+    """Hold back Ctrl-C (SIGINT) and SIGTERM until the block ends, then deliver the first once.
 
     A KeyboardInterrupt raised inside a writer (torch's zip writer turns one into its own
     RuntimeError on the way out) would leave half a file and a misleading traceback; deferred, the
@@ -41,20 +42,25 @@ def interrupts_deferred() -> Generator[None, None, None]:
     def hold(signum: int, frame: FrameType | None) -> None:
         pending.append(signum)
 
-    previous = signal.signal(signal.SIGINT, hold)
+    previous: dict[int, Any] = {signum: signal.signal(signum, hold) for signum in HELD}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if pending:
-            deliver_interrupt(previous)
+            deliver_interrupt(previous[pending[0]], pending[0])
 
 
-def deliver_interrupt(handler: Callable[[int, FrameType | None], Any] | int | None) -> None:
-    """Do what SIGINT's ``handler`` would do: call it, raise KeyboardInterrupt for the default
-    (or unknown) handler, nothing when it is ignored."""
+def deliver_interrupt(handler: Callable[[int, FrameType | None], Any] | int | None,
+                      signum: int = signal.SIGINT) -> None:
+    """Do what ``handler`` would do with ``signum``: call it; for Python's default handlers, raise
+    KeyboardInterrupt for SIGINT and end the process as SIGTERM would; nothing when it is ignored."""
     if callable(handler):
-        handler(signal.SIGINT, None)
+        handler(signum, None)
+    elif handler == signal.SIG_DFL and signum == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     elif handler != signal.SIG_IGN:
         raise KeyboardInterrupt
 

@@ -160,25 +160,35 @@ class FlagFormatter(logging.Formatter):
 OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)  # torch's allocators' messages
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; and what SLURM, Kubernetes and `timeout` send
+_stopped_by: int | None = None  # the signal that stopped the running script
+
+
 def stop(signum: int, frame: FrameType | None) -> None:
-    """SIGINT's handler while a script runs: the first Ctrl-C stops it (KeyboardInterrupt); later
-    ones are ignored, so that they cannot cut short the saving it triggers or Python's exit."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """The handler of SIGINT and SIGTERM while a script runs: the first of either stops it
+    (KeyboardInterrupt: training saves its last completed epoch, an evaluation keeps its saved parts);
+    later ones are ignored, so that they cannot cut short that saving or Python's exit."""
+    global _stopped_by
+    _stopped_by = signum
+    for other in STOP_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def main(run: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
     """Run a script's body and return its exit status, every failure the user can act on as one
     line on stderr: 2 bad input (UsageError), 3 divergence, 1 a result that could not be written or
-    memory that ran out, 130 Ctrl-C (see stop). Logs go to stderr as plain lines. A garbage
+    memory that ran out, 130 Ctrl-C, 143 SIGTERM (see stop). Logs go to stderr as plain lines. A garbage
     collector the body paused (pause_collection) and did not resume is resumed when it returns."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(FlagFormatter("%(message)s"))
     logger = logging.getLogger("pyro_vae")  # ours only: ArviZ logs import chatter at INFO on its own
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
+    global _stopped_by
+    _stopped_by = None
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, stop) if in_main_thread else None
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS} if in_main_thread else {}
     try:
         run(argv)
     except UsageError as error:
@@ -198,15 +208,19 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
               "sizes", file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:  # TrainingInterrupted says what was saved and how to go on
-        print(as_flags(str(error)) or "interrupted", file=sys.stderr)
+        message = as_flags(str(error)) or "interrupted"
+        if _stopped_by == signal.SIGTERM:  # 143 = 128 + 15, as a shell reports a process SIGTERM ended
+            print(f"terminated (SIGTERM), {message.removeprefix('interrupted: ')}", file=sys.stderr)
+            return 143
+        print(message, file=sys.stderr)
         return 130
     finally:
         startup_done()
-        # argv None: main runs as its script's process, which ignores Ctrl-C from here to its exit, so
-        # that a late one cannot interrupt Python's shutdown with a traceback; in-process callers
-        # (tests, notebooks) get their handler back
-        if in_main_thread:
-            signal.signal(signal.SIGINT, signal.SIG_IGN if argv is None else previous)
+        # argv None: main runs as its script's process, which ignores Ctrl-C and SIGTERM from here to its
+        # exit, so that a late one cannot interrupt Python's shutdown with a traceback; in-process callers
+        # (tests, notebooks) get their handlers back
+        for signum, before in previous.items():
+            signal.signal(signum, signal.SIG_IGN if argv is None else before)
     return 0
 
 

@@ -159,3 +159,21 @@ def test_random_images_are_chosen_by_the_seed_and_recorded(trained, tmp_path):
     assert run_in_process("evaluate", [*flags, "--limit", "1", "--compare", tmp_path / "earlier.csv", "--out",
                                        tmp_path / "c"]) == 2
     assert not (tmp_path / "c" / "evaluation.json").exists()
+
+
+def test_sigterm_keeps_the_saved_parts_and_exits_143(trained, tmp_path):
+    checkpoint, data = trained
+    process = launch("evaluate", "--checkpoint", checkpoint, "--data-dir", data, "--limit", "32", "--batch-size", "4",
+                     "--num-samples", "20", "--ais-steps", "40", "--ais-chains", "2", "--ais-leapfrog", "3",
+                     "--no-progress", "--out", tmp_path, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "evaluation.parts" / "part-000000.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    last = stderr.strip().splitlines()[-1]
+    saved = len(list((tmp_path / "evaluation.parts").glob("part-*.pt")))
+    assert last.startswith(f"terminated (SIGTERM), {saved} of this process's 8 parts of 4 images are saved in ") and \
+        last.endswith("add --resume to the same command to go on"), stderr
+    assert "Traceback" not in stderr and not (tmp_path / "evaluation.json").exists()
