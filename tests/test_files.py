@@ -47,6 +47,28 @@ def test_nested_blocks_hand_the_interrupt_to_the_outer_one(default_sigint):
     assert done == ["the outer block went on"]
 
 
+def test_a_sigterm_inside_the_block_waits_too_and_reaches_its_handler():
+    """SIGTERM is held back like Ctrl-C and then handed to the handler that was there (cli.stop in a script),
+    with its own number: the script then exits with 143, not 130."""
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("after the SIGTERM")
+        assert done == ["after the SIGTERM"] and seen == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_without_a_ctrl_c_the_block_changes_nothing(default_sigint):
     with interrupts_deferred():
         pass
