@@ -43,7 +43,7 @@ def save(path: str | Path, vae: VAE, optimizer: torch.optim.Optimizer, data_conf
          train_config: TrainConfig, snapshot: Snapshot | None = None, **extra: Any) -> None:
     """Write the checkpoint atomically (see files.atomic_write): an interruption or a full disk
     leaves either the old checkpoint or the new one, never half of one; Ctrl-C waits until the
-    write is done. A checksum of every tensor goes with it (see checksum).
+    write is done. A checksum of everything it holds goes with it (see checksum).
 
     Saves ``snapshot`` (networks, optimizer and training state at the end of an epoch) when given,
     else the current weights and optimizer state of ``vae`` and ``optimizer``. ``data_config``
@@ -73,9 +73,15 @@ def save(path: str | Path, vae: VAE, optimizer: torch.optim.Optimizer, data_conf
         atomic_write(path, buffer.getvalue())
 
 
-def checksum(state: Any) -> str:
-    """SHA-256 of every tensor in ``state`` (weights, optimizer moments, random states) with its
-    place, dtype and shape: a flipped bit in a weight changes it, while torch.load would not notice."""
+WHOLE = "sha256-all:"  # the prefix of a checksum over everything the checkpoint holds (0.1.0-0.2.0: tensors only)
+ZIP_MAGIC = b"PK\x03\x04"  # how every file torch.save writes starts; its first entry is <name>/data.pkl
+
+
+def checksum(state: Any, whole: bool = True) -> str:
+    """SHA-256 of everything in ``state`` but the checksum itself, each value with its place and type: every
+    tensor (dtype, shape and bytes: a flipped bit in a weight changes it, while torch.load would not notice)
+    and every setting, number and string (a flip that turns `epochs` 2 into 10, or 'constant' into 'constanT',
+    changes it too). ``whole=False``: the tensors alone, as checkpoints before WHOLE were summed."""
     digest = hashlib.sha256()
 
     def visit(value: Any, where: str) -> None:
@@ -86,13 +92,19 @@ def checksum(state: Any) -> str:
         elif isinstance(value, dict):
             for key in sorted(value, key=str):
                 if not (where == "" and key == "checksum"):
+                    if whole:
+                        digest.update(f"{where}/key:{type(key).__name__}:{key!r}".encode())
                     visit(value[key], f"{where}/{key}")
-        elif isinstance(value, (list, tuple)):
+        elif isinstance(value, (list, tuple)):  # a tuple saved may load as a list: the same content
+            if whole:
+                digest.update(f"{where}:sequence:{len(value)}".encode())
             for i, item in enumerate(value):
                 visit(item, f"{where}/{i}")
+        elif whole:
+            digest.update(f"{where}:{type(value).__name__}:{value!r}".encode())
 
     visit(state, "")
-    return digest.hexdigest()
+    return (WHOLE if whole else "") + digest.hexdigest()
 
 
 def train_state(state: dict) -> TrainState:
@@ -121,14 +133,27 @@ def _build(cls: type, fields: dict, part: str) -> Any:
 
 
 def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """The checkpoint dict at ``path``, tensors on ``device``; a UsageError if it is not one."""
+    """The checkpoint dict at ``path``, tensors on ``device``; a UsageError if it is not one: missing, a folder,
+    unreadable, corrupt (a torch file that does not load, or whose content does not match its checksum), or
+    not a checkpoint at all."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise UsageError(f"checkpoint {path} is a folder: pass the checkpoint.pt inside it")
+    try:
+        with open(path, "rb") as f:
+            start = f.read(128)
+    except FileNotFoundError:
         raise UsageError(f"checkpoint {path} does not exist: pass the checkpoint.pt that train_svi.py wrote in its "
-                         "`out`")
+                         "`out`") from None
+    except OSError as error:
+        raise UsageError(f"cannot read checkpoint {path} ({error.strerror or error})") from None
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises many types for a file that is not a checkpoint
+        if start.startswith(ZIP_MAGIC) or b"/data.pkl" in start:  # a torch file (one flipped bit cannot hide both)
+            raise UsageError(f"corrupt checkpoint: {path} is a damaged torch file that does not load "
+                             f"({type(error).__name__}; truncated, or damaged on disk or in transfer): use another "
+                             "copy, or train again") from None
         raise UsageError(
             f"{path} is not a pyro_vae checkpoint ({type(error).__name__}): pass a checkpoint.pt written by "
             "train_svi.py"
@@ -136,13 +161,14 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UsageError(f"{path} is not a pyro_vae checkpoint (no {FORMAT!r} marker): pass one written by "
                          "train_svi.py")
+    stored = state.get("checksum")  # checkpoints before 0.1.0's checksum have none
+    if stored is not None and (not isinstance(stored, str) or checksum(state, stored.startswith(WHOLE)) != stored):
+        raise UsageError(f"corrupt checkpoint: the content of {path} does not match the checksum stored with it "
+                         "(damaged on disk or in transfer, or edited): use another copy, or train again")
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise UsageError(f"{path} lacks {', '.join(missing)}: it is not a whole pyro_vae checkpoint (edited or written "
                          "by other code); pass one written by train_svi.py")
-    if "checksum" in state and checksum(state) != state["checksum"]:  # checkpoints before 0.1.0's checksum have none
-        raise UsageError(f"corrupt checkpoint: the tensors in {path} do not match the checksum stored with them "
-                         "(damaged on disk or in transfer); use another copy, or train again")
     return state
 
 
