@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ def _load_idx(folder: str, name: str, data_dir: str | Path, download: bool, get_
             getattr(torchvision.datasets, folder)(str(data_dir), train=True, download=True)  # fetches all four
         except (RuntimeError, OSError):
             pass  # said below, with what is missing, or by the caller's fallback
-    missing = [path.name for path in paths if not path.exists()]
+    missing = [path.name for path in paths if not os.path.lexists(path)]  # a symlink loop is damaged, not missing
     reason = "the download failed (offline?)" if download else "downloads are disabled"
     if len(missing) == len(paths):
         raise UsageError(f"{name}: files not found: expected {', '.join(IDX_FILES)} in {raw}, and {reason}; {get_them}")
@@ -149,7 +150,7 @@ def load_binarized_mnist(data_dir: str | Path, download: bool, seed: int) -> Dat
     read from ``data_dir`` or ``data_dir/binarized_mnist`` (downloaded there when online)."""
     names = [f"binarized_mnist_{split}.amat" for split in BINARIZED_MNIST_SPLITS]
     folders = [Path(data_dir), Path(data_dir) / "binarized_mnist"]
-    found = next((folder for folder in folders if all((folder / name).exists() for name in names)), None)
+    found = next((folder for folder in folders if all(os.path.lexists(folder / name) for name in names)), None)
     if found is None and download:
         from torchvision.datasets.utils import download_url
 

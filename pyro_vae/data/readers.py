@@ -6,6 +6,7 @@ never mistaken for a missing one.
 from __future__ import annotations
 
 import math
+import stat
 import struct
 from pathlib import Path
 
@@ -23,9 +24,25 @@ def damaged(path: Path, what: str, remedy: str) -> UsageError:
     return UsageError(f"damaged data file {path}: {what}; {remedy}")
 
 
-def read_bytes(path: Path, remedy: str) -> bytes:
-    if path.is_dir():
+def regular_file(path: Path, remedy: str) -> int:
+    """The size of the regular file at ``path``; a UsageError naming it when it is a folder, a FIFO, a device
+    or a socket (reading one could hang or never end), or cannot be opened (a symlink loop, no permission)."""
+    try:
+        status = path.stat()
+    except OSError as error:
+        raise damaged(path, f"it cannot be opened ({error.strerror})", remedy) from None
+    if stat.S_ISDIR(status.st_mode):
         raise damaged(path, "it is a folder, not a file", remedy)
+    if not stat.S_ISREG(status.st_mode):
+        raise damaged(path, "it is not a regular file (a FIFO, a device or a socket)", remedy)
+    return status.st_size
+
+
+def read_bytes(path: Path, remedy: str, at_most: int | None = None) -> bytes:
+    """The bytes of a regular file, refused unread when it holds more than ``at_most``."""
+    size = regular_file(path, remedy)
+    if at_most is not None and size > at_most:
+        raise damaged(path, f"it is {size:,} bytes, more than such a file can be ({at_most:,})", remedy)
     try:
         return path.read_bytes()
     except OSError as error:
@@ -34,31 +51,43 @@ def read_bytes(path: Path, remedy: str) -> bytes:
 
 def read_idx(path: Path, shape: tuple[int | None, ...], remedy: str) -> np.ndarray:
     """The unsigned bytes of an IDX file whose dimensions match ``shape`` (None: any size), e.g.
-    (None, 28, 28) for images, (None,) for labels."""
-    data = read_bytes(path, remedy)
-    if len(data) < 4 or data[:2] != b"\0\0":
+    (None, 28, 28) for images, (None,) for labels. The header and the file's size are checked before the
+    body is read (a 60 GB file is refused at once)."""
+    size = regular_file(path, remedy)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4 + 4 * 255)  # the longest header there can be
+    except OSError as error:
+        raise UsageError(f"cannot read {path} ({error.strerror}); {remedy}") from None
+    if len(head) < 4 or head[:2] != b"\0\0":
         raise damaged(path, "it does not start with an IDX header (0x00 0x00, type, dimensions)", remedy)
-    kind, ndim = data[2], data[3]
+    kind, ndim = head[2], head[3]
     if kind != 0x08:
         raise damaged(path, f"it holds {IDX_TYPES.get(kind, f'type 0x{kind:02x}')} values, and MNIST-format files "
                       "hold unsigned bytes (type 0x08)", remedy)
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise damaged(path, f"it ends inside its header ({len(data)} bytes)", remedy)
-    dims = struct.unpack(f">{ndim}I", data[4:header])
+    if len(head) < header:
+        raise damaged(path, f"it ends inside its header ({len(head)} bytes)", remedy)
+    dims = struct.unpack(f">{ndim}I", head[4:header])
     if ndim != len(shape) or any(want is not None and got != want for got, want in zip(dims, shape)):
         expected = " x ".join("N" if want is None else str(want) for want in shape)
         raise damaged(path, f"its array is {' x '.join(map(str, dims))}, and this file should hold {expected}",
                       remedy)
-    size = header + math.prod(dims)
-    if len(data) != size:
-        raise damaged(path, f"it is {len(data):,} bytes, and its header ({' x '.join(map(str, dims))}) says "
-                      f"{size:,}: {'truncated' if len(data) < size else 'extra bytes at the end'}", remedy)
+    if not math.prod(dims):
+        raise damaged(path, f"its array is {' x '.join(map(str, dims))}: it holds nothing", remedy)
+    expected_size = header + math.prod(dims)
+    if size != expected_size:
+        raise damaged(path, f"it is {size:,} bytes, and its header ({' x '.join(map(str, dims))}) says "
+                      f"{expected_size:,}: {'truncated' if size < expected_size else 'extra bytes at the end'}", remedy)
+    data = read_bytes(path, remedy, at_most=expected_size)
+    if len(data) != expected_size:  # changed since it was measured
+        raise damaged(path, f"it is {len(data):,} bytes, and its header says {expected_size:,}", remedy)
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
 ONE_SPACE, ONE_NEWLINE = ord("1") + 256 * ord(" "), ord("1") + 256 * ord("\n")  # "1 ", "1\n" read as <u2
 AMAT_LINES = 2048  # lines per pass of read_amat: its temporaries stay in cache
+AMAT_MAX_LINES = 100_000  # more than any binarized-MNIST file holds (50,000): a larger file is refused unread
 
 
 def read_amat(path: Path, width: int = 784, remedy: str = "delete it and download it again") -> Tensor:
@@ -70,7 +99,8 @@ def read_amat(path: Path, width: int = 784, remedy: str = "delete it and downloa
     a time (0.1 s for the 50,000 training images, against 0.15 s for one pass over the whole file);
     any other spacing takes a general parse (about 5 s).
     """
-    text = np.frombuffer(read_bytes(path, remedy), dtype=np.uint8)
+    # at most AMAT_MAX_LINES lines of "v v ... v\n", with room for \r\n and doubled spaces
+    text = np.frombuffer(read_bytes(path, remedy, at_most=4 * width * AMAT_MAX_LINES), dtype=np.uint8)
     if not len(text) or len(text) % (2 * width):
         return _parse_amat(text, path, width, remedy)
     pairs = text.view("<u2").reshape(-1, width)  # (n, width): value byte + 256 * separator byte

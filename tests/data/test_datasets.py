@@ -1,4 +1,7 @@
 import logging
+import os
+import signal
+import struct
 
 import numpy as np
 import pytest
@@ -187,3 +190,40 @@ def test_mnist5k_is_shuffled_and_split_by_seed():
 def test_unknown_dataset_is_a_clear_error():
     with pytest.raises(UsageError, match="unknown dataset 'cifar'.*mnist"):
         load_dataset("cifar")
+
+
+def test_a_fifo_a_huge_file_a_symlink_loop_and_an_empty_idx_are_one_line_each(tiny_mnist):
+    """None of these hangs (a FIFO read waits forever for a writer), reads 60 GB (a sparse file, measured
+    before its body is read), or passes for a missing file that the default run would fall back from."""
+    raw = tiny_mnist / "MNIST" / "raw"
+    path = raw / IMAGES
+
+    def sparse(path):  # an IDX header for 64 images, then a hole to 60 GB
+        with open(path, "wb") as f:
+            f.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 64, 28, 28))
+            f.truncate(60 * 2**30)
+
+    def loop(path):
+        os.symlink(raw / "loop-b", path)
+        os.symlink(path, raw / "loop-b")
+
+    cases = [(os.mkfifo, r"it is not a regular file \(a FIFO, a device or a socket\)"),
+             (sparse, r"it is 64,424,509,440 bytes, and its header .* says 50,192: extra bytes"),
+             (loop, r"it cannot be opened \(Too many levels of symbolic links\)"),
+             (lambda path: _write_idx(path, np.zeros((0, 28, 28))), "its array is 0 x 28 x 28: it holds nothing")]
+
+    def hung(signum, frame):
+        raise TimeoutError("the read hung")
+
+    previous = signal.signal(signal.SIGALRM, hung)  # a hang fails the test instead of the suite
+    try:
+        for make, expected in cases:
+            path.unlink()
+            make(path)
+            signal.alarm(20)
+            with pytest.raises(UsageError, match=f"damaged data file .*{IMAGES}: {expected}"):
+                load_dataset("mnist", tiny_mnist, download=False, fallback=True)
+            signal.alarm(0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
