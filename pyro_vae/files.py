@@ -21,6 +21,7 @@ from typing import Any
 from pyro_vae.errors import OutputError
 
 TEMPORARY = ".tmp"  # suffix of atomic_write's temporary files, ".<name>.<random>.tmp"
+FILE_MODE = 0o666  # what open() creates a file with, before the umask
 HELD = (signal.SIGINT, signal.SIGTERM)  # the signals a write holds back until it is done
 
 
@@ -65,9 +66,24 @@ def deliver_interrupt(handler: Callable[[int, FrameType | None], Any] | int | No
         raise KeyboardInterrupt
 
 
+def current_umask() -> int:
+    """The process's umask: from /proc on Linux, else by setting it and setting it back (the one portable way,
+    which for an instant changes it for the process's other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file beside it, flushed to disk and renamed
-    into place: an interruption or a full disk leaves the old file (or none), never half of one.
+    into place: an interruption or a full disk leaves the old file (or none), never half of one. The file
+    gets the mode open() would give it (0666 less the umask).
     Ctrl-C waits for the write; an OSError becomes an OutputError naming the file."""
     path = Path(path)
     with interrupts_deferred():
@@ -76,6 +92,7 @@ def atomic_write(path: str | Path, data: bytes) -> None:
         except OSError as error:
             raise OutputError(f"cannot write {path}: {error.strerror}", path) from None
         try:
+            os.fchmod(fd, FILE_MODE & ~current_umask())  # mkstemp's 0600 would make every result private
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

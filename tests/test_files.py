@@ -120,3 +120,14 @@ def test_the_first_ctrl_c_stops_a_script_and_later_ones_cannot_cut_its_cleanup(c
     assert main(run, []) == 130
     assert cleaned == [True] and capsys.readouterr().err.strip() == "interrupted"
     assert signal.getsignal(signal.SIGINT) is previous  # in-process callers get their handler back
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_a_result_file_gets_the_mode_the_umask_gives(tmp_path, umask, mode):
+    """As open() would create it: mkstemp's own 0600 made every figure and metrics file private to its owner."""
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "result.json", b"{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == mode

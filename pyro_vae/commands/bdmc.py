@@ -102,7 +102,7 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
     vae, _, state = load_run(a.checkpoint, device, a.data_dir)
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     pyro.enable_validation(False)
-    out = writable_dir(a.out or Path(a.checkpoint).parent)
+    out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
     with torch.no_grad():
         trace = poutine.trace(vae.model).get_trace(None, size=a.num_images)  # z ~ p(z), x ~ p(x|z)
     sites = sample_sites(trace)

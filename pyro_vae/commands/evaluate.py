@@ -96,7 +96,7 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     # so Pyro's per-call argument checks, a pass over every (samples x images x pixels) tensor, can go
     pyro.enable_validation(False)
-    out = writable_dir(a.out or Path(a.checkpoint).parent)  # before the long evaluation, not after it
+    out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)  # before the long evaluation
     index, chosen = choose_images(len(data.test), images=a.images, limit=a.limit, seed=a.seed)
     other = None if a.compare is None else read_csv(a.compare)  # a bad file refused before the long work
     if other is not None:

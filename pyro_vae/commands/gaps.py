@@ -107,7 +107,7 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
     vae, data, state = load_run(a.checkpoint, device, a.data_dir)
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     pyro.enable_validation(False)
-    out = writable_dir(a.out or Path(a.checkpoint).parent)
+    out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
     index, _ = choose_images(len(data.test), images=a.num_images, seed=a.seed)
     x = data.test[index.to(data.test.device)]
     log.info("%s: %d random test images of %s; q* by %d local steps, AIS with %d steps x %d chains", a.checkpoint,

@@ -48,7 +48,7 @@ def run(argv: list[str] | None) -> None:
     pyro.set_rng_seed(a.seed)
     vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
-    out = writable_dir(a.out or Path(a.checkpoint).parent)
+    out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
     written = write_figures(vae, data, out)
     if "train_state" in state:
         train_state, path = checkpoint.train_state(state), out / "learning_curve.png"

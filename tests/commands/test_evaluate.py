@@ -177,3 +177,14 @@ def test_sigterm_keeps_the_saved_parts_and_exits_143(trained, tmp_path):
     assert last.startswith(f"terminated (SIGTERM), {saved} of this process's 8 parts of 4 images are saved in ") and \
         last.endswith("add --resume to the same command to go on"), stderr
     assert "Traceback" not in stderr and not (tmp_path / "evaluation.json").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "bdmc", "gaps", "plot"])
+def test_an_empty_out_is_refused_by_every_command(trained, tmp_path, capsys, command):
+    """`--out ''` is refused as train refuses it, not taken for "beside the checkpoint" (plot wrote there)."""
+    checkpoint, data = trained
+    before = sorted(p.name for p in checkpoint.parent.iterdir())
+    assert run_in_process(command, ["--checkpoint", checkpoint, "--data-dir", data, "--out", ""]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: --out is empty"), lines
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == before
