@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -72,11 +73,27 @@ def project_2d(z: Tensor) -> tuple[Tensor, tuple[str, str]]:
 
 def plot_latent(loc: Tensor, labels: Tensor | None, path: str | Path, title: str = "") -> None:
     """The test set's posterior means E_q[z|x] (N, Z): a scatter for Z = 2, else their 2-D PCA
-    projection, coloured by class label when there are labels."""
-    projected_points, (xlabel, ylabel) = project_2d(loc.detach().float().cpu())
-    xy = projected_points.numpy()  # numpy, not torch: matplotlib walks a tensor element by element (80 ms here)
+    projection, coloured by class label when there are labels; for Z = 1, their histogram (stacked by class)."""
     fig = Figure(figsize=(6, 5.2))
     ax = fig.add_subplot()
+    if loc.shape[1] == 1:
+        z = loc.detach().float().cpu().numpy()[:, 0]
+        if labels is None:
+            ax.hist(z, bins=60, color="C0")
+        else:
+            classes = labels.cpu().numpy()
+            present = sorted(set(classes.tolist()))
+            ax.hist([z[classes == c] for c in present], bins=60, stacked=True, label=[str(c) for c in present],
+                    color=[class_colour(c) for c in present])
+            ax.legend(title="class", fontsize=7, ncols=2)
+        ax.set_xlabel("$z_1$")
+        ax.set_ylabel("test images")
+        ax.set_title(title or f"posterior means E[z|x] of {len(z)} test images (1-D latent)", fontsize=9)
+        ax.grid(alpha=0.3)
+        save_figure(fig, path)
+        return
+    projected_points, (xlabel, ylabel) = project_2d(loc.detach().float().cpu())
+    xy = projected_points.numpy()  # numpy, not torch: matplotlib walks a tensor element by element (80 ms here)
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.5)
     else:
@@ -89,6 +106,11 @@ def plot_latent(loc: Tensor, labels: Tensor | None, path: str | Path, title: str
     ax.set_title(title or f"posterior means E[z|x] of {len(xy)} test images{projected}", fontsize=9)
     ax.grid(alpha=0.3)
     save_figure(fig, path)
+
+
+def class_colour(label: int) -> str:
+    """Class ``label``'s colour in the tab10 map, as the scatter of plot_latent colours it."""
+    return matplotlib.colors.to_hex(matplotlib.colormaps["tab10"](label % 10))
 
 
 def manifold_grid(n: int = 20, low: float = 0.05, high: float = 0.95) -> Tensor:

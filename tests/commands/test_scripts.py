@@ -379,3 +379,17 @@ def test_work_that_cannot_fit_in_memory_is_refused_up_front(tiny_mnist, tmp_path
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]  # after evaluate.py's log line naming the checkpoint
     assert line.startswith("error:") and re.search(message, line) and "GB free" in line and "Traceback" not in err, err
+
+
+def test_a_one_dimensional_latent_trains_evaluates_and_plots(tiny_mnist, tmp_path):
+    """--z-dim 1 trained and then crashed in the latent figure (PCA to 2-D) before metrics.json was written;
+    its latent figure is a histogram of the posterior means, stacked by class."""
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY, "--z-dim", "1"]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["model"]["z_dim"] == 1
+    assert Image.open(tmp_path / "latent.png").size[0] > 100
+    (tmp_path / "latent.png").unlink()
+    assert run_in_process("plot", ["--checkpoint", tmp_path / "checkpoint.pt", "--data-dir", tiny_mnist]) == 0
+    assert (tmp_path / "latent.png").exists()
+    assert run_in_process("evaluate", ["--checkpoint", tmp_path / "checkpoint.pt", "--data-dir", tiny_mnist,
+                                       "--num-samples", "10", "--ais-steps", "2", "--ais-chains", "2",
+                                       "--ais-leapfrog", "2", "--no-progress"]) == 0
