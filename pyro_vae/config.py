@@ -13,8 +13,17 @@ from pyro_vae.errors import UsageError
 
 def _require_positive(**values: float) -> None:
     for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"`{name}` must be a number, got {value!r}")
         if not (value > 0 and math.isfinite(value)):
             raise UsageError(f"`{name}` must be positive and finite, got {value}")
+
+
+def _require_int(**values: object) -> None:
+    """A UsageError for a count given as anything but an integer (1.5 epochs trained 2; '20' failed later)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"`{name}` must be an integer, got {value!r}")
 
 
 GUIDES = ("gaussian", "iaf")
@@ -36,9 +45,13 @@ class ModelConfig:
     flow_layers: int = 2  # iaf only
 
     def __post_init__(self) -> None:
+        _require_int(z_dim=self.z_dim, flow_layers=self.flow_layers)
         _require_positive(z_dim=self.z_dim, scale_floor=self.scale_floor, flow_layers=self.flow_layers)
         if self.guide not in GUIDES:
             raise UsageError(f"unknown guide {self.guide!r}: choose one of {', '.join(GUIDES)}")
+        if isinstance(self.hidden, (str, bytes)) or not all(
+                isinstance(w, int) and not isinstance(w, bool) for w in self.hidden):
+            raise UsageError(f"`hidden` must be a tuple of integer widths, e.g. (400,), got {self.hidden!r}")
         if any(width <= 0 for width in self.hidden):
             raise UsageError(f"hidden widths must be positive, got {','.join(map(str, self.hidden))}")
 
@@ -80,6 +93,8 @@ class TrainConfig:
     jit: bool = False  # use Pyro's JIT-compiled ELBO (drops the partial last batch, see training.loop.fit)
 
     def __post_init__(self) -> None:
+        _require_int(epochs=self.epochs, batch_size=self.batch_size, num_particles=self.num_particles,
+                     patience=self.patience)
         _require_positive(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, num_particles=self.num_particles
         )
@@ -97,5 +112,6 @@ class RunConfig:
     eval_samples: int = 1000  # K importance samples for the final test log p(x); 0 skips it
 
     def __post_init__(self) -> None:
+        _require_int(eval_samples=self.eval_samples)
         if self.eval_samples < 0:
             raise UsageError(f"`eval_samples` must be >= 0 (0 skips the estimate), got {self.eval_samples}")

@@ -136,6 +136,14 @@ class DatapointBounds:
         )
 
 
+def _check_sizes(x: Tensor, **sizes: int) -> None:
+    for name, size in sizes.items():
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {size!r}")
+    if x.dim() != 2 or not len(x):
+        raise ValueError(f"x must hold images as (N, D) with N >= 1, got shape {tuple(x.shape)}")
+
+
 @torch.no_grad()
 def datapoint_bounds(
     vae: VAE, x: Tensor, ks: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 100,
@@ -152,6 +160,7 @@ def datapoint_bounds(
     ks = sorted(set(ks))
     if not ks or ks[0] < 1:
         raise ValueError(f"every K must be >= 1, got {list(ks)}")
+    _check_sizes(x, batch_size=batch_size, chunk_size=chunk_size)
     num_samples = ks[-1]
     images, chunk = min(batch_size, len(x)), min(chunk_size, num_samples)
     require_memory(estimator_bytes(vae, x.shape[-1], images, chunk) + FLOAT * num_samples * images, x.device,
@@ -207,6 +216,7 @@ def datapoint_ais(
 ) -> AISResult:
     """Forward AIS (see ais.py) of ``vae`` on each image of ``x`` (N, D), ``batch_size`` images at a time,
     after the up-front memory check; random numbers from ``noise`` (as in datapoint_bounds)."""
+    _check_sizes(x, batch_size=batch_size)
     images = min(batch_size, len(x))
     require_memory(2 * estimator_bytes(vae, x.shape[-1], images, num_chains), x.device,  # the HMC gradients as well
                    f"AIS with {num_chains} chains for {images} images at once",

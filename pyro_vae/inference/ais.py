@@ -68,11 +68,18 @@ def sigmoid_schedule(num_steps: int, sharpness: float = SIGMOID_SHARPNESS) -> Te
     return (s - s[0]) / (s[-1] - s[0])
 
 
-def _check_arguments(num_steps: int, num_chains: int) -> None:
+def _check_arguments(num_steps: int, num_chains: int, num_leapfrog: int, step_size: float, args: tuple) -> None:
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0 (0 is importance sampling with K = num_chains), got {num_steps}")
     if num_chains < 1:
         raise ValueError(f"num_chains must be >= 1, got {num_chains}")
+    if num_leapfrog < 1:
+        raise ValueError(f"num_leapfrog must be >= 1 (an HMC transition takes at least one step), got {num_leapfrog}")
+    if not step_size > 0:
+        raise ValueError(f"step_size (where the pilot starts) must be positive, got {step_size}")
+    data = next((a for a in args if isinstance(a, Tensor)), None)
+    if data is not None and data.shape[:1] == (0,):
+        raise ValueError("the data holds no datapoints: nothing to estimate")
 
 
 def _pilot(target: Target, betas: Tensor, start: dict[str, Tensor] | None, *, num_leapfrog: int,
@@ -158,7 +165,7 @@ def ais(
     arguments are split along dim 0; None: all). Results are concatenated over chunks. ``noise``: where
     the random numbers come from (streams.py; DatapointStreams make each datapoint's result independent
     of the chunks)."""
-    _check_arguments(num_steps, num_chains)
+    _check_arguments(num_steps, num_chains, num_leapfrog, step_size, args)
     betas = sigmoid_schedule(num_steps)
     parts = [anneal(model, guide, a, kwargs, betas=betas, num_chains=num_chains, plate=plate,
                     num_leapfrog=num_leapfrog, step_size=step_size, max_plate_nesting=max_plate_nesting,
@@ -195,7 +202,7 @@ def reverse_ais(
 ) -> AISResult:
     """Reverse AIS from exact posterior samples ``latents`` (site -> (N, ...), cut into chunks with the
     data); its log-weights estimate -log p(x_n). ``noise`` as for ais."""
-    _check_arguments(num_steps, num_chains)
+    _check_arguments(num_steps, num_chains, num_leapfrog, step_size, args)
     betas = sigmoid_schedule(num_steps).flip(0)
     parts = [anneal(model, guide, a, kwargs, betas=betas, num_chains=num_chains, plate=plate,
                     start={k: v[rows] for k, v in latents.items()}, num_leapfrog=num_leapfrog, step_size=step_size,

@@ -173,6 +173,11 @@ def _log_weight_chunks(
     """The per-datapoint log-weights of ``num_samples`` draws from the guide, in chunks of at most
     ``chunk_size`` vectorized samples: (k, N) each."""
     _check_num_samples(num_samples)
+    if max_plate_nesting is not None and max_plate_nesting < 1:
+        raise ValueError(f"max_plate_nesting must be >= 1 (the data plate is one), got {max_plate_nesting}")
+    data = next((a for a in args if isinstance(a, Tensor)), None)
+    if data is not None and data.shape[:1] == (0,):
+        raise ValueError("the data holds no datapoints: nothing to estimate")
     nesting = plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
     chunk_size = num_samples if chunk_size is None else chunk_size
     if chunk_size < 1:

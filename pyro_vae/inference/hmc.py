@@ -56,6 +56,28 @@ class Latents:
         return {name: f.reshape(shape).movedim(1, dim) for (name, (shape, dim)), f in zip(self.sites.items(), flat)}
 
 
+def check_start(start: dict[str, Tensor], drawn: dict[str, Tensor]) -> None:
+    """A ValueError unless ``start`` gives every latent site (and no other) a finite value that broadcasts to
+    the chains' shape, as ``drawn`` from the guide: reverse AIS's exact posterior samples."""
+    if set(start) != set(drawn):
+        raise ValueError(f"the start (latents) names sites {sorted(start)}, and the guide's latent sites are "
+                         f"{sorted(drawn)}: give one value for each of them")
+    for name, value in start.items():
+        if not isinstance(value, Tensor):
+            raise ValueError(f"the start of site {name!r} is a {type(value).__name__}, not a tensor")
+        try:
+            torch.broadcast_shapes(value.shape, drawn[name].shape)
+        except RuntimeError:
+            raise ValueError(f"the start of site {name!r} has shape {tuple(value.shape)}, and the chains' values "
+                             f"have shape {tuple(drawn[name].shape)} (chains, datapoints, ...): pass (N, ...) per "
+                             "datapoint") from None
+        if torch.broadcast_shapes(value.shape, drawn[name].shape) != drawn[name].shape:
+            raise ValueError(f"the start of site {name!r} has shape {tuple(value.shape)}, larger than the chains' "
+                             f"{tuple(drawn[name].shape)}")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"the start of site {name!r} holds NaN or infinite values")
+
+
 def is_real(support: constraints.Constraint) -> bool:
     while isinstance(support, constraints.independent):
         support = support.base_constraint
@@ -87,6 +109,8 @@ class Target:
             with torch.no_grad(), self.noise.sampling(self.plate):
                 trace = poutine.trace(self.guide).get_trace(*self.args, **self.kwargs)
         drawn = {name: site["value"] for name, site in sample_sites(trace).items()}
+        if start is not None:
+            check_start(start, {name: drawn[name] for name in self.latents.sites})
         values = {name: drawn[name] if start is None else start[name].expand(drawn[name].shape)
                   for name in self.latents.sites}
         return [v.detach().clone() for v in self.latents.flatten(values)]

@@ -58,6 +58,8 @@ def make_elbo(name: str, num_particles: int = 1, jit: bool = False, guide: str =
     others Pyro would fall back to a sampled entropy without saying so)."""
     if name not in ELBOS:
         raise UsageError(f"unknown ELBO {name!r}: choose one of {', '.join(ELBOS)}")
+    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
+        raise UsageError(f"`num_particles` must be a positive integer, got {num_particles!r}")
     if name == "meanfield" and guide != "gaussian":
         raise UsageError(f"`elbo=meanfield` needs the analytic KL of a Gaussian guide; `guide={guide}` has none: "
                          "use `elbo=trace` or `elbo=iwae`")

@@ -31,6 +31,9 @@ def data_plate(x: Tensor | None, size: int | None, subsample: Tensor | None = No
         if size is None:
             raise ValueError("model(None, size=B) draws B images from p(x): pass size")
         return pyro.plate(DATA_PLATE, size, device=None if device is None else str(device))
+    if x.dim() != 2:
+        raise ValueError(f"x must be a batch of flattened images, (B, D); got shape {tuple(x.shape)}"
+                         + (": one image is x[None], of shape (1, D)" if x.dim() == 1 else ""))
     if subsample is None:
         subsample = torch.arange(x.shape[0], device=x.device)
     return pyro.plate(DATA_PLATE, size or x.shape[0], subsample=subsample)

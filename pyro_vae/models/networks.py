@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from pyro_vae.errors import UsageError
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -18,6 +20,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 def mlp(in_features: int, hidden: Sequence[int], out_features: int, activation: str) -> nn.Sequential:
     """Linear layers of widths ``in -> hidden... -> out``, the activation between them, none after."""
+    if activation not in ACTIVATIONS:
+        raise UsageError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
     widths = [in_features, *hidden]
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):

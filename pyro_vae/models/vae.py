@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from pyro_vae.config import ModelConfig
+from pyro_vae.errors import UsageError
 from pyro_vae.models import flows
 from pyro_vae.models.flows import IAF
 from pyro_vae.models.guide import guide
@@ -22,6 +23,8 @@ class VAE(nn.Module):
 
     def __init__(self, x_dim: int, config: ModelConfig, likelihood: Likelihood | None = None) -> None:
         super().__init__()
+        if isinstance(x_dim, bool) or not isinstance(x_dim, int) or x_dim < 1:
+            raise UsageError(f"`x_dim` (pixels per image) must be a positive integer, got {x_dim!r}")
         self.x_dim = x_dim
         self.config = config
         self.likelihood = likelihood or make_likelihood(config)

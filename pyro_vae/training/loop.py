@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from pyro_vae.config import TrainConfig
 from pyro_vae.data.pixels import PreparedData
-from pyro_vae.errors import TrainingDiverged, TrainingInterrupted
+from pyro_vae.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from pyro_vae.evaluation.bounds import images_per_pass, objective_sum
 from pyro_vae.files import interrupts_deferred
 from pyro_vae.inference.objectives import make_elbo, objective_name
@@ -119,6 +119,9 @@ def fit(
     """
     # pyro.module registers the networks in Pyro's global param store by name; an entry left by an
     # earlier VAE in this process would shadow this one's parameters inside the JIT-compiled ELBO.
+    if not len(data.train) or not len(data.valid):
+        raise UsageError(f"nothing to train on: {len(data.train)} training and {len(data.valid)} validation images; "
+                         "pass data that holds both")
     forget_networks()
     elbo = make_elbo(config.elbo, config.num_particles, config.jit, vae.config.guide)
     loss = loss_module(vae, elbo, context)
