@@ -169,7 +169,94 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
     if missing:
         raise UsageError(f"{path} lacks {', '.join(missing)}: it is not a whole pyro_vae checkpoint (edited or written "
                          "by other code); pass one written by train_svi.py")
+    problem = schema_problem(state)
+    if problem:
+        raise UsageError(f"{path} is not a valid pyro_vae checkpoint: {problem} (edited, or written by other code); "
+                         "pass one written by train_svi.py")
     return state
+
+
+def schema_problem(state: dict) -> str | None:
+    """What is wrong with a checkpoint's parts, checked once on load so that no later step meets it as a
+    traceback: the configs; weights that the model its configs describe cannot take (a missing or mis-shaped
+    tensor, an edited z_dim); the epoch; the training state's history, best parameters and random states.
+    None when nothing is."""
+    try:
+        model_config, _ = configs(state)
+        _build(TrainConfig, dict(state["train_config"]), "train_config")
+    except UsageError as error:
+        return str(error)
+    except (TypeError, AttributeError):
+        return "its configs are not tables of settings"
+    x_dim = state["x_dim"]
+    if isinstance(x_dim, bool) or not isinstance(x_dim, int) or x_dim < 1:
+        return f"x_dim is {x_dim!r}, not a positive integer"
+    try:
+        expected = VAE(x_dim, model_config).state_dict()
+    except UsageError as error:
+        return str(error)
+    parts = ("encoder", "decoder", "flow") if model_config.guide == "iaf" else ("encoder", "decoder")
+    for part in parts:
+        prefix = f"{part}."
+        if problem := _weights_problem(state.get(part), {k.removeprefix(prefix): v for k, v in expected.items()
+                                                         if k.startswith(prefix)}, f"the {part}"):
+            return problem
+    if "epoch" in state and not _count(state["epoch"]):
+        return f"its epoch is {state['epoch']!r}, not a count of epochs"
+    train = state.get("train_state")
+    if train is None:
+        return None
+    if not isinstance(train, dict) or not _count(train.get("epoch", 0)):
+        return "its train_state has no valid epoch"
+    try:
+        history = [EpochRecord.from_dict(record) for record in train.get("history", [])]
+    except (TypeError, AttributeError):
+        return f"a record of its history lacks a field or holds an unknown one (a record has {EPOCH_FIELDS})"
+    if any(not _count(r.epoch) or not all(isinstance(v, (int, float)) for v in (r.train_bound, r.valid_bound))
+           for r in history):
+        return "a record of its history holds a value that is not a number"
+    if train.get("best_params") is not None and (problem := _weights_problem(train["best_params"], expected,
+                                                                              "the best epoch's parameters")):
+        return problem
+    return _rng_problem(train.get("rng"))
+
+
+EPOCH_FIELDS = ", ".join(f.name for f in dataclasses.fields(EpochRecord))
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _weights_problem(weights: Any, expected: dict[str, torch.Tensor], what: str) -> str | None:
+    if not isinstance(weights, dict):
+        return f"{what} are missing"
+    missing = sorted(set(expected) - set(weights))
+    unknown = sorted(set(weights) - set(expected))
+    if missing or unknown:
+        return f"{what}: {', '.join(missing)} missing" if missing else f"{what}: unknown {', '.join(unknown)}"
+    for name, want in expected.items():
+        got = weights[name]
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape or got.is_floating_point() != \
+                want.is_floating_point():
+            if isinstance(got, torch.Tensor) and got.shape == want.shape:
+                return f"{what}: {name} holds {got.dtype} values, not {want.dtype} ones"
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            return (f"{what}: {name} is {shape}, and the model its settings describe (z_dim, hidden, likelihood, "
+                    f"guide) needs {tuple(want.shape)}")
+    return None
+
+
+def _rng_problem(rng: Any) -> str | None:
+    """Random states as state.rng_state() writes them (one, or one per process)."""
+    if rng is None:
+        return None
+    for one in rng if isinstance(rng, list) else [rng]:
+        torch_state = one.get("torch") if isinstance(one, dict) else None
+        if not (isinstance(torch_state, torch.Tensor) and torch_state.dtype == torch.uint8
+                and torch_state.shape == torch.get_rng_state().shape and "random" in one and "numpy" in one):
+            return "its random states are not torch's, Python's and NumPy's as training saves them"
+    return None
 
 
 def configs(state: dict) -> tuple[ModelConfig, DataConfig]:

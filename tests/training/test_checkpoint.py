@@ -118,3 +118,47 @@ def test_no_bit_flip_or_truncation_loads_changed_content_or_passes_for_a_foreign
             assert checkpoint.checksum(state) == content
             outcomes["same"] += 1
     assert outcomes["corrupt"] > 150, outcomes  # most flips land in the content
+
+
+def edited(path, edit):
+    """The checkpoint at ``path`` with a training state (as training writes it), edited, its checksum made anew:
+    what a hand edit that knew the checksum would leave, or a bug in other code that writes checkpoints."""
+    from dataclasses import asdict
+
+    from pyro_vae.training.state import EpochRecord, TrainState, rng_state
+
+    state = torch.load(path, weights_only=True)
+    history = [EpochRecord(epoch=e, lr=1e-3, train_bound=-100.0 + e, valid_bound=-101.0 + e, seconds=0.1)
+               for e in (1, 2)]
+    state["train_state"] = asdict(TrainState(epoch=2, history=history, rng=rng_state()))
+    edit(state)
+    state["checksum"] = checkpoint.checksum(state)
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: None, None),
+    (lambda s: s["decoder"].pop("net.0.weight"), "the decoder: net.0.weight missing"),
+    (lambda s: s["decoder"].update({"net.0.weight": torch.zeros(3, 3)}),
+     r"the decoder: net.0.weight is \(3, 3\), and the model its settings describe .* needs \(8, 3\)"),
+    (lambda s: s["model_config"].update(z_dim=4), r"the encoder: net.2.weight is \(6, 8\), .* needs \(8, 8\)"),
+    (lambda s: s["train_state"].update(best_params={"x": torch.zeros(1)}), "the best epoch's parameters: .* missing"),
+    (lambda s: s["train_state"].update(rng={"torch": torch.zeros(3, dtype=torch.uint8)}), "its random states are not"),
+    (lambda s: s.update(epoch="2"), "its epoch is '2', not a count of epochs"),
+    (lambda s: s["train_state"].update(epoch=-1), "its train_state has no valid epoch"),
+    (lambda s: s["train_state"]["history"][0].pop("valid_bound"), "a record of its history lacks a field"),
+    (lambda s: s["train_state"]["history"][1].update(valid_bound="x"), "a record of its history holds a value that"),
+    (lambda s: s.update(x_dim=0), "x_dim is 0, not a positive integer"),
+], ids=["as saved", "missing weight", "mis-shaped weight", "edited z_dim", "bad best_params", "bad rng", "epoch str",
+        "negative epoch", "history field", "history value", "x_dim"])
+def test_a_checkpoint_edited_with_a_valid_checksum_is_one_line_on_load(tmp_path, edit, message):
+    """Each of these gave a traceback in --resume, evaluate or plot (torch's load_state_dict, set_rng_state,
+    EpochRecord): the schema is checked once, on load."""
+    path = edited(saved_checkpoint(tmp_path / "checkpoint.pt"), edit)
+    if message is None:
+        assert checkpoint.read(path)["train_state"]["epoch"] == 2
+        return
+    with pytest.raises(UsageError, match=f"is not a valid pyro_vae checkpoint: {message}") as error:
+        checkpoint.read(path)
+    assert "\n" not in str(error.value)
