@@ -43,7 +43,7 @@ from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, REVERSE
 from pyro_vae.models.model import LATENT, OBSERVED
 from pyro_vae.runs.experiment import load_run
 from pyro_vae.runs.parts import Scored, file_hash, score_in_parts, tensor_hash, write_csv
-from pyro_vae.runs.run_folder import writable_dir
+from pyro_vae.runs.run_folder import check_results, results_folder, writable_dir
 from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
@@ -133,41 +133,44 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
     settings = {"checkpoint_sha256": file_hash(a.checkpoint), "images_sha256": tensor_hash(x), "seed": a.seed,
                 "num_images": a.num_images, "ks": ks, "batch_size": a.batch_size, "steps": steps_rows,
                 "chains": a.chains, "leapfrog": a.leapfrog}
-    index = torch.arange(a.num_images)
-    scored = score_in_parts(score, index, a.batch_size, out / "bdmc.parts", settings, resume=a.resume,
-                            context=context, progress=not a.no_progress)
-    if not context.is_main:
-        return
-    values = scored.values
-    rows = []
-    for steps in steps_rows:
-        lower, upper = values[f"forward_{steps}"], values[f"reverse_{steps}"]  # (N,) each
-        rows.append({"num_steps": steps, "num_images": a.num_images, "lower": Estimate.of(lower).__dict__,
-                     "upper": Estimate.of(upper).__dict__, "gap": Estimate.of(upper - lower).__dict__,
-                     "acceptance": values[f"acceptance_{steps}"].mean().item(), "seconds": scored.seconds[str(steps)]})
-    report = DatapointBounds(values["elbo"], {k: values["elbo"] if k == 1 else values[f"iwae_{k}"] for k in ks},
-                             None).report()
-    bounds = {"ELBO": report.elbo.mean, f"IWAE K={a.iwae_samples}": report.log_likelihood.mean}
+    with results_folder(out, context):  # no training run or other command writes here meanwhile
+        check_results(out / "bdmc.json", settings, a.overwrite)  # before the long work
+        index = torch.arange(a.num_images)
+        scored = score_in_parts(score, index, a.batch_size, out / "bdmc.parts", settings, resume=a.resume,
+                                context=context, progress=not a.no_progress)
+        if not context.is_main:
+            return
+        values = scored.values
+        rows = []
+        for steps in steps_rows:
+            lower, upper = values[f"forward_{steps}"], values[f"reverse_{steps}"]  # (N,) each
+            rows.append({"num_steps": steps, "num_images": a.num_images, "lower": Estimate.of(lower).__dict__,
+                         "upper": Estimate.of(upper).__dict__, "gap": Estimate.of(upper - lower).__dict__,
+                         "acceptance": values[f"acceptance_{steps}"].mean().item(),
+                         "seconds": scored.seconds[str(steps)]})
+        report = DatapointBounds(values["elbo"], {k: values["elbo"] if k == 1 else values[f"iwae_{k}"] for k in ks},
+                                 None).report()
+        bounds = {"ELBO": report.elbo.mean, f"IWAE K={a.iwae_samples}": report.log_likelihood.mean}
 
-    def pm(estimate: dict) -> str:  # mean ± SE; one image has no SE (said once, below the table)
-        return f"{estimate['mean']:.2f}" + ("" if estimate["se"] is None else f" ± {estimate['se']:.2f}")
+        def pm(estimate: dict) -> str:  # mean ± SE; one image has no SE (said once, below the table)
+            return f"{estimate['mean']:.2f}" + ("" if estimate["se"] is None else f" ± {estimate['se']:.2f}")
 
-    print(f"{'steps':>7}  {'forward AIS (lower)':>20}  {'reverse AIS (upper)':>20}  {'gap':>13}  acceptance")
-    for r in rows:
-        print(f"{r['num_steps']:>7}  {pm(r['lower']):>20}  {pm(r['upper']):>20}  {pm(r['gap']):>13}  "
-              f"{r['acceptance']:.2f}")
-    if a.num_images == 1:
-        print("(one image: no standard errors)")
-    tightest = rows[-1]
-    for name, value in bounds.items():
-        print(f"{name:>20}  {value:10.2f}   {tightest['lower']['mean'] - value:.2f} nats below forward AIS and "
-              f"{tightest['upper']['mean'] - value:.2f} below reverse AIS at {tightest['num_steps']} steps")
-    result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
-              "checkpoint_epoch": state.get("epoch"),
-              "dataset": state["data_config"]["dataset"], "seed": a.seed, "processes": context.world_size,
-              "chains": a.chains, "leapfrog": a.leapfrog, "rows": rows, "importance_sampling": report.to_dict()}
-    atomic_write_text(out / "bdmc.json", json.dumps(result, indent=2) + "\n")
-    write_csv(out / "bdmc_per_image.csv", index, values)
-    plot_bdmc(rows, bounds, out / "bdmc.png")
-    shutil.rmtree(out / "bdmc.parts", ignore_errors=True)
-    log.info("wrote %s, %s and %s", out / "bdmc.json", out / "bdmc_per_image.csv", out / "bdmc.png")
+        print(f"{'steps':>7}  {'forward AIS (lower)':>20}  {'reverse AIS (upper)':>20}  {'gap':>13}  acceptance")
+        for r in rows:
+            print(f"{r['num_steps']:>7}  {pm(r['lower']):>20}  {pm(r['upper']):>20}  {pm(r['gap']):>13}  "
+                  f"{r['acceptance']:.2f}")
+        if a.num_images == 1:
+            print("(one image: no standard errors)")
+        tightest = rows[-1]
+        for name, value in bounds.items():
+            print(f"{name:>20}  {value:10.2f}   {tightest['lower']['mean'] - value:.2f} nats below forward AIS and "
+                  f"{tightest['upper']['mean'] - value:.2f} below reverse AIS at {tightest['num_steps']} steps")
+        result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
+                  "checkpoint_epoch": state.get("epoch"), "settings": settings,
+                  "dataset": state["data_config"]["dataset"], "seed": a.seed, "processes": context.world_size,
+                  "chains": a.chains, "leapfrog": a.leapfrog, "rows": rows, "importance_sampling": report.to_dict()}
+        atomic_write_text(out / "bdmc.json", json.dumps(result, indent=2) + "\n")
+        write_csv(out / "bdmc_per_image.csv", index, values)
+        plot_bdmc(rows, bounds, out / "bdmc.png")
+        shutil.rmtree(out / "bdmc.parts", ignore_errors=True)
+        log.info("wrote %s, %s and %s", out / "bdmc.json", out / "bdmc_per_image.csv", out / "bdmc.png")

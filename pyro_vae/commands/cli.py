@@ -132,6 +132,9 @@ def add_parts_arguments(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--resume", action="store_true",
                    help=f"go on with an interrupted {what}: the parts it saved are kept, the rest scored; refused when "
                         "a setting differs")
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace the results of an earlier {what} with other settings or of another checkpoint "
+                        "(refused without it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

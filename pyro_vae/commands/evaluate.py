@@ -48,7 +48,7 @@ from pyro_vae.runs.parts import (
     write_csv,
 )
 from pyro_vae.runs.plots import plot_bounds
-from pyro_vae.runs.run_folder import writable_dir
+from pyro_vae.runs.run_folder import check_results, results_folder, writable_dir
 from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
@@ -127,37 +127,39 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     settings = {"checkpoint_sha256": file_hash(a.checkpoint), "images_sha256": tensor_hash(x), "index": chosen,
                 "seed": a.seed, "ks": ks, "khat": diagnose, "batch_size": a.batch_size, "chunk_size": a.chunk_size,
                 "ais_steps": ais_steps, "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog}
-    start = time.perf_counter()
-    scored = score_in_parts(score, index, a.batch_size, out / "evaluation.parts", settings, resume=a.resume,
-                            context=context, progress=not a.no_progress)
-    wall = time.perf_counter() - start  # the scoring's wall time, every process's part gathered
-    if not context.is_main:
-        return
-    values = scored.values
-    shared, compared = (0, None) if other is None else paired_differences(index, values, *other)
-    report = DatapointBounds(values["elbo"], {k: values["elbo"] if k == 1 else values[f"iwae_{k}"] for k in ks},
-                             values.get("khat")).report()
-    report = replace(report, ais=tuple(
-        AISEstimate(steps, a.ais_chains, Estimate.of(values[f"ais_{steps}"]),
-                    values[f"ais_{steps}_acceptance"].mean().item(), scored.seconds[f"ais_{steps}"])
-        for steps in ais_steps))
-    if not all(math.isfinite(value) for value in (report.elbo.mean, report.log_likelihood.mean)):
-        raise UsageError(f"{a.checkpoint}: the model's bounds are not finite on these images (ELBO "
-                         f"{report.elbo.mean}): its weights are damaged or diverged; use another checkpoint")
-    print("\n".join(report.lines()))
-    if compared is not None:
-        print(f"this evaluation minus {a.compare}, paired on {shared} shared images:")
-        for name, d in compared.items():
-            print(f"{name:>14}  {d['mean']:+10.2f} ± {d['se']:.2f}   (unpaired SE {d['unpaired_se']:.2f})")
+    with results_folder(out, context):  # no training run or other command writes here meanwhile
+        check_results(out / "evaluation.json", settings, a.overwrite)  # before the long work
+        start = time.perf_counter()
+        scored = score_in_parts(score, index, a.batch_size, out / "evaluation.parts", settings, resume=a.resume,
+                                context=context, progress=not a.no_progress)
+        wall = time.perf_counter() - start  # the scoring's wall time, every process's part gathered
+        if not context.is_main:
+            return
+        values = scored.values
+        shared, compared = (0, None) if other is None else paired_differences(index, values, *other)
+        report = DatapointBounds(values["elbo"], {k: values["elbo"] if k == 1 else values[f"iwae_{k}"] for k in ks},
+                                 values.get("khat")).report()
+        report = replace(report, ais=tuple(
+            AISEstimate(steps, a.ais_chains, Estimate.of(values[f"ais_{steps}"]),
+                        values[f"ais_{steps}_acceptance"].mean().item(), scored.seconds[f"ais_{steps}"])
+            for steps in ais_steps))
+        if not all(math.isfinite(value) for value in (report.elbo.mean, report.log_likelihood.mean)):
+            raise UsageError(f"{a.checkpoint}: the model's bounds are not finite on these images (ELBO "
+                             f"{report.elbo.mean}): its weights are damaged or diverged; use another checkpoint")
+        print("\n".join(report.lines()))
+        if compared is not None:
+            print(f"this evaluation minus {a.compare}, paired on {shared} shared images:")
+            for name, d in compared.items():
+                print(f"{name:>14}  {d['mean']:+10.2f} ± {d['se']:.2f}   (unpaired SE {d['unpaired_se']:.2f})")
 
-    result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
-              "checkpoint_epoch": state.get("epoch"),
-              "dataset": state["data_config"]["dataset"], "images": chosen, "seed": a.seed,
-              "processes": context.world_size, "seconds": wall, **report.to_dict(),
-              **({} if compared is None else {"compared_with": str(a.compare), "shared_images": shared,
-                                              "paired_differences": compared})}
-    atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
-    write_csv(out / "per_image.csv", index, values)
-    plot_bounds(report, out / "bounds.png")
-    shutil.rmtree(out / "evaluation.parts", ignore_errors=True)
-    log.info("wrote %s, %s and %s", out / "evaluation.json", out / "per_image.csv", out / "bounds.png")
+        result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
+                  "checkpoint_epoch": state.get("epoch"), "settings": settings,
+                  "dataset": state["data_config"]["dataset"], "images": chosen, "seed": a.seed,
+                  "processes": context.world_size, "seconds": wall, **report.to_dict(),
+                  **({} if compared is None else {"compared_with": str(a.compare), "shared_images": shared,
+                                                  "paired_differences": compared})}
+        atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
+        write_csv(out / "per_image.csv", index, values)
+        plot_bounds(report, out / "bounds.png")
+        shutil.rmtree(out / "evaluation.parts", ignore_errors=True)
+        log.info("wrote %s, %s and %s", out / "evaluation.json", out / "per_image.csv", out / "bounds.png")

@@ -36,7 +36,7 @@ from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
 from pyro_vae.inference.streams import LOCAL_FIT, stream_seed
 from pyro_vae.runs.experiment import load_run
 from pyro_vae.runs.parts import Scored, choose_images, file_hash, score_in_parts, tensor_hash
-from pyro_vae.runs.run_folder import writable_dir
+from pyro_vae.runs.run_folder import check_results, results_folder, writable_dir
 from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
@@ -129,27 +129,29 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
                 "num_images": a.num_images, "batch_size": part_size, "local_steps": a.local_steps,
                 "num_samples": a.num_samples, "ais_steps": a.ais_steps, "ais_chains": a.ais_chains,
                 "ais_leapfrog": a.ais_leapfrog}
-    scored = score_in_parts(score, index, part_size, out / "gaps.parts", settings, resume=a.resume, context=context,
-                            progress=not a.no_progress)
-    if not context.is_main:
-        return
-    v = scored.values
-    gaps = InferenceGaps(v["log_px"], v["elbo"], v["local_elbo"], a.local_steps, v["converged"].bool())
+    with results_folder(out, context):  # no training run or other command writes here meanwhile
+        check_results(out / "gaps.json", settings, a.overwrite)  # before the long work
+        scored = score_in_parts(score, index, part_size, out / "gaps.parts", settings, resume=a.resume, context=context,
+                                progress=not a.no_progress)
+        if not context.is_main:
+            return
+        v = scored.values
+        gaps = InferenceGaps(v["log_px"], v["elbo"], v["local_elbo"], a.local_steps, v["converged"].bool())
 
-    summary = gaps.summary()
-    for name, label in ROWS:
-        mean, se = summary[name]
-        print(f"{label:>32}  {mean:10.2f}" + ("" if se is None else f" ± {se:.2f}"))
-    print(f"q* stopped improving on {int(gaps.converged.sum())} of {len(x)} images after {a.local_steps} steps")
-    per_image = {name: getattr(gaps, name).tolist() for name, _ in ROWS}  # .tolist() reads CUDA tensors too
-    result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
-              "checkpoint_epoch": state.get("epoch"),
-              "dataset": state["data_config"]["dataset"], "seed": a.seed, "processes": context.world_size,
-              "batch_size": part_size, "local_steps": a.local_steps, "num_samples": a.num_samples,
-              "ais_steps": a.ais_steps, "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog,
-              "summary": {name: {"mean": m, "se": se} for name, (m, se) in summary.items()},
-              "images": {"index": index.tolist(), "converged": gaps.converged.tolist(), **per_image}}
-    atomic_write_text(out / "gaps.json", json.dumps(result, indent=2) + "\n")
-    plot_gaps(gaps, out / "gaps.png")
-    shutil.rmtree(out / "gaps.parts", ignore_errors=True)
-    log.info("wrote %s and %s", out / "gaps.json", out / "gaps.png")
+        summary = gaps.summary()
+        for name, label in ROWS:
+            mean, se = summary[name]
+            print(f"{label:>32}  {mean:10.2f}" + ("" if se is None else f" ± {se:.2f}"))
+        print(f"q* stopped improving on {int(gaps.converged.sum())} of {len(x)} images after {a.local_steps} steps")
+        per_image = {name: getattr(gaps, name).tolist() for name, _ in ROWS}  # .tolist() reads CUDA tensors too
+        result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
+                  "checkpoint_epoch": state.get("epoch"), "settings": settings,
+                  "dataset": state["data_config"]["dataset"], "seed": a.seed, "processes": context.world_size,
+                  "batch_size": part_size, "local_steps": a.local_steps, "num_samples": a.num_samples,
+                  "ais_steps": a.ais_steps, "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog,
+                  "summary": {name: {"mean": m, "se": se} for name, (m, se) in summary.items()},
+                  "images": {"index": index.tolist(), "converged": gaps.converged.tolist(), **per_image}}
+        atomic_write_text(out / "gaps.json", json.dumps(result, indent=2) + "\n")
+        plot_gaps(gaps, out / "gaps.png")
+        shutil.rmtree(out / "gaps.parts", ignore_errors=True)
+        log.info("wrote %s and %s", out / "gaps.json", out / "gaps.png")

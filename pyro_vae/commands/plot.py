@@ -6,6 +6,7 @@ latent means (PCA above z = 2), the 2-D manifold (z = 2) and the learning curve.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from collections.abc import Sequence
@@ -15,12 +16,15 @@ from typing import Any
 import pyro
 
 from pyro_vae.commands.cli import ArgumentParser, add_checkpoint_arguments, startup_done
+from pyro_vae.data.pixels import PreparedData
 from pyro_vae.inference.objectives import objective_name
+from pyro_vae.models.vae import VAE
 from pyro_vae.runs.experiment import load_run
 from pyro_vae.runs.plots import plot_history
 from pyro_vae.runs.report import plot_learning_curve, write_figures
-from pyro_vae.runs.run_folder import writable_dir
+from pyro_vae.runs.run_folder import results_folder, writable_dir
 from pyro_vae.training import checkpoint
+from pyro_vae.training.distributed import SINGLE
 from pyro_vae.training.state import EpochRecord
 
 log = logging.getLogger("pyro_vae")
@@ -49,6 +53,11 @@ def run(argv: list[str] | None) -> None:
     vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
+    with results_folder(out, SINGLE):  # no training run or evaluation writes here meanwhile
+        redraw(a, vae, data, state, out)
+
+
+def redraw(a: argparse.Namespace, vae: VAE, data: PreparedData, state: dict, out: Path) -> None:
     written = write_figures(vae, data, out)
     if "train_state" in state:
         train_state, path = checkpoint.train_state(state), out / "learning_curve.png"

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -49,9 +50,12 @@ def writable_dir(out: str | Path) -> Path:
     return out
 
 
-# what a run writes into its folder (train_svi.py, then evaluate.py beside the checkpoint)
+# what evaluate.py, bdmc.py and gaps.py write beside the checkpoint they score: results of that checkpoint alone
+EVALUATION_FILES = ("evaluation.json", "per_image.csv", "bounds.png", "bdmc.json", "bdmc_per_image.csv", "bdmc.png",
+                    "gaps.json", "gaps.png")
+# what a run writes into its folder (train_svi.py, then the evaluations beside the checkpoint)
 RUN_FILES = ("checkpoint.pt", "metrics.json", "history.csv", "learning_curve.png", "reconstructions.png",
-             "samples.png", "latent.png", "manifold.png", "evaluation.json", "per_image.csv", "bounds.png")
+             "samples.png", "latent.png", "manifold.png", *EVALUATION_FILES)
 TENSORBOARD = "tensorboard"  # the default TensorBoard folder inside a run folder
 
 
@@ -70,6 +74,13 @@ def check_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
                              "or choose another `out`")
     earlier = earlier_run(out)
     continuing = resume is not None and resume.resolve() == (out / "checkpoint.pt").resolve()
+    if continuing:  # the checkpoint will change: what was measured of the old one goes, not left beside the new
+        stale = [name for name in EVALUATION_FILES if (out / name).is_file()]
+        for name in stale:
+            (out / name).unlink()
+        if stale:
+            log.info("removed the results of the checkpoint this run continues (%s): evaluate it again when it ends",
+                     ", ".join(stale))
     if not earlier or continuing:
         return
     if not overwrite:
@@ -118,7 +129,11 @@ class RunFolder:
 
     def __enter__(self) -> RunFolder:
         path = self.folder / LOCK
-        self._file = open(path, "a+")
+        try:
+            self._file = open(path, "a+")
+        except OSError as error:  # e.g. a .lock left by another user's run
+            raise UsageError(f"cannot lock {self.folder}: {path} cannot be opened for writing ({error.strerror}); "
+                             "write into another folder (`out`)") from None
         if fcntl is not None:
             try:
                 fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -144,6 +159,38 @@ class RunFolder:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self._file.close()  # releases the lock; the .lock file stays (deleting it would race a new run)
+
+
+@contextmanager
+def results_folder(out: Path, context: Context) -> Generator[None, None, None]:
+    """For evaluate, bdmc, gaps and plot: rank 0 holds ``out`` (RunFolder) for the block, so that no training
+    run or other command writes there meanwhile; every rank learns a refusal."""
+    with ExitStack() as stack:
+        problem = None
+        if context.is_main:
+            try:
+                stack.enter_context(RunFolder(out))
+            except UsageError as error:
+                problem = str(error)
+        if context.distributed:
+            problem = context.gather(problem)[0]
+        if problem is not None:
+            raise UsageError(problem)
+        yield
+
+
+def check_results(path: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """A UsageError when ``path`` holds results of other settings (or of another checkpoint), unless
+    ``overwrite``: an evaluation never silently replaces another one's numbers."""
+    if overwrite or not path.exists():
+        return
+    try:
+        earlier = json.loads(path.read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if earlier != json.loads(json.dumps(settings)):
+        raise UsageError(f"{path} holds the results of another evaluation (other settings, another checkpoint, or "
+                         "an earlier version): pass `overwrite` to replace them, or write into another folder (`out`)")
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

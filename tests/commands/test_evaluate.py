@@ -4,6 +4,7 @@ Every run here uses one torch thread per process (OMP_NUM_THREADS=1): a matrix p
 number of threads may round differently, and the claims are exact (byte-equal per-image files).
 """
 
+import hashlib
 import json
 import os
 import re
@@ -68,7 +69,9 @@ def test_two_processes_give_every_image_the_numbers_of_one(trained, tmp_path):
     assert per_image.splitlines()[0] == "index,elbo,iwae_5,iwae_30,khat,ais_3,ais_3_acceptance"
     assert len(per_image.splitlines()) == 21
     assert without_timings(tmp_path / "e1" / "evaluation.json") == without_timings(tmp_path / "e2" / "evaluation.json")
-    assert json.loads((tmp_path / "e2" / "evaluation.json").read_text())["processes"] == 2
+    result = json.loads((tmp_path / "e2" / "evaluation.json").read_text())
+    assert result["processes"] == 2 and result["checkpoint_epoch"] == 2  # which checkpoint the numbers are of
+    assert result["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     bdmc_csv = (tmp_path / "b1" / "bdmc_per_image.csv").read_text()
     assert bdmc_csv == (tmp_path / "b2" / "bdmc_per_image.csv").read_text() and len(bdmc_csv.splitlines()) == 11
     assert without_timings(tmp_path / "b1" / "bdmc.json") == without_timings(tmp_path / "b2" / "bdmc.json")
@@ -136,7 +139,7 @@ def test_random_images_are_chosen_by_the_seed_and_recorded(trained, tmp_path):
     flags = ["--checkpoint", checkpoint, "--data-dir", data, "--num-samples", "5", "--no-khat", "--no-progress"]
 
     def chosen(*argv):
-        assert run_in_process("evaluate", [*flags, *argv, "--out", tmp_path]) == 0
+        assert run_in_process("evaluate", [*flags, *argv, "--out", tmp_path, "--overwrite"]) == 0
         images = json.loads((tmp_path / "evaluation.json").read_text())["images"]
         rows = [int(line.split(",")[0]) for line in (tmp_path / "per_image.csv").read_text().splitlines()[1:]]
         assert rows == images.get("index", rows)
@@ -151,6 +154,10 @@ def test_random_images_are_chosen_by_the_seed_and_recorded(trained, tmp_path):
     assert result["shared_images"] == 6 and elbo["mean"] == elbo["se"] == 0 and elbo["unpaired_se"] > 0
     assert chosen("--images", "6", "--seed", "4")["index"] != first["index"]
     assert chosen("--limit", "6") == {"selection": "first", "count": 6}
+    # the same settings again replace their own results; other ones are refused without --overwrite, up front
+    assert run_in_process("evaluate", [*flags, "--limit", "6", "--out", tmp_path]) == 0
+    assert run_in_process("evaluate", [*flags, "--limit", "5", "--out", tmp_path]) == 2
+    assert json.loads((tmp_path / "evaluation.json").read_text())["images"]["count"] == 6
     assert run_in_process("evaluate", [*flags, "--images", "33"]) == 2  # the test set holds 32
     assert run_in_process("evaluate", [*flags, "--images", "3", "--limit", "3"]) == 2
     # --compare with a file that is not a per-image table, or with no images in common: refused before the work

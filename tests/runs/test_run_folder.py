@@ -1,5 +1,6 @@
 """A run folder one process at a time owns."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -7,7 +8,8 @@ import sys
 import pytest
 
 from pyro_vae.errors import UsageError
-from pyro_vae.runs.run_folder import RunFolder
+from pyro_vae.runs.run_folder import LOCK, RunFolder, check_run_folder, results_folder
+from pyro_vae.training.distributed import SINGLE
 
 
 def test_a_second_process_on_a_run_folder_is_refused_until_the_first_ends(tmp_path):
@@ -42,3 +44,34 @@ def test_entering_a_run_folder_removes_the_temporary_files_of_a_killed_write(tmp
     with RunFolder(tmp_path) as folder:
         assert sorted(folder.removed) == sorted(stale)
     assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
+
+
+def test_a_resumed_run_removes_the_results_of_the_checkpoint_it_replaces(tmp_path, caplog):
+    """An evaluation of epoch 2 must not stay beside the epoch-3 checkpoint that a --resume writes."""
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    for name in ("evaluation.json", "per_image.csv", "bounds.png", "bdmc.json", "gaps.png", "samples.png"):
+        (tmp_path / name).write_text("{}")
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        check_run_folder(tmp_path, tmp_path / "checkpoint.pt", overwrite=False)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["checkpoint.pt", "samples.png"]  # figures of the run itself are redrawn at its end
+    assert "removed the results of the checkpoint this run continues" in caplog.text
+
+
+def test_a_lock_that_cannot_be_opened_is_one_line(tmp_path):
+    (tmp_path / LOCK).mkdir()  # as a .lock that another user's run left unwritable (root may open any file)
+    with pytest.raises(UsageError, match=r"cannot lock .*: .*\.lock cannot be opened for writing .*another folder"):
+        with RunFolder(tmp_path):
+            pass
+
+
+def test_evaluations_and_plots_hold_the_folder_while_they_write(tmp_path):
+    """No training run writes a new checkpoint under an evaluation, and no two commands write one folder."""
+    with RunFolder(tmp_path):
+        with pytest.raises(UsageError, match="is in use by another run"):
+            with results_folder(tmp_path, SINGLE):
+                pass
+    with results_folder(tmp_path, SINGLE):
+        with pytest.raises(UsageError, match="is in use by another run"):
+            with RunFolder(tmp_path):
+                pass
