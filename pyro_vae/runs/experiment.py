@@ -115,7 +115,8 @@ def run_training(
     make_elbo(train_config.elbo, train_config.num_particles, train_config.jit, model_config.guide)
     folder = writable_dir(out)
     resume_path = Path(resume) if resume is not None else None
-    with owned_run_folder(folder, resume_path, overwrite, context):
+    # a TensorBoard folder it cannot use, or another run's, is one line before start-up
+    with owned_run_folder(folder, resume_path, overwrite, context, None if tensorboard is None else Path(tensorboard)):
         run = Run.start(model_config, data_config, train_config, run_config, folder, resume_path, context)
         startup = time.perf_counter() - start
         log.info("start-up %.1f s (imports, data, model); training starts", startup)

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from pyro_vae.errors import UsageError
-from pyro_vae.files import TEMPORARY
+from pyro_vae.files import TEMPORARY, atomic_write_text
 from pyro_vae.training.distributed import Context
 
 try:
@@ -92,10 +92,11 @@ def check_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
 
 
 @contextmanager
-def owned_run_folder(out: Path, resume: Path | None, overwrite: bool, context: Context) -> Generator[None, None, None]:
+def owned_run_folder(out: Path, resume: Path | None, overwrite: bool, context: Context,
+                     tensorboard: Path | None = None) -> Generator[None, None, None]:
     """Rank 0 holds ``out`` (files.RunFolder: one process at a time; stale temporary files go)
-    for the block, once check_run_folder allows the run there. Every rank learns rank 0's verdict,
-    so that a refusal stops them all."""
+    for the block, once check_run_folder allows the run there (and claim_tensorboard its ``tensorboard``
+    folder). Every rank learns rank 0's verdict, so that a refusal stops them all."""
     with ExitStack() as stack:
         problem = None
         if context.is_main:
@@ -104,6 +105,9 @@ def owned_run_folder(out: Path, resume: Path | None, overwrite: bool, context: C
                 if folder.removed:
                     log.info("removed %d temporary files that an interrupted run left in %s", len(folder.removed), out)
                 check_run_folder(out, resume, overwrite)
+                if tensorboard is not None:
+                    continuing = resume is not None and resume.resolve() == (out / "checkpoint.pt").resolve()
+                    claim_tensorboard(tensorboard, out, continuing)
             except UsageError as error:
                 problem = str(error)
         if context.distributed:
@@ -159,6 +163,36 @@ class RunFolder:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self._file.close()  # releases the lock; the .lock file stays (deleting it would race a new run)
+
+
+TENSORBOARD_OWNER = ".pyro_vae_run"  # in a TensorBoard folder: the run folder whose events it holds
+
+
+def claim_tensorboard(board: Path, out: Path, continuing: bool) -> None:
+    """Make ``board`` the TensorBoard folder of the run in ``out``, or refuse with one line, before training:
+    a folder that cannot be written (a file, /proc), or one that holds another run's events (two runs
+    writing one folder mix their curves), or this folder's earlier run's events when this run does not
+    continue it. Call while holding ``out``."""
+    board = writable_dir(board)
+    owner_file = board / TENSORBOARD_OWNER
+    try:
+        owner = owner_file.read_text().strip()
+    except FileNotFoundError:
+        owner = None
+    except OSError as error:
+        raise UsageError(f"`tensorboard={board}`: {owner_file} cannot be read ({error.strerror})") from None
+    events = any(board.rglob("events.out.tfevents.*"))
+    mine = str(out.resolve())
+    if owner is not None and owner != mine:
+        raise UsageError(f"`tensorboard={board}` holds the TensorBoard events of the run in {owner}: two runs in one "
+                         "folder mix their curves; pass another `tensorboard` folder")
+    # a run of 0.2.0 or before wrote no owner: its own <out>/tensorboard is its when it is continued
+    earlier_version = owner is None and continuing and board.resolve() == (out / TENSORBOARD).resolve()
+    if events and not (owner == mine and continuing) and not earlier_version:
+        whose = f"an earlier run in {owner}" if owner else "another program"
+        raise UsageError(f"`tensorboard={board}` holds TensorBoard events of {whose}: remove them or pass another "
+                         "`tensorboard` folder")
+    atomic_write_text(owner_file, mine + "\n")
 
 
 @contextmanager

@@ -72,3 +72,25 @@ def test_without_the_package_it_is_one_line(tiny_mnist, tmp_path, capsys, monkey
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY, "--tensorboard"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("error: --tensorboard needs the tensorboard package: pip install"), lines
+
+
+def test_a_tensorboard_folder_of_another_run_or_unusable_is_one_line_before_training(tiny_mnist, tmp_path, capsys):
+    """Two runs with different --out and one --tensorboard DIR mixed their curves; a file or an unwritable path
+    as DIR was a traceback after start-up."""
+    board = tmp_path / "board"
+    first = ["--data-dir", tiny_mnist, "--out", tmp_path / "a", *TINY, "--tensorboard", board]
+    assert run_in_process("train_svi", first) == 0
+    capsys.readouterr()
+    (tmp_path / "file").write_text("")
+    for tensorboard, message in ((board, f"--tensorboard {board} holds the TensorBoard events of the run in "
+                                         f"{(tmp_path / 'a').resolve()}: two runs in one folder mix their curves"),
+                                 (tmp_path / "file", "is not a writable directory"),
+                                 ("/proc/board", "is not a writable directory")):
+        argv = ["--data-dir", tiny_mnist, "--out", tmp_path / "b", *TINY, "--tensorboard", tensorboard]
+        assert run_in_process("train_svi", argv) == 2
+        err = capsys.readouterr().err
+        assert message in err.strip().splitlines()[-1] and "epoch 1/" not in err, err
+    # the run that owns the folder goes on there; the same out started afresh (--overwrite) is refused
+    assert run_in_process("train_svi", [*first, "--epochs", "3", "--resume"]) == 0
+    assert run_in_process("train_svi", [*first, "--overwrite"]) == 2
+    assert "holds TensorBoard events of an earlier run in" in capsys.readouterr().err
