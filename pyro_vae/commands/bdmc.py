@@ -35,7 +35,14 @@ from pyro_vae.commands.cli import (
     positive_int,
     startup_done,
 )
-from pyro_vae.evaluation.bounds import DatapointBounds, Estimate, datapoint_bounds
+from pyro_vae.evaluation.bounds import (
+    CHUNK_SIZE,
+    DatapointBounds,
+    Estimate,
+    datapoint_bounds,
+    require_ais_memory,
+    require_bounds_memory,
+)
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.ais import ais, reverse_ais
 from pyro_vae.inference.estimators import sample_sites
@@ -111,6 +118,9 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
              a.checkpoint, a.num_images, a.chains, a.leapfrog)
     ks = sorted({k for k in (1, 10, 100, 1000) if k <= a.iwae_samples} | {a.iwae_samples})
     steps_rows = sorted(set(a.steps))
+    # what cannot fit is refused now, naming its flag, not after the simulation and the other rows
+    require_bounds_memory(vae, a.num_images, a.iwae_samples, a.batch_size, CHUNK_SIZE, x.device, "iwae_samples")
+    require_ais_memory(vae, a.num_images, steps_rows[-1], a.chains, a.batch_size, x.device, "steps")
     options = dict(num_chains=a.chains, num_leapfrog=a.leapfrog, chunk_size=a.batch_size, max_plate_nesting=1)
 
     def score(rows: Tensor) -> Scored:  # the simulated images numbered ``rows``

@@ -31,7 +31,15 @@ from pyro_vae.commands.cli import (
     startup_done,
 )
 from pyro_vae.errors import UsageError
-from pyro_vae.evaluation.bounds import AISEstimate, DatapointBounds, Estimate, datapoint_ais, datapoint_bounds
+from pyro_vae.evaluation.bounds import (
+    AISEstimate,
+    DatapointBounds,
+    Estimate,
+    datapoint_ais,
+    datapoint_bounds,
+    require_ais_memory,
+    require_bounds_memory,
+)
 from pyro_vae.files import atomic_write_text
 from pyro_vae.inference.estimators import KHAT_MIN_SAMPLES
 from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, DatapointStreams
@@ -105,6 +113,10 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     ks = sorted({k for k in a.ks if k <= a.num_samples} | {a.num_samples})
     ais_steps = sorted(set(a.ais_steps))
     diagnose = not a.no_khat and a.num_samples >= KHAT_MIN_SAMPLES
+    # what cannot fit is refused now, not after hours of the other rows (each part checks again)
+    require_bounds_memory(vae, len(x), a.num_samples, a.batch_size, a.chunk_size, x.device)
+    if ais_steps:
+        require_ais_memory(vae, len(x), ais_steps[-1], a.ais_chains, a.batch_size, x.device)
     log.info("%s: %d test images of %s (%s), K = %s%s", a.checkpoint, len(x), state["data_config"]["dataset"],
              chosen["selection"], ",".join(map(str, ks)), f"; AIS with {','.join(map(str, ais_steps))} steps x "
              f"{a.ais_chains} chains ({a.ais_leapfrog} leapfrog steps)" if ais_steps else "")

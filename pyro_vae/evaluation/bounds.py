@@ -28,6 +28,7 @@ KHAT_THRESHOLD = 0.7  # PSIS: above it the importance-sampling estimate is unrel
 # Samples of z per vectorized no-grad pass below which Pyro's per-call cost dominates: scoring 20,000
 # MNIST images with one sample each takes 0.25 s in passes of 128 and 0.18 s in passes of 1,000 (2-core CPU)
 PASS_SAMPLES = 1000
+CHUNK_SIZE = 250  # samples of z per image in one pass of datapoint_bounds, by default
 
 
 def images_per_pass(samples_per_image: int, at_least: int) -> int:
@@ -136,6 +137,38 @@ class DatapointBounds:
         )
 
 
+def require_bounds_memory(vae: VAE, num_images: int, num_samples: int, batch_size: int, chunk_size: int,
+                          device: torch.device | str, samples_setting: str = "num_samples",
+                          sizes_settable: bool = True) -> None:
+    """A UsageError, up front, when datapoint_bounds cannot fit in free memory: one pass decodes ``chunk_size``
+    samples for ``batch_size`` images, and the K = ``num_samples`` log-weights of those images are kept. The
+    message names the setting that makes it too large (``samples_setting``: how the caller calls K;
+    ``sizes_settable``: whether the caller's user can set batch_size and chunk_size at all)."""
+    images, chunk = min(batch_size, num_images), min(chunk_size, num_samples)
+    decoding, weights = estimator_bytes(vae, vae.x_dim, images, chunk), FLOAT * num_samples * images
+    if not sizes_settable:
+        remedy = f"lower `{samples_setting}` (K)"
+    elif weights > decoding:
+        remedy = f"lower `{samples_setting}` (K) or `batch_size`"
+    else:
+        remedy = "lower `chunk_size` or `batch_size`"
+    require_memory(decoding + weights, device, f"importance sampling with K = {num_samples} ({chunk} samples of z "
+                   f"at a time) for {images} images at once", remedy)
+
+
+def require_ais_memory(vae: VAE, num_images: int, num_steps: int, num_chains: int, batch_size: int,
+                       device: torch.device | str, steps_setting: str = "num_steps") -> None:
+    """A UsageError, up front, when AIS cannot fit in free memory: a pass holds ``num_chains`` chains for
+    ``batch_size`` images with their gradients, and the schedule (T + 2 float64) and the frozen step sizes (T per
+    image) are kept for the whole run, which with an absurd T is what does not fit."""
+    images = min(batch_size, num_images)
+    chains = 2 * estimator_bytes(vae, vae.x_dim, images, num_chains)  # the HMC gradients as well
+    schedule = 8 * (num_steps + 2) + FLOAT * num_steps * images
+    remedy = f"lower `{steps_setting}`" if schedule > chains else "lower `num_chains` or `batch_size`"
+    require_memory(chains + schedule, device, f"AIS with {num_steps} steps and {num_chains} chains for {images} "
+                   "images at once", remedy)
+
+
 def _check_sizes(x: Tensor, **sizes: int) -> None:
     for name, size in sizes.items():
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -147,7 +180,7 @@ def _check_sizes(x: Tensor, **sizes: int) -> None:
 @torch.no_grad()
 def datapoint_bounds(
     vae: VAE, x: Tensor, ks: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 100,
-    chunk_size: int = 250, diagnose: bool = True, noise: Noise = GLOBAL,
+    chunk_size: int = CHUNK_SIZE, diagnose: bool = True, noise: Noise = GLOBAL,
 ) -> DatapointBounds:
     """ELBO, IWAE bounds for each k in ``ks`` and PSIS k^ of ``vae`` on each image of ``x`` (N, D).
 
@@ -162,10 +195,7 @@ def datapoint_bounds(
         raise ValueError(f"every K must be >= 1, got {list(ks)}")
     _check_sizes(x, batch_size=batch_size, chunk_size=chunk_size)
     num_samples = ks[-1]
-    images, chunk = min(batch_size, len(x)), min(chunk_size, num_samples)
-    require_memory(estimator_bytes(vae, x.shape[-1], images, chunk) + FLOAT * num_samples * images, x.device,
-                   f"importance sampling {chunk} samples of z for {images} images at once",
-                   "lower `chunk_size` or `batch_size`")
+    require_bounds_memory(vae, len(x), num_samples, batch_size, chunk_size, x.device)
     vae.eval()
     fit_khat = diagnose and num_samples >= KHAT_MIN_SAMPLES
     elbo: list[Tensor] = []
@@ -191,7 +221,7 @@ def datapoint_bounds(
 
 def evaluate_bounds(
     vae: VAE, x: Tensor, ks: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 100,
-    chunk_size: int = 250, diagnose: bool = True, noise: Noise = GLOBAL,
+    chunk_size: int = CHUNK_SIZE, diagnose: bool = True, noise: Noise = GLOBAL,
 ) -> BoundsReport:
     """ELBO, IWAE bounds for each k in ``ks`` and the PSIS k^ summary of ``vae`` on ``x`` (N, D),
     averaged over the images; see datapoint_bounds."""
@@ -217,10 +247,7 @@ def datapoint_ais(
     """Forward AIS (see ais.py) of ``vae`` on each image of ``x`` (N, D), ``batch_size`` images at a time,
     after the up-front memory check; random numbers from ``noise`` (as in datapoint_bounds)."""
     _check_sizes(x, batch_size=batch_size)
-    images = min(batch_size, len(x))
-    require_memory(2 * estimator_bytes(vae, x.shape[-1], images, num_chains), x.device,  # the HMC gradients as well
-                   f"AIS with {num_chains} chains for {images} images at once",
-                   "lower `num_chains` or `batch_size`")
+    require_ais_memory(vae, len(x), num_steps, num_chains, batch_size, x.device)
     vae.eval()
     # a flow guide anneals in its base space, where log q is cheap at every point HMC moves to (flows.py)
     return ais(vae.annealing_model, vae.annealing_guide, x, num_steps=num_steps, num_chains=num_chains,

@@ -21,6 +21,7 @@ from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data.datasets import load_dataset
 from pyro_vae.data.pixels import PreparedData, likelihood_for, prepare_data
 from pyro_vae.errors import OutputError, TrainingDiverged, TrainingInterrupted, UsageError
+from pyro_vae.evaluation.bounds import CHUNK_SIZE, images_per_pass, require_bounds_memory
 from pyro_vae.evaluation.memory import FLOAT, parameter_count, require_memory, training_bytes
 from pyro_vae.inference.objectives import make_elbo, objective_name
 from pyro_vae.models.vae import VAE
@@ -186,6 +187,10 @@ class Run:
         require_memory(training_bytes(vae, train_config.batch_size, train_config.num_particles), device,
                        f"a training step with `batch_size={train_config.batch_size}` and "
                        f"`num_particles={train_config.num_particles}`", "lower them (or `hidden`, `z_dim`)")
+        if run_config.eval_samples:  # the final estimate, refused now rather than after the training
+            require_bounds_memory(vae, len(data.test), run_config.eval_samples,
+                                  images_per_pass(run_config.eval_samples, at_least=100), CHUNK_SIZE, device,
+                                  "eval_samples", sizes_settable=False)
         optimizer = make_optimizer(vae.parameters(), train_config.lr)
         state = None
         if saved is not None and resume is not None:

@@ -365,13 +365,21 @@ def test_a_folder_where_a_result_goes_is_refused_before_training(tiny_mnist, tmp
         ("train_svi", ["--hidden", "100000000"], r"hidden=100000000 \([\d,]+ parameters\) needs at least .*--hidden"),
         ("train_svi", ["--num-particles", "100000000"], "a training step with --batch-size 16 and --num-particles "
                                                          "100000000 needs at least"),
-        ("evaluate", ["--batch-size", "100000", "--chunk-size", "100000000"], "importance sampling .* needs at least"),
+        ("evaluate", ["--num-samples", "100000000", "--batch-size", "100000", "--chunk-size", "100000000"],
+         "importance sampling .* needs at least .*: lower --chunk-size or --batch-size"),
+        # the K of the estimate is named when its log-weights are what does not fit (it blamed the chunk size)
+        ("evaluate", ["--num-samples", "1000000000"], "needs at least .*: lower --num-samples \\(K\\) or --batch-size"),
+        ("evaluate", ["--ais-steps", "1000000000000"], "AIS with 1000000000000 steps .*: lower --ais-steps$"),
+        ("bdmc", ["--iwae-samples", "1000000000"], "lower --iwae-samples \\(K\\) or --batch-size"),
+        ("bdmc", ["--steps", "1000000000000"], "AIS with 1000000000000 steps .*: lower --steps$"),
+        # before training, not after it, and naming train's own flag
+        ("train_svi", ["--eval-samples", "1000000000"], "K = 1000000000 .* needs at least .*: lower --eval-samples"),
     ],
 )
 def test_work_that_cannot_fit_in_memory_is_refused_up_front(tiny_mnist, tmp_path, capsys, name, argv, message):
-    if name == "evaluate":
+    if name in ("evaluate", "bdmc"):
         assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]) == 0
-        argv = ["--checkpoint", tmp_path / "checkpoint.pt", "--num-samples", "100000000", *argv]
+        argv = ["--checkpoint", tmp_path / "checkpoint.pt", "--out", tmp_path / "eval", *argv]
     else:
         argv = ["--data-dir", tiny_mnist, "--out", tmp_path / "new", *TINY, *argv]
     capsys.readouterr()
@@ -379,6 +387,7 @@ def test_work_that_cannot_fit_in_memory_is_refused_up_front(tiny_mnist, tmp_path
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]  # after evaluate.py's log line naming the checkpoint
     assert line.startswith("error:") and re.search(message, line) and "GB free" in line and "Traceback" not in err, err
+    assert "epoch 1/" not in err
 
 
 def test_a_one_dimensional_latent_trains_evaluates_and_plots(tiny_mnist, tmp_path):
