@@ -139,7 +139,8 @@ def add_parts_arguments(p: argparse.ArgumentParser, what: str) -> None:
 
 
 SETTING = re.compile(r"`([a-z][a-z_]*)(?:=([^`]*))?`")  # `name` or `name=value` in a library message
-FLAGS = {"num_chains": "--ais-chains", "num_steps": "--ais-steps"}  # the settings whose flag is not --<name with dashes>
+# the settings whose flag is not --<name with dashes>
+FLAGS = {"num_chains": "--ais-chains", "num_steps": "--ais-steps"}
 
 
 def as_flags(text: str) -> str:
