@@ -29,6 +29,7 @@ from pyro_vae.errors import TrainingDiverged, TrainingInterrupted, UsageError
 from pyro_vae.evaluation.bounds import images_per_pass, objective_sum
 from pyro_vae.files import interrupts_deferred
 from pyro_vae.inference.objectives import make_elbo, objective_name
+from pyro_vae.models.likelihoods import in_unit_interval
 from pyro_vae.models.vae import VAE
 from pyro_vae.training.distributed import SINGLE, Context, loss_module
 from pyro_vae.training.schedule import learning_rate
@@ -97,6 +98,23 @@ def train_epoch(
     return context.sum(total), int(context.sum(torch.tensor(seen, device=total.device)).item())
 
 
+def check_data_support(vae: VAE, data: PreparedData) -> None:
+    """A UsageError naming the split when ``data`` holds values the likelihood cannot score: NaN or infinite
+    values, grey pixels for the Bernoulli (prepare_data checks this; data built by hand would otherwise fail
+    as a "diverged" run or an error about the guide's loc). Training pixels binarized or dequantized per
+    minibatch are grey intensities in [0, 1]."""
+    drawn = data.binarize == "dynamic" or data.dequantize
+    for split, x in (("training", data.train), ("validation", data.valid)):
+        try:
+            if split == "training" and drawn:
+                if not in_unit_interval(x):
+                    raise UsageError("pixels drawn per minibatch need intensities in [0, 1] (NaN is not)")
+            else:
+                vae.likelihood.check_support(x)
+        except UsageError as error:
+            raise UsageError(f"the {split} images cannot be scored: {error}") from None
+
+
 def fit(
     vae: VAE, optimizer: torch.optim.Optimizer, data: PreparedData, config: TrainConfig,
     progress: bool = True, callback: Callable[[EpochRecord], None] | None = None,
@@ -122,6 +140,7 @@ def fit(
     if not len(data.train) or not len(data.valid):
         raise UsageError(f"nothing to train on: {len(data.train)} training and {len(data.valid)} validation images; "
                          "pass data that holds both")
+    check_data_support(vae, data)
     forget_networks()
     elbo = make_elbo(config.elbo, config.num_particles, config.jit, vae.config.guide)
     loss = loss_module(vae, elbo, context)

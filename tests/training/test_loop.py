@@ -9,7 +9,7 @@ from pyro import poutine
 
 from pyro_vae.config import ModelConfig, TrainConfig
 from pyro_vae.data.pixels import PreparedData
-from pyro_vae.errors import TrainingDiverged
+from pyro_vae.errors import TrainingDiverged, UsageError
 from pyro_vae.evaluation.bounds import objective_sum
 from pyro_vae.inference.objectives import make_elbo
 from pyro_vae.models.vae import VAE
@@ -74,6 +74,23 @@ def test_a_nan_minibatch_is_a_divergence_at_its_step(monkeypatch, validation, me
     vae = small_vae()
     expected = f"{message} at epoch 1, step 3 of 4"
     with pyro.validation_enabled(validation), pytest.raises(TrainingDiverged, match=expected):
+        fit(vae, torch.optim.Adam(vae.parameters()), data, TrainConfig(epochs=1, batch_size=16), progress=False)
+
+
+@pytest.mark.parametrize("likelihood, train, binarize, message", [
+    ("bernoulli", binary_data(64) * 0.5, "none",
+     "the training images cannot be scored: the bernoulli likelihood needs binary pixels"),
+    ("gaussian", torch.cat([binary_data(63), torch.full((1, 20), float("nan"))]), "none",
+     "the training images cannot be scored: the gaussian likelihood needs finite data"),
+    ("bernoulli", torch.cat([binary_data(63), torch.full((1, 20), float("inf"))]), "dynamic",
+     "the training images cannot be scored: pixels drawn per minibatch need intensities in \\[0, 1\\]"),
+], ids=["grey for bernoulli", "nan", "inf, dynamic"])
+def test_data_a_likelihood_cannot_score_is_bad_data_not_a_divergence(likelihood, train, binarize, message):
+    """Data built by hand (prepare_data checks its own): grey pixels for the Bernoulli trained and then said
+    "training diverged"; NaN or inf said so as an error about the guide's loc."""
+    data = PreparedData(train, binary_data(16), binary_data(16), binarize, (4, 5))
+    vae = small_vae(likelihood)
+    with pytest.raises(UsageError, match=message):
         fit(vae, torch.optim.Adam(vae.parameters()), data, TrainConfig(epochs=1, batch_size=16), progress=False)
 
 
