@@ -307,6 +307,10 @@ def check_data(state: dict, data_used: DataConfig, name: str = "the checkpoint")
     data the checkpoint was trained on."""
     old = state["data_config"]
     differ = [k for k in ("dataset", "binarize", "seed", "dequantize") if old.get(k, False) != getattr(data_used, k)]
+    if differ == ["dataset"] and old["dataset"] == "mnist5k" and data_used.dataset == "mnist":
+        raise UsageError(f"{name}: that run trained on mnist5k, the offline subset it fell back to when MNIST was not "
+                         "on disk, and MNIST is here now, so the same flags mean other data: pass `dataset=mnist5k` "
+                         "to go on with the original data (or start a new run on MNIST)")
     if differ:
         raise UsageError(f"{name}: it was trained on " + ", ".join(f"{k}={old.get(k, False)!r}" for k in differ)
                          + " but this run asks for " + ", ".join(f"{k}={getattr(data_used, k)!r}" for k in differ)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pyro_vae.runs.experiment import load_run
 
-from conftest import write_tiny_amat
+from conftest import write_tiny_amat, write_tiny_mnist
 from programs import OUTPUTS, TINY, run_in_process, run_subprocess
 
 
@@ -219,6 +219,19 @@ def test_offline_fallback_to_mnist5k(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "mnist5k" and metrics["config"]["data"]["dataset"] == "mnist"
     assert metrics["num_train"] + metrics["num_valid"] == 4000 and metrics["num_test"] == 1000
+
+
+def test_a_fallen_back_run_resumed_once_mnist_is_there_says_the_data_changed(tmp_path, capsys):
+    """It said "pass the settings of the original run", and the user had: the same flags now mean MNIST."""
+    out = tmp_path / "run"
+    argv = ["--data-dir", tmp_path / "data", "--out", out, *TINY, "--epochs", "1"]
+    assert run_in_process("train_svi", argv) == 0  # no MNIST under data/: mnist5k
+    write_tiny_mnist(tmp_path / "data")
+    capsys.readouterr()
+    assert run_in_process("train_svi", [*argv, "--epochs", "2", "--resume"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "trained on mnist5k, the offline subset it fell back to" in line and "--dataset mnist5k" in line, line
+    assert run_in_process("train_svi", [*argv, "--epochs", "2", "--resume", "--dataset", "mnist5k"]) == 0
 
 
 def test_a_named_dataset_never_falls_back(tmp_path, capsys):
