@@ -62,6 +62,14 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-
 IMAGE_SHAPE = (28, 28)  # MNIST and Fashion-MNIST
 
 
+def require_readable(folder: Path) -> None:
+    """A UsageError when ``folder`` exists but this process cannot list or enter it: its files would look
+    absent (os.path.lexists says False), and the default run would fall back to mnist5k without a word."""
+    if folder.is_dir() and not os.access(folder, os.R_OK | os.X_OK):
+        raise UsageError(f"cannot read the data folder {folder} (permission denied): make it readable, or pass "
+                         "another `data_dir`")
+
+
 def _load_idx(folder: str, name: str, data_dir: str | Path, download: bool, get_them: str) -> Dataset:
     """MNIST-format data (the four IDX files in ``data_dir/<folder>/raw``) as a Dataset.
 
@@ -73,6 +81,7 @@ def _load_idx(folder: str, name: str, data_dir: str | Path, download: bool, get_
     """
     raw = Path(data_dir) / folder / "raw"
     paths = [raw / file for file in IDX_FILES]
+    require_readable(raw)
     if download and not all(path.exists() for path in paths):
         import torchvision.datasets
 
@@ -150,6 +159,8 @@ def load_binarized_mnist(data_dir: str | Path, download: bool, seed: int) -> Dat
     read from ``data_dir`` or ``data_dir/binarized_mnist`` (downloaded there when online)."""
     names = [f"binarized_mnist_{split}.amat" for split in BINARIZED_MNIST_SPLITS]
     folders = [Path(data_dir), Path(data_dir) / "binarized_mnist"]
+    for folder in folders:
+        require_readable(folder)
     found = next((folder for folder in folders if all(os.path.lexists(folder / name) for name in names)), None)
     if found is None and download:
         from torchvision.datasets.utils import download_url

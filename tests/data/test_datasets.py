@@ -2,6 +2,7 @@ import logging
 import os
 import signal
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,3 +228,13 @@ def test_a_fifo_a_huge_file_a_symlink_loop_and_an_empty_idx_are_one_line_each(ti
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_unreadable_data_folder_is_one_line_and_never_falls_back(tiny_mnist, monkeypatch):
+    """Files in a folder this process cannot enter look absent; the default run fell back to mnist5k silently.
+    (The tests run as root, whom permissions do not stop: os.access stands in for a folder of another user.)"""
+    raw = tiny_mnist / "MNIST" / "raw"
+    real = os.access
+    monkeypatch.setattr(data_module.os, "access", lambda path, mode: False if Path(path) == raw else real(path, mode))
+    with pytest.raises(UsageError, match=r"cannot read the data folder .*MNIST/raw \(permission denied\)"):
+        load_dataset("mnist", tiny_mnist, download=False, fallback=True)
