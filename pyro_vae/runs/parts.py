@@ -95,6 +95,8 @@ def score_in_parts(
                 saved = Scored({k: v.detach().cpu() for k, v in scored.values.items()},
                                {**scored.seconds, "total": time.perf_counter() - start})
                 write_part(path, fingerprint, parts[j], saved)
+                if not done and context.is_main:
+                    say_how_long(saved.seconds["total"], len(mine), len(parts))
             else:
                 loaded += 1
             done[j] = saved
@@ -117,6 +119,20 @@ def score_in_parts(
         for name, s in part.seconds.items():
             seconds[name] = seconds.get(name, 0.0) + s
     return Scored(values, seconds)
+
+
+LONG = 600.0  # seconds: an evaluation projected to take longer says so after its first part
+
+
+def say_how_long(first: float, mine: int, parts: int) -> None:
+    """After the first part (``first`` seconds), the projected wall time of this process's ``mine`` parts of
+    ``parts``, logged when it is long: a K or a step count that fits in memory may still take hours."""
+    total = first * mine
+    if total > LONG:
+        hours, minutes = divmod(round(total / 60), 60)
+        log.info("the first of %d parts took %.0f s: the whole evaluation will take about %s (saved part by part: "
+                 "stop it at any time and go on with `resume`)", parts, first,
+                 f"{hours} h {minutes} min" if hours else f"{minutes} min")
 
 
 def check_resumable(folder: Path, fingerprint: dict[str, Any]) -> None:

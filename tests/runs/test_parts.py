@@ -1,11 +1,13 @@
 """Scoring in saved parts: shared across processes, interrupted, resumed, refused when the settings changed."""
 
 import csv
+import logging
 
 import pytest
 import torch
 
 from pyro_vae.errors import UsageError
+from pyro_vae.runs import parts as parts_module
 from pyro_vae.runs.parts import Scored, choose_images, paired_differences, read_csv, score_in_parts, write_csv
 from pyro_vae.training.distributed import Context
 
@@ -115,3 +117,17 @@ def test_paired_differences_by_hand(tmp_path):
     (tmp_path / "bad.csv").write_text("not,a\ntable")
     with pytest.raises(UsageError, match="is not a per-image results file"):
         read_csv(tmp_path / "bad.csv")
+
+
+def test_a_long_evaluation_says_how_long_after_its_first_part(tmp_path, monkeypatch, caplog):
+    """A K or a step count that fits in memory may still take hours: the first part's time says so (here each
+    part "takes" 200 s, by the clock the module reads)."""
+    clock = iter(range(0, 10_000, 200))
+    monkeypatch.setattr(parts_module.time, "perf_counter", lambda: float(next(clock)))
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        score_in_parts(Scorer(), torch.arange(20), 2, tmp_path / "parts", {}, progress=False)
+    assert "the first of 10 parts took 200 s: the whole evaluation will take about 33 min" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        score_in_parts(Scorer(), torch.arange(4), 2, tmp_path / "short", {}, progress=False)
+    assert "will take" not in caplog.text  # 2 parts of 200 s: not long
