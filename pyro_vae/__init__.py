@@ -6,10 +6,32 @@ do not pay for torch, Pyro, torchvision and matplotlib before they need them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import os as _os
+import signal as _signal
+import sys as _sys
 
-from pyro_vae import _moved
+_SCRIPTS = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "scripts")
+
+
+def _stopped_while_starting(signum: int, frame: object) -> None:
+    _sys.stderr.write("interrupted\n" if signum == _signal.SIGINT else "terminated (SIGTERM)\n")
+    _os._exit(128 + signum)
+
+
+# This package's first statements, so that they run before anything heavy is imported: when this process is one
+# of the programs (pyro-vae-*, scripts/*.py; never a notebook or pytest that imports the library), a Ctrl-C or
+# SIGTERM before cli.main installs its handler ends it at once with one line and 130 or 143, instead of a
+# KeyboardInterrupt traceback from inside the imports. Nothing runs yet that could need saving.
+if _sys.argv and _sys.argv[0] and (_os.path.basename(_sys.argv[0]).startswith("pyro-vae-")
+                                   or _os.path.dirname(_os.path.realpath(_sys.argv[0])) == _os.path.realpath(_SCRIPTS)):
+    for _signum in (_signal.SIGINT, _signal.SIGTERM):
+        if _signal.getsignal(_signum) is not _signal.SIG_IGN:  # a background job ignores SIGINT: so do we
+            _signal.signal(_signum, _stopped_while_starting)
+
+import importlib  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from pyro_vae import _moved  # noqa: E402
 
 __version__ = "0.2.0"
 
