@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pyro_vae.config import ModelConfig, RunConfig, TrainConfig
+from pyro_vae.data.pixels import PreparedData
 from pyro_vae.errors import UsageError
 from pyro_vae.evaluation.bounds import datapoint_ais, datapoint_bounds
 from pyro_vae.inference.ais import ais, reverse_ais
@@ -16,6 +17,7 @@ from pyro_vae.inference.estimators import log_marginal_likelihood
 from pyro_vae.inference.objectives import make_elbo
 from pyro_vae.models.model import DATA_PLATE, LATENT
 from pyro_vae.models.vae import VAE
+from pyro_vae.training.loop import fit
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,10 @@ CASES = [
     ("AIS num_leapfrog=0", lambda vae: ais(vae.model, vae.guide, X, num_leapfrog=0, **AIS), ValueError,
      "num_leapfrog must be >= 1"),
     ("AIS on no images", lambda vae: ais(vae.model, vae.guide, X[:0], **AIS), ValueError, "holds no datapoints"),
+    ("fit on no images", lambda vae: fit(vae, torch.optim.Adam(vae.parameters()),
+                                         PreparedData(X[:0], X, X, "none", (3, 4)), TrainConfig(epochs=1),
+                                         progress=False),
+     UsageError, "nothing to train on: 0 training and 4 validation images"),
     ("reverse AIS without latents", lambda vae: reverse_ais(vae.model, vae.guide, X, latents={}, **AIS), ValueError,
      r"the start \(latents\) names sites \[\], and the guide's latent sites are \['z'\]"),
     ("reverse AIS, a misnamed latent", lambda vae: reverse_ais(vae.model, vae.guide, X,

@@ -162,3 +162,15 @@ def test_a_checkpoint_edited_with_a_valid_checksum_is_one_line_on_load(tmp_path,
     with pytest.raises(UsageError, match=f"is not a valid pyro_vae checkpoint: {message}") as error:
         checkpoint.read(path)
     assert "\n" not in str(error.value)
+
+
+def test_an_unreadable_checkpoint_says_so(tmp_path, monkeypatch):
+    """It said "not a pyro_vae checkpoint (PermissionError)". (Root reads any file: open stands in.)"""
+    path = saved_checkpoint(tmp_path / "checkpoint.pt")
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoint, "open", refused, raising=False)
+    with pytest.raises(UsageError, match=r"cannot read checkpoint .*checkpoint.pt \(Permission denied\)"):
+        checkpoint.read(path)
