@@ -50,7 +50,7 @@ from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, REVERSE
 from pyro_vae.models.model import LATENT, OBSERVED
 from pyro_vae.runs.experiment import load_run
 from pyro_vae.runs.parts import Scored, file_hash, score_in_parts, tensor_hash, write_csv
-from pyro_vae.runs.run_folder import check_results, results_folder, writable_dir
+from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
 from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
@@ -143,8 +143,8 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
     settings = {"checkpoint_sha256": file_hash(a.checkpoint), "images_sha256": tensor_hash(x), "seed": a.seed,
                 "num_images": a.num_images, "ks": ks, "batch_size": a.batch_size, "steps": steps_rows,
                 "chains": a.chains, "leapfrog": a.leapfrog}
-    with results_folder(out, context):  # no training run or other command writes here meanwhile
-        check_results(out / "bdmc.json", settings, a.overwrite)  # before the long work
+    # no training run or other command writes here meanwhile; results of other settings are refused before the work
+    with held_folder(out, context, lambda: check_results(out / "bdmc.json", settings, a.overwrite)):
         index = torch.arange(a.num_images)
         scored = score_in_parts(score, index, a.batch_size, out / "bdmc.parts", settings, resume=a.resume,
                                 context=context, progress=not a.no_progress)

@@ -56,7 +56,7 @@ from pyro_vae.runs.parts import (
     write_csv,
 )
 from pyro_vae.runs.plots import plot_bounds
-from pyro_vae.runs.run_folder import check_results, results_folder, writable_dir
+from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
 from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
@@ -139,8 +139,8 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     settings = {"checkpoint_sha256": file_hash(a.checkpoint), "images_sha256": tensor_hash(x), "index": chosen,
                 "seed": a.seed, "ks": ks, "khat": diagnose, "batch_size": a.batch_size, "chunk_size": a.chunk_size,
                 "ais_steps": ais_steps, "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog}
-    with results_folder(out, context):  # no training run or other command writes here meanwhile
-        check_results(out / "evaluation.json", settings, a.overwrite)  # before the long work
+    # no training run or other command writes here meanwhile; results of other settings are refused before the work
+    with held_folder(out, context, lambda: check_results(out / "evaluation.json", settings, a.overwrite)):
         start = time.perf_counter()
         scored = score_in_parts(score, index, a.batch_size, out / "evaluation.parts", settings, resume=a.resume,
                                 context=context, progress=not a.no_progress)

@@ -36,7 +36,7 @@ from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
 from pyro_vae.inference.streams import LOCAL_FIT, stream_seed
 from pyro_vae.runs.experiment import load_run
 from pyro_vae.runs.parts import Scored, choose_images, file_hash, score_in_parts, tensor_hash
-from pyro_vae.runs.run_folder import check_results, results_folder, writable_dir
+from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
 from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
@@ -129,8 +129,8 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
                 "num_images": a.num_images, "batch_size": part_size, "local_steps": a.local_steps,
                 "num_samples": a.num_samples, "ais_steps": a.ais_steps, "ais_chains": a.ais_chains,
                 "ais_leapfrog": a.ais_leapfrog}
-    with results_folder(out, context):  # no training run or other command writes here meanwhile
-        check_results(out / "gaps.json", settings, a.overwrite)  # before the long work
+    # no training run or other command writes here meanwhile; results of other settings are refused before the work
+    with held_folder(out, context, lambda: check_results(out / "gaps.json", settings, a.overwrite)):
         scored = score_in_parts(score, index, part_size, out / "gaps.parts", settings, resume=a.resume, context=context,
                                 progress=not a.no_progress)
         if not context.is_main:

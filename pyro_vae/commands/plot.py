@@ -22,7 +22,7 @@ from pyro_vae.models.vae import VAE
 from pyro_vae.runs.experiment import load_run
 from pyro_vae.runs.plots import plot_history
 from pyro_vae.runs.report import plot_learning_curve, write_figures
-from pyro_vae.runs.run_folder import results_folder, writable_dir
+from pyro_vae.runs.run_folder import held_folder, writable_dir
 from pyro_vae.training import checkpoint
 from pyro_vae.training.distributed import SINGLE
 from pyro_vae.training.state import EpochRecord
@@ -53,7 +53,7 @@ def run(argv: list[str] | None) -> None:
     vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
-    with results_folder(out, SINGLE):  # no training run or evaluation writes here meanwhile
+    with held_folder(out, SINGLE):  # no training run or evaluation writes here meanwhile
         redraw(a, vae, data, state, out)
 
 

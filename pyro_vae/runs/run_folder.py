@@ -12,8 +12,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Generator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -92,11 +92,11 @@ def check_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
 
 
 @contextmanager
-def owned_run_folder(out: Path, resume: Path | None, overwrite: bool, context: Context,
-                     tensorboard: Path | None = None) -> Generator[None, None, None]:
-    """Rank 0 holds ``out`` (files.RunFolder: one process at a time; stale temporary files go)
-    for the block, once check_run_folder allows the run there (and claim_tensorboard its ``tensorboard``
-    folder). Every rank learns rank 0's verdict, so that a refusal stops them all."""
+def held_folder(out: Path, context: Context, check: Callable[[], None] | None = None) -> Generator[None, None, None]:
+    """Rank 0 holds ``out`` (RunFolder: one process at a time; stale temporary files go) for the block, once
+    ``check``, run while holding it, allows. Every rank learns rank 0's verdict, so that a refusal stops them all.
+    Evaluations and plots hold their folder this way, so that no training run or other command writes there
+    meanwhile."""
     with ExitStack() as stack:
         problem = None
         if context.is_main:
@@ -104,10 +104,8 @@ def owned_run_folder(out: Path, resume: Path | None, overwrite: bool, context: C
                 folder = stack.enter_context(RunFolder(out))
                 if folder.removed:
                     log.info("removed %d temporary files that an interrupted run left in %s", len(folder.removed), out)
-                check_run_folder(out, resume, overwrite)
-                if tensorboard is not None:
-                    continuing = resume is not None and resume.resolve() == (out / "checkpoint.pt").resolve()
-                    claim_tensorboard(tensorboard, out, continuing)
+                if check is not None:
+                    check()
             except UsageError as error:
                 problem = str(error)
         if context.distributed:
@@ -115,6 +113,20 @@ def owned_run_folder(out: Path, resume: Path | None, overwrite: bool, context: C
         if problem is not None:
             raise UsageError(problem)
         yield
+
+
+def owned_run_folder(out: Path, resume: Path | None, overwrite: bool, context: Context,
+                     tensorboard: Path | None = None) -> AbstractContextManager[None]:
+    """A training run's hold on ``out`` (held_folder), once check_run_folder allows the run there and
+    claim_tensorboard its ``tensorboard`` folder."""
+
+    def check() -> None:
+        check_run_folder(out, resume, overwrite)
+        if tensorboard is not None:
+            continuing = resume is not None and resume.resolve() == (out / "checkpoint.pt").resolve()
+            claim_tensorboard(tensorboard, out, continuing)
+
+    return held_folder(out, context, check)
 
 
 class RunFolder:
@@ -193,24 +205,6 @@ def claim_tensorboard(board: Path, out: Path, continuing: bool) -> None:
         raise UsageError(f"`tensorboard={board}` holds TensorBoard events of {whose}: remove them or pass another "
                          "`tensorboard` folder")
     atomic_write_text(owner_file, mine + "\n")
-
-
-@contextmanager
-def results_folder(out: Path, context: Context) -> Generator[None, None, None]:
-    """For evaluate, bdmc, gaps and plot: rank 0 holds ``out`` (RunFolder) for the block, so that no training
-    run or other command writes there meanwhile; every rank learns a refusal."""
-    with ExitStack() as stack:
-        problem = None
-        if context.is_main:
-            try:
-                stack.enter_context(RunFolder(out))
-            except UsageError as error:
-                problem = str(error)
-        if context.distributed:
-            problem = context.gather(problem)[0]
-        if problem is not None:
-            raise UsageError(problem)
-        yield
 
 
 def check_results(path: Path, settings: dict[str, Any], overwrite: bool) -> None:

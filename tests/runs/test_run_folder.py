@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pyro_vae.errors import UsageError
-from pyro_vae.runs.run_folder import LOCK, RunFolder, check_run_folder, results_folder
+from pyro_vae.runs.run_folder import LOCK, RunFolder, check_run_folder, held_folder
 from pyro_vae.training.distributed import SINGLE
 
 
@@ -69,9 +69,9 @@ def test_evaluations_and_plots_hold_the_folder_while_they_write(tmp_path):
     """No training run writes a new checkpoint under an evaluation, and no two commands write one folder."""
     with RunFolder(tmp_path):
         with pytest.raises(UsageError, match="is in use by another run"):
-            with results_folder(tmp_path, SINGLE):
+            with held_folder(tmp_path, SINGLE):
                 pass
-    with results_folder(tmp_path, SINGLE):
+    with held_folder(tmp_path, SINGLE):
         with pytest.raises(UsageError, match="is in use by another run"):
             with RunFolder(tmp_path):
                 pass

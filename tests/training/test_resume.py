@@ -87,22 +87,27 @@ def test_resume_with_more_epochs_and_sparse_checkpoints(tiny_mnist, tmp_path, mo
     assert [r["epoch"] for r in state["history"]] == list(range(1, 8))
 
 
+def signalled(command, cwd, at, signum):
+    """Run ``command``, send it ``signum`` once its stderr shows a line starting with ``at``: (exit status, the
+    stderr after that line). SIG_DFL for SIGINT in the child: a shell that starts jobs in the background (as CI
+    may) leaves SIGINT ignored, and Python then never turns it into KeyboardInterrupt."""
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in process.stderr:
+        if line.startswith(at):
+            process.send_signal(signum)
+            break
+    rest = process.stderr.read()
+    return process.wait(timeout=120), rest
+
+
 def test_sigint_saves_and_says_how_to_resume(tiny_mnist, tmp_path):
     """A real SIGINT to a real process, then --resume: the same run as one never interrupted."""
     argv = ["--data-dir", str(tiny_mnist), *TINY, "--epochs", "40"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, str(ROOT / "scripts" / "train_svi.py"), *argv]
-    # SIG_DFL in the child: a shell that starts jobs in the background (as CI may) leaves SIGINT ignored,
-    # and Python then never turns it into KeyboardInterrupt
-    process = subprocess.Popen([*command, "--out", str(tmp_path / "parts")], cwd=tmp_path, env=env,
-                               stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    for line in process.stderr:
-        if line.startswith("epoch 2/40"):
-            process.send_signal(signal.SIGINT)
-            break
-    rest = process.stderr.read()
-    assert process.wait(timeout=120) == 130, rest
+    status, rest = signalled([*command, "--out", str(tmp_path / "parts")], tmp_path, "epoch 2/40", signal.SIGINT)
+    assert status == 130, rest
     saved = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=True)["train_state"]["epoch"]
     # epoch 2 may or may not have reached the checkpoint when the signal came; the message says which
     assert 1 <= saved < 40 and f"epoch {saved} is saved in" in rest and "--resume" in rest, rest
@@ -120,14 +125,8 @@ def test_sigterm_saves_the_last_completed_epoch_and_exits_143(tiny_mnist, tmp_pa
     all), one line says so, and the exit status is 143."""
     command = [sys.executable, str(ROOT / "scripts" / "train_svi.py"), "--data-dir", str(tiny_mnist), *TINY,
                "--epochs", "40", "--checkpoint-every", "30", "--out", str(tmp_path / "run")]
-    process = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                               stderr=subprocess.PIPE, text=True)
-    for line in process.stderr:
-        if line.startswith("epoch 3/40"):
-            process.send_signal(signal.SIGTERM)
-            break
-    rest = process.stderr.read()
-    assert process.wait(timeout=120) == 143, rest
+    status, rest = signalled(command, tmp_path, "epoch 3/40", signal.SIGTERM)
+    assert status == 143, rest
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["train_state"]["epoch"]
     lines = rest.strip().splitlines()
     # epoch 3 may or may not have reached the snapshot when the signal came; the message says which
