@@ -29,7 +29,8 @@ def run(flags: list[str], processes: int, out: Path) -> tuple[float, float, str]
                                                         f"--nproc_per_node={processes}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
-    subprocess.run([*launcher, str(ROOT / "scripts" / "evaluate.py"), *flags, "--out", str(out), "--no-progress"],
+    subprocess.run([*launcher, str(ROOT / "scripts" / "evaluate.py"), *flags, "--out", str(out), "--no-progress",
+                    "--overwrite"],
                    env=env, check=True, capture_output=True)
     total = time.perf_counter() - start
     return json.loads((out / "evaluation.json").read_text())["seconds"], total, (out / "per_image.csv").read_text()
