@@ -119,8 +119,9 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
     ks = sorted({k for k in (1, 10, 100, 1000) if k <= a.iwae_samples} | {a.iwae_samples})
     steps_rows = sorted(set(a.steps))
     # what cannot fit is refused now, naming its flag, not after the simulation and the other rows
-    require_bounds_memory(vae, a.num_images, a.iwae_samples, a.batch_size, CHUNK_SIZE, x.device, "iwae_samples")
-    require_ais_memory(vae, a.num_images, steps_rows[-1], a.chains, a.batch_size, x.device, "steps")
+    require_bounds_memory(vae, x.shape[-1], a.num_images, a.iwae_samples, a.batch_size, CHUNK_SIZE, x.device,
+                          "iwae_samples")
+    require_ais_memory(vae, x.shape[-1], a.num_images, steps_rows[-1], a.chains, a.batch_size, x.device, "steps")
     options = dict(num_chains=a.chains, num_leapfrog=a.leapfrog, chunk_size=a.batch_size, max_plate_nesting=1)
 
     def score(rows: Tensor) -> Scored:  # the simulated images numbered ``rows``

@@ -114,9 +114,9 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     ais_steps = sorted(set(a.ais_steps))
     diagnose = not a.no_khat and a.num_samples >= KHAT_MIN_SAMPLES
     # what cannot fit is refused now, not after hours of the other rows (each part checks again)
-    require_bounds_memory(vae, len(x), a.num_samples, a.batch_size, a.chunk_size, x.device)
+    require_bounds_memory(vae, x.shape[-1], len(x), a.num_samples, a.batch_size, a.chunk_size, x.device)
     if ais_steps:
-        require_ais_memory(vae, len(x), ais_steps[-1], a.ais_chains, a.batch_size, x.device)
+        require_ais_memory(vae, x.shape[-1], len(x), ais_steps[-1], a.ais_chains, a.batch_size, x.device)
     log.info("%s: %d test images of %s (%s), K = %s%s", a.checkpoint, len(x), state["data_config"]["dataset"],
              chosen["selection"], ",".join(map(str, ks)), f"; AIS with {','.join(map(str, ais_steps))} steps x "
              f"{a.ais_chains} chains ({a.ais_leapfrog} leapfrog steps)" if ais_steps else "")

@@ -137,15 +137,15 @@ class DatapointBounds:
         )
 
 
-def require_bounds_memory(vae: VAE, num_images: int, num_samples: int, batch_size: int, chunk_size: int,
-                          device: torch.device | str, samples_setting: str = "num_samples",
+def require_bounds_memory(vae: VAE, x_dim: int, num_images: int, num_samples: int, batch_size: int,
+                          chunk_size: int, device: torch.device | str, samples_setting: str = "num_samples",
                           sizes_settable: bool = True) -> None:
     """A UsageError, up front, when datapoint_bounds cannot fit in free memory: one pass decodes ``chunk_size``
     samples for ``batch_size`` images, and the K = ``num_samples`` log-weights of those images are kept. The
     message names the setting that makes it too large (``samples_setting``: how the caller calls K;
     ``sizes_settable``: whether the caller's user can set batch_size and chunk_size at all)."""
     images, chunk = min(batch_size, num_images), min(chunk_size, num_samples)
-    decoding, weights = estimator_bytes(vae, vae.x_dim, images, chunk), FLOAT * num_samples * images
+    decoding, weights = estimator_bytes(vae, x_dim, images, chunk), FLOAT * num_samples * images
     if not sizes_settable:
         remedy = f"lower `{samples_setting}` (K)"
     elif weights > decoding:
@@ -156,13 +156,13 @@ def require_bounds_memory(vae: VAE, num_images: int, num_samples: int, batch_siz
                    f"at a time) for {images} images at once", remedy)
 
 
-def require_ais_memory(vae: VAE, num_images: int, num_steps: int, num_chains: int, batch_size: int,
+def require_ais_memory(vae: VAE, x_dim: int, num_images: int, num_steps: int, num_chains: int, batch_size: int,
                        device: torch.device | str, steps_setting: str = "num_steps") -> None:
     """A UsageError, up front, when AIS cannot fit in free memory: a pass holds ``num_chains`` chains for
     ``batch_size`` images with their gradients, and the schedule (T + 2 float64) and the frozen step sizes (T per
     image) are kept for the whole run, which with an absurd T is what does not fit."""
     images = min(batch_size, num_images)
-    chains = 2 * estimator_bytes(vae, vae.x_dim, images, num_chains)  # the HMC gradients as well
+    chains = 2 * estimator_bytes(vae, x_dim, images, num_chains)  # the HMC gradients as well
     schedule = 8 * (num_steps + 2) + FLOAT * num_steps * images
     remedy = f"lower `{steps_setting}`" if schedule > chains else "lower `num_chains` or `batch_size`"
     require_memory(chains + schedule, device, f"AIS with {num_steps} steps and {num_chains} chains for {images} "
@@ -195,7 +195,7 @@ def datapoint_bounds(
         raise ValueError(f"every K must be >= 1, got {list(ks)}")
     _check_sizes(x, batch_size=batch_size, chunk_size=chunk_size)
     num_samples = ks[-1]
-    require_bounds_memory(vae, len(x), num_samples, batch_size, chunk_size, x.device)
+    require_bounds_memory(vae, x.shape[-1], len(x), num_samples, batch_size, chunk_size, x.device)
     vae.eval()
     fit_khat = diagnose and num_samples >= KHAT_MIN_SAMPLES
     elbo: list[Tensor] = []
@@ -247,7 +247,7 @@ def datapoint_ais(
     """Forward AIS (see ais.py) of ``vae`` on each image of ``x`` (N, D), ``batch_size`` images at a time,
     after the up-front memory check; random numbers from ``noise`` (as in datapoint_bounds)."""
     _check_sizes(x, batch_size=batch_size)
-    require_ais_memory(vae, len(x), num_steps, num_chains, batch_size, x.device)
+    require_ais_memory(vae, x.shape[-1], len(x), num_steps, num_chains, batch_size, x.device)
     vae.eval()
     # a flow guide anneals in its base space, where log q is cheap at every point HMC moves to (flows.py)
     return ais(vae.annealing_model, vae.annealing_guide, x, num_steps=num_steps, num_chains=num_chains,

@@ -188,7 +188,7 @@ class Run:
                        f"a training step with `batch_size={train_config.batch_size}` and "
                        f"`num_particles={train_config.num_particles}`", "lower them (or `hidden`, `z_dim`)")
         if run_config.eval_samples:  # the final estimate, refused now rather than after the training
-            require_bounds_memory(vae, len(data.test), run_config.eval_samples,
+            require_bounds_memory(vae, vae.x_dim, len(data.test), run_config.eval_samples,
                                   images_per_pass(run_config.eval_samples, at_least=100), CHUNK_SIZE, device,
                                   "eval_samples", sizes_settable=False)
         optimizer = make_optimizer(vae.parameters(), train_config.lr)
