@@ -64,6 +64,17 @@ def earlier_run(out: Path) -> list[str]:
     return [name for name in (*RUN_FILES, TENSORBOARD) if (out / name).exists()]
 
 
+def remove_results_of(out: Path) -> None:
+    """Remove what evaluations measured of ``out``'s checkpoint, which a resumed run is about to replace (called
+    once the resume is allowed): those numbers must not stay beside the new checkpoint."""
+    stale = [name for name in EVALUATION_FILES if (out / name).is_file()]
+    for name in stale:
+        (out / name).unlink()
+    if stale:
+        log.info("removed the results of the checkpoint this run continues (%s): evaluate it again when it ends",
+                 ", ".join(stale))
+
+
 def check_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
     """Refuse to mix runs: ``out`` may hold an earlier run only when this run continues it
     (``resume`` is its checkpoint) or ``overwrite`` says to replace it (its files are removed
@@ -74,13 +85,6 @@ def check_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
                              "or choose another `out`")
     earlier = earlier_run(out)
     continuing = resume is not None and resume.resolve() == (out / "checkpoint.pt").resolve()
-    if continuing:  # the checkpoint will change: what was measured of the old one goes, not left beside the new
-        stale = [name for name in EVALUATION_FILES if (out / name).is_file()]
-        for name in stale:
-            (out / name).unlink()
-        if stale:
-            log.info("removed the results of the checkpoint this run continues (%s): evaluate it again when it ends",
-                     ", ".join(stale))
     if not earlier or continuing:
         return
     if not overwrite:

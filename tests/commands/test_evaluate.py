@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,3 +196,18 @@ def test_an_empty_out_is_refused_by_every_command(trained, tmp_path, capsys, com
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("error: --out is empty"), lines
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == before
+
+
+def test_a_resumed_run_removes_the_evaluation_of_its_old_checkpoint_once_allowed(trained, tmp_path):
+    """An epoch-2 evaluation beside an epoch-3 checkpoint has nothing to show it is stale: the resume removes it,
+    but only once the resume is allowed (a refused one changes nothing)."""
+    checkpoint, data = trained
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint.parent, run)
+    assert run_in_process("evaluate", ["--checkpoint", run / "checkpoint.pt", "--data-dir", data, "--num-samples", "5",
+                                       "--no-progress"]) == 0
+    train = ["--data-dir", data, "--out", run, *TINY, "--resume"]
+    assert run_in_process("train_svi", [*train, "--z-dim", "3"]) == 2  # another model: refused
+    assert (run / "evaluation.json").exists() and (run / "per_image.csv").exists()
+    assert run_in_process("train_svi", [*train, "--epochs", "3"]) == 0
+    assert not (run / "evaluation.json").exists() and not (run / "per_image.csv").exists()

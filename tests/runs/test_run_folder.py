@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pyro_vae.errors import UsageError
-from pyro_vae.runs.run_folder import LOCK, RunFolder, check_run_folder, held_folder
+from pyro_vae.runs.run_folder import LOCK, RunFolder, check_run_folder, held_folder, remove_results_of
 from pyro_vae.training.distributed import SINGLE
 
 
@@ -52,7 +52,8 @@ def test_a_resumed_run_removes_the_results_of_the_checkpoint_it_replaces(tmp_pat
     for name in ("evaluation.json", "per_image.csv", "bounds.png", "bdmc.json", "gaps.png", "samples.png"):
         (tmp_path / name).write_text("{}")
     with caplog.at_level(logging.INFO, logger="pyro_vae"):
-        check_run_folder(tmp_path, tmp_path / "checkpoint.pt", overwrite=False)
+        check_run_folder(tmp_path, tmp_path / "checkpoint.pt", overwrite=False)  # allowed: it continues the run
+        remove_results_of(tmp_path)  # called once Run.start has accepted the resume
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["checkpoint.pt", "samples.png"]  # figures of the run itself are redrawn at its end
     assert "removed the results of the checkpoint this run continues" in caplog.text
