@@ -39,9 +39,11 @@ from pyro_vae.evaluation.bounds import (
     CHUNK_SIZE,
     DatapointBounds,
     Estimate,
+    ais_work,
     datapoint_bounds,
     require_ais_memory,
     require_bounds_memory,
+    samples_per_second,
 )
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.ais import ais, reverse_ais
@@ -49,7 +51,7 @@ from pyro_vae.inference.estimators import sample_sites
 from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, REVERSE_AIS, DatapointStreams
 from pyro_vae.models.model import LATENT, OBSERVED
 from pyro_vae.runs.experiment import load_run
-from pyro_vae.runs.parts import Scored, file_hash, score_in_parts, tensor_hash, write_csv
+from pyro_vae.runs.parts import Scored, file_hash, projected_time, score_in_parts, tensor_hash, write_csv
 from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
 from pyro_vae.training import distributed
 
@@ -122,6 +124,9 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
     require_bounds_memory(vae, x.shape[-1], a.num_images, a.iwae_samples, a.batch_size, CHUNK_SIZE, x.device,
                           "iwae_samples")
     require_ais_memory(vae, x.shape[-1], a.num_images, steps_rows[-1], a.chains, a.batch_size, x.device, "steps")
+    if context.is_main:  # a K or a step count that fits may still take days: say so before it starts
+        work = a.iwae_samples + sum(2 * ais_work(steps, a.chains, a.leapfrog) for steps in steps_rows)  # both ways
+        projected_time(a.num_images * work, samples_per_second(vae, x), context.world_size)
     options = dict(num_chains=a.chains, num_leapfrog=a.leapfrog, chunk_size=a.batch_size, max_plate_nesting=1)
 
     def score(rows: Tensor) -> Scored:  # the simulated images numbered ``rows``

@@ -35,10 +35,12 @@ from pyro_vae.evaluation.bounds import (
     AISEstimate,
     DatapointBounds,
     Estimate,
+    ais_work,
     datapoint_ais,
     datapoint_bounds,
     require_ais_memory,
     require_bounds_memory,
+    samples_per_second,
 )
 from pyro_vae.files import atomic_write_text
 from pyro_vae.inference.estimators import KHAT_MIN_SAMPLES
@@ -49,6 +51,7 @@ from pyro_vae.runs.parts import (
     choose_images,
     file_hash,
     paired_differences,
+    projected_time,
     read_csv,
     score_in_parts,
     shared_images,
@@ -117,6 +120,9 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     require_bounds_memory(vae, x.shape[-1], len(x), a.num_samples, a.batch_size, a.chunk_size, x.device)
     if ais_steps:
         require_ais_memory(vae, x.shape[-1], len(x), ais_steps[-1], a.ais_chains, a.batch_size, x.device)
+    if context.is_main:  # a K or a step count that fits may still take days: say so before it starts
+        work = a.num_samples + sum(ais_work(steps, a.ais_chains, a.ais_leapfrog) for steps in ais_steps)
+        projected_time(len(x) * work, samples_per_second(vae, x), context.world_size)
     log.info("%s: %d test images of %s (%s), K = %s%s", a.checkpoint, len(x), state["data_config"]["dataset"],
              chosen["selection"], ",".join(map(str, ks)), f"; AIS with {','.join(map(str, ais_steps))} steps x "
              f"{a.ais_chains} chains ({a.ais_leapfrog} leapfrog steps)" if ais_steps else "")

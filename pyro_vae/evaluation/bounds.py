@@ -18,7 +18,7 @@ from pyro.infer import ELBO
 from torch import Tensor
 
 from pyro_vae.evaluation.memory import FLOAT, estimator_bytes, require_memory
-from pyro_vae.inference.ais import AISResult, ais
+from pyro_vae.inference.ais import PILOT_STEPS, PILOT_TRANSITIONS, AISResult, ais
 from pyro_vae.inference.estimators import KHAT_MIN_SAMPLES, importance_log_weights, iwae_bound, pareto_khat
 from pyro_vae.inference.streams import GLOBAL, Noise
 from pyro_vae.models.model import DATA_PLATE
@@ -167,6 +167,27 @@ def require_ais_memory(vae: VAE, x_dim: int, num_images: int, num_steps: int, nu
     remedy = f"lower `{steps_setting}`" if schedule > chains else "lower `num_chains` or `batch_size`"
     require_memory(chains + schedule, device, f"AIS with {num_steps} steps and {num_chains} chains for {images} "
                    "images at once", remedy)
+
+
+def ais_work(num_steps: int, num_chains: int, num_leapfrog: int) -> int:
+    """An AIS run of one image in samples_per_second's unit: every chain's leapfrog steps, over the run's
+    transitions and the pilot's, each a forward and a backward pass (about three samples' worth)."""
+    transitions = num_steps + PILOT_TRANSITIONS * min(num_steps, PILOT_STEPS)
+    return 3 * num_chains * num_leapfrog * transitions
+
+
+PROBE_IMAGES, PROBE_SAMPLES = 25, 100  # the timing probe: 2,500 samples of z, vectorized as a real pass is
+
+
+def samples_per_second(vae: VAE, x: Tensor) -> float:
+    """How many (image, sample of z) pairs the importance-sampling estimator scores per second here, from a
+    short probe on ``x``'s first images (after a warm-up pass): the unit a long evaluation's time is counted in
+    (an AIS leapfrog step costs about three: a forward and a backward pass)."""
+    probe = x[:PROBE_IMAGES]
+    datapoint_bounds(vae, probe[:1], ks=(PROBE_SAMPLES,), diagnose=False)  # warm-up
+    start = time.perf_counter()
+    datapoint_bounds(vae, probe, ks=(PROBE_SAMPLES,), chunk_size=PROBE_SAMPLES, diagnose=False)
+    return len(probe) * PROBE_SAMPLES / max(time.perf_counter() - start, 1e-6)
 
 
 def _check_sizes(x: Tensor, **sizes: int) -> None:

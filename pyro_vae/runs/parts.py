@@ -121,7 +121,18 @@ def score_in_parts(
     return Scored(values, seconds)
 
 
-LONG = 600.0  # seconds: an evaluation projected to take longer says so after its first part
+LONG = 600.0  # seconds: an evaluation projected to take longer says so, before it starts and after its first part
+
+
+def projected_time(samples: float, per_second: float, processes: int) -> None:
+    """Before a long evaluation: log how long ``samples`` (image, sample) pairs take at ``per_second`` in each of
+    ``processes``, when that is long (a K or a step count that fits in memory may still take days)."""
+    total = samples / per_second / processes
+    if total > LONG:
+        hours, minutes = divmod(round(total / 60), 60)
+        log.info("this evaluation will take about %s (%.2g samples of z at %.0f/s per process, measured now); it is "
+                 "saved part by part: stop it at any time and go on with `resume`", f"{hours} h {minutes} min" if hours
+                 else f"{minutes} min", samples, per_second)
 
 
 def say_how_long(first: float, mine: int, parts: int) -> None:

@@ -8,7 +8,15 @@ import torch
 
 from pyro_vae.errors import UsageError
 from pyro_vae.runs import parts as parts_module
-from pyro_vae.runs.parts import Scored, choose_images, paired_differences, read_csv, score_in_parts, write_csv
+from pyro_vae.runs.parts import (
+    Scored,
+    choose_images,
+    paired_differences,
+    projected_time,
+    read_csv,
+    score_in_parts,
+    write_csv,
+)
 from pyro_vae.training.distributed import Context
 
 
@@ -131,3 +139,14 @@ def test_a_long_evaluation_says_how_long_after_its_first_part(tmp_path, monkeypa
     with caplog.at_level(logging.INFO, logger="pyro_vae"):
         score_in_parts(Scorer(), torch.arange(4), 2, tmp_path / "short", {}, progress=False)
     assert "will take" not in caplog.text  # 2 parts of 200 s: not long
+
+
+def test_a_long_evaluation_says_how_long_before_it_starts(caplog):
+    """A K or a step count that fits in memory may run for hours without a word (bdmc --iwae-samples ran past
+    300 s): 1e11 samples at 1,000/s in 2 processes is 5e7 s; ten minutes' worth or less says nothing."""
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        projected_time(1e11, 1000.0, 2)
+        assert "this evaluation will take about 13888 h 53 min (1e+11 samples of z at 1000/s per process" in caplog.text
+        caplog.clear()
+        projected_time(1e6, 1000.0, 2)  # 500 s
+        assert caplog.text == ""
