@@ -23,7 +23,7 @@ import pyro
 import torch
 from matplotlib.figure import Figure
 
-from pyro_vae.commands.cli import ArgumentParser, add_experiment_arguments, main, positive_int, seed
+from pyro_vae.commands.cli import ArgumentParser, add_experiment_arguments, main, positive_int, seed, summary
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data.datasets import DATASETS
 from pyro_vae.inference.estimators import importance_log_weights, log_mean_exp
@@ -71,7 +71,7 @@ def plot(gaps: dict[str, InferenceGaps], path: Path) -> None:
 
 
 def run(argv: list[str] | None) -> None:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=summary(__doc__))
     add_experiment_arguments(p, "runs/gaps", list(DATASETS))
     p.add_argument("--seeds", type=seed_list, default=(0, 1, 2),
                    help="training seeds, comma-separated (default: 0,1,2)")

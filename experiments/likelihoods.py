@@ -25,7 +25,7 @@ import pyro
 import torch
 from matplotlib.figure import Figure
 
-from pyro_vae.commands.cli import ArgumentParser, add_experiment_arguments, main
+from pyro_vae.commands.cli import ArgumentParser, add_experiment_arguments, main, summary
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data.datasets import DATASETS
 from pyro_vae.runs.experiment import load_run, run_training
@@ -69,7 +69,7 @@ def plot_comparison(results: dict[str, dict], samples: dict[str, torch.Tensor], 
 
 
 def run(argv: list[str] | None) -> None:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=summary(__doc__))
     add_experiment_arguments(p, "runs/likelihoods", [d for d in DATASETS if d != "binarized-mnist"])  # grey data
     a = p.parse_args(argv)
     out = writable_dir(a.out)

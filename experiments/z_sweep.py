@@ -18,7 +18,7 @@ from pathlib import Path
 import pyro
 from matplotlib.figure import Figure
 
-from pyro_vae.commands.cli import ArgumentParser, add_experiment_arguments, int_list, main
+from pyro_vae.commands.cli import ArgumentParser, add_experiment_arguments, int_list, main, summary
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data.datasets import DATASETS
 from pyro_vae.runs.experiment import run_training
@@ -60,7 +60,7 @@ def plot_sweep(results: dict[int, dict], path: Path) -> None:
 
 
 def run(argv: list[str] | None) -> None:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=summary(__doc__))
     p.add_argument("--z-dims", type=int_list, default=(2, 5, 10, 20, 50), help="(default: 2,5,10,20,50)")
     add_experiment_arguments(p, "runs/z_sweep", list(DATASETS))
     a = p.parse_args(argv)

@@ -34,6 +34,7 @@ from pyro_vae.commands.cli import (
     int_list,
     positive_int,
     startup_done,
+    summary,
 )
 from pyro_vae.evaluation.bounds import (
     CHUNK_SIZE,
@@ -87,7 +88,7 @@ def plot_bdmc(rows: list[dict], bounds: dict[str, float], path: Path) -> None:
 
 
 def run(argv: list[str] | None) -> None:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=summary(__doc__))
     p.add_argument("--num-images", type=positive_int, default=100, help="images to simulate (default: %(default)s)")
     p.add_argument("--steps", type=int_list, default=(100, 1000), help="AIS step counts (default: 100,1000)")
     p.add_argument("--chains", type=positive_int, default=16, help="chains per image (default: %(default)s)")

@@ -53,6 +53,12 @@ def startup_done() -> None:
         gc.enable()
 
 
+def summary(doc: str | None) -> str:
+    """A program's description for --help: its docstring's first paragraph, whole (its first line alone cut
+    some mid-sentence)."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line on stderr (no usage dump) and exit status 2."""
 
@@ -108,7 +114,7 @@ def add_experiment_arguments(
 ) -> None:
     """The flags every experiment script shares: data, length, K, device, seed, output folder."""
     p.add_argument("--dataset", choices=datasets, default=None,
-                   help="default: mnist, falling back to mnist5k (and saying so) offline, as train_svi.py")
+                   help="default: mnist, falling back to mnist5k (and saying so) offline, as pyro-vae-train")
     p.add_argument("--data-dir", default="data", help="where datasets are read and downloaded (default: %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=30, help="(default: %(default)s)")
     p.add_argument("--eval-samples", type=positive_int, default=eval_samples,
@@ -120,7 +126,7 @@ def add_experiment_arguments(
 
 def add_checkpoint_arguments(p: argparse.ArgumentParser, seeds: str, out: str) -> None:
     """The flags of scripts that read a trained run: the checkpoint, where its data is, device, seed, out."""
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train_svi.py")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by pyro-vae-train")
     p.add_argument("--data-dir", help="read the data from here instead of the directory used in training")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
     p.add_argument("--seed", type=seed, default=0, help=f"seeds {seeds} (default: %(default)s)")

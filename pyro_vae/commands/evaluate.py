@@ -29,6 +29,7 @@ from pyro_vae.commands.cli import (
     int_list,
     positive_int,
     startup_done,
+    summary,
 )
 from pyro_vae.errors import UsageError
 from pyro_vae.evaluation.bounds import (
@@ -66,7 +67,7 @@ log = logging.getLogger("pyro_vae")
 
 
 def run(argv: list[str] | None) -> None:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=summary(__doc__))
     p.add_argument("--num-samples", type=positive_int, default=5000,
                    help="K for log p^(x), the largest bound; every bound uses these samples (default: %(default)s)")
     p.add_argument("--ks", type=int_list, default=(1, 10, 100, 1000, 5000),

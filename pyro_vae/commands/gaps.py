@@ -30,6 +30,7 @@ from pyro_vae.commands.cli import (
     add_parts_arguments,
     positive_int,
     startup_done,
+    summary,
 )
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
@@ -82,7 +83,7 @@ def local_steps(text: str) -> int:
 
 
 def run(argv: list[str] | None) -> None:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=summary(__doc__))
     p.add_argument("--images", "--num-images", dest="num_images", type=positive_int, default=100,
                    help="test images drawn at random with --seed (default: %(default)s)")
     p.add_argument("--local-steps", type=local_steps, default=500,

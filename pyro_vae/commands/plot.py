@@ -15,7 +15,7 @@ from typing import Any
 
 import pyro
 
-from pyro_vae.commands.cli import ArgumentParser, add_checkpoint_arguments, startup_done
+from pyro_vae.commands.cli import ArgumentParser, add_checkpoint_arguments, startup_done, summary
 from pyro_vae.data.pixels import PreparedData
 from pyro_vae.inference.objectives import objective_name
 from pyro_vae.models.vae import VAE
@@ -45,7 +45,7 @@ def final_numbers_beside(checkpoint_path: Path, history: Sequence[EpochRecord]) 
 
 
 def run(argv: list[str] | None) -> None:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=summary(__doc__))
     add_checkpoint_arguments(p, seeds="the prior samples", out="the PNGs")
     a = p.parse_args(argv)
 

@@ -24,6 +24,7 @@ from pyro_vae.commands.cli import (
     positive_int,
     seed,
     startup_done,
+    summary,
 )
 from pyro_vae.config import GUIDES, DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data.datasets import DATASETS
@@ -41,7 +42,7 @@ log = logging.getLogger("pyro_vae")
 
 
 def parse(argv: list[str] | None) -> tuple[ModelConfig, DataConfig, TrainConfig, RunConfig, argparse.Namespace]:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=summary(__doc__))
     d, m, t, r = DataConfig(), ModelConfig(), TrainConfig(), RunConfig()
     p.add_argument("--dataset", choices=list(DATASETS), default=None,
                    help="mnist or fashion-mnist: torchvision's (fashion-mnist also from Debian's "

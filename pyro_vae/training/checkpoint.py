@@ -143,7 +143,7 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
         with open(path, "rb") as f:
             start = f.read(128)
     except FileNotFoundError:
-        raise UsageError(f"checkpoint {path} does not exist: pass the checkpoint.pt that train_svi.py wrote in its "
+        raise UsageError(f"checkpoint {path} does not exist: pass the checkpoint.pt that pyro-vae-train wrote in its "
                          "`out`") from None
     except OSError as error:
         raise UsageError(f"cannot read checkpoint {path} ({error.strerror or error})") from None
@@ -156,11 +156,11 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
                              "copy, or train again") from None
         raise UsageError(
             f"{path} is not a pyro_vae checkpoint ({type(error).__name__}): pass a checkpoint.pt written by "
-            "train_svi.py"
+            "pyro-vae-train"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UsageError(f"{path} is not a pyro_vae checkpoint (no {FORMAT!r} marker): pass one written by "
-                         "train_svi.py")
+                         "pyro-vae-train")
     stored = state.get("checksum")  # checkpoints before 0.1.0's checksum have none
     if stored is not None and (not isinstance(stored, str) or checksum(state, stored.startswith(WHOLE)) != stored):
         raise UsageError(f"corrupt checkpoint: the content of {path} does not match the checksum stored with it "
@@ -168,11 +168,11 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise UsageError(f"{path} lacks {', '.join(missing)}: it is not a whole pyro_vae checkpoint (edited or written "
-                         "by other code); pass one written by train_svi.py")
+                         "by other code); pass one written by pyro-vae-train")
     problem = schema_problem(state)
     if problem:
         raise UsageError(f"{path} is not a valid pyro_vae checkpoint: {problem} (edited, or written by other code); "
-                         "pass one written by train_svi.py")
+                         "pass one written by pyro-vae-train")
     return state
 
 

@@ -16,7 +16,7 @@ from pyro_vae.commands.cli import as_flags, main, pause_collection, startup_done
 from pyro_vae.errors import UsageError
 from pyro_vae.inference.objectives import make_elbo
 
-from programs import ROOT
+from programs import ROOT, run_in_process
 
 PACKAGE = Path(__file__).parents[2] / "pyro_vae"
 COMMAND_LINE = set((PACKAGE / "commands").glob("*.py"))  # where flag names belong
@@ -160,3 +160,14 @@ def test_a_ctrl_c_during_the_imports_is_one_line_in_a_program_only(tmp_path, arg
         assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
     else:
         assert "KeyboardInterrupt" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("command", ["train_svi", "evaluate", "plot", "bdmc", "gaps"])
+def test_help_says_what_the_command_does_whole_and_names_the_console_commands(command, capsys):
+    """pyro-vae-plot's description stopped mid-sentence (the docstring's first line); three commands said
+    "written by train_svi.py", where the console command is pyro-vae-train."""
+    assert run_in_process(command, ["--help"]) == 0
+    text = capsys.readouterr().out
+    description = " ".join(text.split("\n\n")[1].split())
+    assert description.endswith("."), description
+    assert "train_svi.py" not in text
