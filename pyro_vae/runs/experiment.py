@@ -143,17 +143,26 @@ def run_training(
                 final = report.final_numbers(run.vae, run.data, state, train_config, run_config.eval_samples,
                                              context)
                 if board is not None:
-                    board.final(final, len(state.history))
+                    board.final(final, len(state.history), run.vae, run.data)
                     board.close()
                 metrics = report.metrics(final, state, run.data, report.configs(model_config, data_config,
                                          train_config, run_config), run.data_used, context.world_size)
                 if context.is_main:
-                    report.write_report(run.vae, run.data, state, metrics, folder, start, startup)
+                    also = [] if board is None else [f"{shown(board.log_dir, folder)}/"]  # named in the closing line
+                    report.write_report(run.vae, run.data, state, metrics, folder, start, startup, also)
                 return metrics
             except KeyboardInterrupt:
                 raise TrainingInterrupted(state.epoch, f"interrupted during the final evaluation: all {state.epoch} "
                                           f"epochs are saved in {run.path}; evaluate it with scripts/evaluate.py "
                                           f"`checkpoint={run.path}`") from None
+
+
+def shown(path: Path, folder: Path) -> str:
+    """``path`` as a log line names it: relative to the run ``folder`` when inside it."""
+    try:
+        return str(path.resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path)
 
 
 @dataclass

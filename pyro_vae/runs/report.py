@@ -90,8 +90,9 @@ def configs(model: ModelConfig, data: DataConfig, train: TrainConfig, run: RunCo
 
 
 def write_report(vae: VAE, data: PreparedData, state: TrainState, metrics: dict[str, Any], out: Path,
-                 started: float, startup: float) -> None:
-    """metrics.json, history.csv, the learning curve and the figures of write_figures, in ``out``."""
+                 started: float, startup: float, also: Sequence[str] = ()) -> None:
+    """metrics.json, history.csv, the learning curve and the figures of write_figures, in ``out``; the closing
+    line names them, and ``also`` (what else the run wrote, e.g. its TensorBoard folder)."""
     figures = write_figures(vae, data, out)
     plot_learning_curve(state.history, metrics["final"], out / "learning_curve.png")
     table = io.StringIO()
@@ -102,7 +103,7 @@ def write_report(vae: VAE, data: PreparedData, state: TrainState, metrics: dict[
     metrics["wall_seconds"] = time.perf_counter() - started
     metrics["startup_seconds"] = startup
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    log.info("wrote %s: checkpoint.pt metrics.json history.csv learning_curve.png %s", out, " ".join(figures))
+    log.info("wrote %s: checkpoint.pt metrics.json history.csv learning_curve.png %s", out, " ".join([*figures, *also]))
 
 
 def plot_learning_curve(history: Sequence[EpochRecord], final: dict[str, Any], path: Path) -> None:

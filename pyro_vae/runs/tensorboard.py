@@ -18,7 +18,7 @@ from pyro_vae.models.vae import VAE
 from pyro_vae.runs.plots import image_grid, reconstruction_grid
 from pyro_vae.training.state import EpochRecord
 
-IMAGES_EVERY = 5  # epochs between image summaries (and the first epoch)
+IMAGES_EVERY = 5  # epochs between image summaries (and the first and the last epoch)
 SAMPLE_SEED = 0  # the prior draws shown are the same every epoch, and take nothing from training's RNG
 
 
@@ -34,6 +34,7 @@ class TensorBoardWriter:
                              "(or pip install tensorboard)") from None
         self.writer = SummaryWriter(str(log_dir), purge_step=resumed_epoch + 1 if resumed_epoch else None)
         self.log_dir = Path(log_dir)
+        self.imaged: set[int] = set()  # the steps whose images are logged
 
     def config(self, config: dict[str, Any]) -> None:
         """The run's configuration, as a JSON block in TensorBoard's text tab."""
@@ -49,17 +50,26 @@ class TensorBoardWriter:
         self.writer.add_scalar("lr", record.lr, step)
         self.writer.add_scalar("seconds_per_epoch", record.seconds, step)
         if step == 1 or step % IMAGES_EVERY == 0:
-            x = data.test[:32]  # (32, D)
-            self.writer.add_image("reconstructions", reconstruction_grid(x, vae.reconstruct(x), data.image_shape), step,
-                                  dataformats="HW")
-            z = torch.randn(64, vae.config.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(x.device)
-            self.writer.add_image("samples", image_grid(vae.decode_mean(z), data.image_shape, 8), step,
-                                  dataformats="HW")
+            self.images(vae, data, step)
         self.writer.flush()
 
-    def final(self, final: dict[str, Any], step: int) -> None:
+    @torch.no_grad()
+    def images(self, vae: VAE, data: PreparedData, step: int) -> None:
+        """Reconstructions of the first 32 test images and 64 prior samples (the same z every time), once a step."""
+        if step in self.imaged:
+            return
+        self.imaged.add(step)
+        x = data.test[:32]  # (32, D)
+        self.writer.add_image("reconstructions", reconstruction_grid(x, vae.reconstruct(x), data.image_shape), step,
+                              dataformats="HW")
+        z = torch.randn(64, vae.config.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(x.device)
+        self.writer.add_image("samples", image_grid(vae.decode_mean(z), data.image_shape, 8), step, dataformats="HW")
+
+    def final(self, final: dict[str, Any], step: int, vae: VAE, data: PreparedData) -> None:
         """The test bound, and the test log p^(x), its SE and the share of images with PSIS k^ > 0.7,
-        at the last epoch."""
+        at the last epoch; and that epoch's images, when it was not one of every IMAGES_EVERY (a 3-epoch run
+        had none of its last epoch)."""
+        self.images(vae, data, step)
         self.writer.add_scalar(f"{final['objective']}/test", final["test_bound"], step)
         log_likelihood = final.get("test_log_likelihood")
         if log_likelihood is not None:

@@ -94,3 +94,14 @@ def test_a_tensorboard_folder_of_another_run_or_unusable_is_one_line_before_trai
     assert run_in_process("train_svi", [*first, "--epochs", "3", "--resume"]) == 0
     assert run_in_process("train_svi", [*first, "--overwrite"]) == 2
     assert "holds TensorBoard events of an earlier run in" in capsys.readouterr().err
+
+
+def test_the_last_epoch_has_its_images_and_the_closing_line_names_the_folder(tiny_mnist, tmp_path, capsys):
+    """A 3-epoch run logged images at epochs 1 and 5, 10, ...: none of its last epoch."""
+    argv = ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY, "--epochs", "3", "--tensorboard"]
+    assert run_in_process("train_svi", argv) == 0
+    board = events(tmp_path / "tensorboard")
+    assert [e.step for e in board.Images("samples")] == [1, 3]
+    assert [e.step for e in board.Images("reconstructions")] == [1, 3]
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"wrote {tmp_path}:") and last.endswith(" tensorboard/"), last
