@@ -26,7 +26,7 @@ from pyro_vae.evaluation.memory import FLOAT, parameter_count, require_memory, t
 from pyro_vae.inference.objectives import make_elbo, objective_name
 from pyro_vae.models.vae import VAE
 from pyro_vae.runs import report
-from pyro_vae.runs.run_folder import owned_run_folder, remove_results_of, writable_dir
+from pyro_vae.runs.run_folder import owned_run_folder, remove_results_of, run_folder
 from pyro_vae.training import checkpoint
 from pyro_vae.training.distributed import SINGLE, Context
 from pyro_vae.training.loop import fit, forget_networks, make_optimizer
@@ -114,10 +114,11 @@ def run_training(
     run_config = run_config or RunConfig()
     # refuses a bad pairing (e.g. jit with iwae, meanfield with a flow guide) before any work
     make_elbo(train_config.elbo, train_config.num_particles, train_config.jit, model_config.guide)
-    folder = writable_dir(out)
     resume_path = Path(resume) if resume is not None else None
-    # a TensorBoard folder it cannot use, or another run's, is one line before start-up
-    with owned_run_folder(folder, resume_path, overwrite, context, None if tensorboard is None else Path(tensorboard)):
+    board_folder = None if tensorboard is None else Path(tensorboard)
+    # a TensorBoard folder it cannot use, or another run's, is one line before start-up; a failed start leaves
+    # no folder behind
+    with run_folder(out, context) as folder, owned_run_folder(folder, resume_path, overwrite, context, board_folder):
         run = Run.start(model_config, data_config, train_config, run_config, folder, resume_path, context)
         continuing = resume_path is not None and resume_path.resolve() == (folder / "checkpoint.pt").resolve()
         if context.is_main and continuing:

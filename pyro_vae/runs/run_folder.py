@@ -50,6 +50,21 @@ def writable_dir(out: str | Path) -> Path:
     return out
 
 
+@contextmanager
+def run_folder(out: str | Path, context: Context) -> Generator[Path, None, None]:
+    """``out``, created if needed and writable (writable_dir). A folder this call created goes again when the
+    block fails before the run saved anything there (no checkpoint.pt): a failed start, e.g. `device=cuda`
+    without a GPU, left an empty runs/train_svi-2 holding only its .lock."""
+    created = not output_path(out).exists()
+    folder = writable_dir(out)
+    try:
+        yield folder
+    except BaseException:
+        if created and context.is_main and not (folder / "checkpoint.pt").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 # what evaluate.py, bdmc.py and gaps.py write beside the checkpoint they score: results of that checkpoint alone
 EVALUATION_FILES = ("evaluation.json", "per_image.csv", "bounds.png", "bdmc.json", "bdmc_per_image.csv", "bdmc.png",
                     "gaps.json", "gaps.png")

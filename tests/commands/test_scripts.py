@@ -311,9 +311,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, name, a
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is absent")
 def test_cuda_without_a_gpu_is_one_line_and_exit_2(tmp_path, capsys):
-    assert run_in_process("train_svi", ["--device", "cuda", "--out", tmp_path]) == 2
+    assert run_in_process("train_svi", ["--device", "cuda", "--out", tmp_path / "new"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "no CUDA device" in lines[0] and "--device cpu" in lines[0]
+    assert not (tmp_path / "new").exists()  # a failed start leaves nothing behind (it left the folder and its .lock)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    assert run_in_process("train_svi", ["--device", "cuda", "--out", tmp_path / "mine"]) == 2
+    assert (tmp_path / "mine" / "notes.txt").exists()  # a folder the run did not make is left as it was
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
