@@ -162,6 +162,7 @@ def load_binarized_mnist(data_dir: str | Path, download: bool, seed: int) -> Dat
     for folder in folders:
         require_readable(folder)
     found = next((folder for folder in folders if all(os.path.lexists(folder / name) for name in names)), None)
+    failure = "offline?"
     if found is None and download:
         from torchvision.datasets.utils import download_url
 
@@ -170,10 +171,10 @@ def load_binarized_mnist(data_dir: str | Path, download: bool, seed: int) -> Dat
                 if not (folders[1] / name).exists():
                     download_url(BINARIZED_MNIST_URL + name, str(folders[1]), name)
             found = folders[1]
-        except (OSError, RuntimeError) as error:
-            log.info("binarized MNIST download failed: %s", str(error).splitlines()[0][:120])
+        except (OSError, RuntimeError) as error:  # said once, in the error below, not as a line of its own
+            failure = (str(error).splitlines() or [type(error).__name__])[0][:120]
     if found is None:
-        how = "the download failed (offline?)" if download else "downloads are disabled"
+        how = f"the download failed ({failure})" if download else "downloads are disabled"
         raise UsageError(
             f"binarized-mnist: files not found: expected {', '.join(names)} in {folders[0]} or {folders[1]}, and "
             f"{how}; get them from {BINARIZED_MNIST_URL} or pass `data_dir=<folder holding them>`"

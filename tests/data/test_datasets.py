@@ -238,3 +238,18 @@ def test_an_unreadable_data_folder_is_one_line_and_never_falls_back(tiny_mnist, 
     monkeypatch.setattr(data_module.os, "access", lambda path, mode: False if Path(path) == raw else real(path, mode))
     with pytest.raises(UsageError, match=r"cannot read the data folder .*MNIST/raw \(permission denied\)"):
         load_dataset("mnist", tiny_mnist, download=False, fallback=True)
+
+
+def test_a_failed_download_is_said_once_in_the_error(tmp_path, monkeypatch, caplog):
+    """Offline, --dataset binarized-mnist printed the raw `urlopen error ...` as a line of its own before its
+    one-line error; the reason now goes into that one line. (No network: the download is made to fail.)"""
+    import torchvision.datasets.utils
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_url", offline)
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        with pytest.raises(UsageError, match=r"files not found: .* the download failed \(<urlopen error \[Errno"):
+            load_dataset("binarized-mnist", tmp_path / "none", download=True)
+    assert caplog.text == ""
