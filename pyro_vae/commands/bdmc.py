@@ -52,7 +52,7 @@ from pyro_vae.inference.estimators import sample_sites
 from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, REVERSE_AIS, DatapointStreams
 from pyro_vae.models.model import LATENT, OBSERVED
 from pyro_vae.runs.experiment import load_run
-from pyro_vae.runs.parts import Scored, file_hash, projected_time, score_in_parts, tensor_hash, write_csv
+from pyro_vae.runs.parts import Scored, file_hash, projected_time, score_in_parts, stamp_figure, tensor_hash, write_csv
 from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
 from pyro_vae.training import distributed
 
@@ -189,5 +189,6 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
         atomic_write_text(out / "bdmc.json", json.dumps(result, indent=2) + "\n")
         write_csv(out / "bdmc_per_image.csv", index, values)
         plot_bdmc(rows, bounds, out / "bdmc.png")
+        stamp_figure(out / "bdmc.png", settings["checkpoint_sha256"], state.get("epoch"))
         shutil.rmtree(out / "bdmc.parts", ignore_errors=True)
         log.info("wrote %s, %s and %s", out / "bdmc.json", out / "bdmc_per_image.csv", out / "bdmc.png")

@@ -56,6 +56,7 @@ from pyro_vae.runs.parts import (
     read_csv,
     score_in_parts,
     shared_images,
+    stamp_figure,
     tensor_hash,
     write_csv,
 )
@@ -180,5 +181,6 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
         atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
         write_csv(out / "per_image.csv", index, values)
         plot_bounds(report, out / "bounds.png")
+        stamp_figure(out / "bounds.png", settings["checkpoint_sha256"], state.get("epoch"))
         shutil.rmtree(out / "evaluation.parts", ignore_errors=True)
         log.info("wrote %s, %s and %s", out / "evaluation.json", out / "per_image.csv", out / "bounds.png")

@@ -36,7 +36,7 @@ from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
 from pyro_vae.inference.streams import LOCAL_FIT, stream_seed
 from pyro_vae.runs.experiment import load_run
-from pyro_vae.runs.parts import Scored, choose_images, file_hash, score_in_parts, tensor_hash
+from pyro_vae.runs.parts import Scored, choose_images, file_hash, score_in_parts, stamp_figure, tensor_hash
 from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
 from pyro_vae.training import distributed
 
@@ -154,5 +154,6 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
                   "images": {"index": index.tolist(), "converged": gaps.converged.tolist(), **per_image}}
         atomic_write_text(out / "gaps.json", json.dumps(result, indent=2) + "\n")
         plot_gaps(gaps, out / "gaps.png")
+        stamp_figure(out / "gaps.png", settings["checkpoint_sha256"], state.get("epoch"))
         shutil.rmtree(out / "gaps.parts", ignore_errors=True)
         log.info("wrote %s and %s", out / "gaps.json", out / "gaps.png")

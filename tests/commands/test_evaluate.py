@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+from PIL import Image
 
 from conftest import write_tiny_mnist
 from programs import ROOT, TINY, run_in_process
@@ -73,6 +74,9 @@ def test_two_processes_give_every_image_the_numbers_of_one(trained, tmp_path):
     result = json.loads((tmp_path / "e2" / "evaluation.json").read_text())
     assert result["processes"] == 2 and result["checkpoint_epoch"] == 2  # which checkpoint the numbers are of
     assert result["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    for figure in (tmp_path / "e2" / "bounds.png", tmp_path / "b2" / "bdmc.png"):  # the figures say it too
+        with Image.open(figure) as image:
+            assert image.text == {"checkpoint_sha256": result["checkpoint_sha256"], "checkpoint_epoch": "2"}
     bdmc_csv = (tmp_path / "b1" / "bdmc_per_image.csv").read_text()
     assert bdmc_csv == (tmp_path / "b2" / "bdmc_per_image.csv").read_text() and len(bdmc_csv.splitlines()) == 11
     assert without_timings(tmp_path / "b1" / "bdmc.json") == without_timings(tmp_path / "b2" / "bdmc.json")
