@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyro_vae.inference.estimators import log_mean_exp
+from pyro_vae.inference.estimators import check_has_datapoints, log_mean_exp
 from pyro_vae.inference.hmc import Target, hmc_transition
 from pyro_vae.inference.streams import GLOBAL, Noise
 
@@ -77,9 +77,7 @@ def _check_arguments(num_steps: int, num_chains: int, num_leapfrog: int, step_si
         raise ValueError(f"num_leapfrog must be >= 1 (an HMC transition takes at least one step), got {num_leapfrog}")
     if not step_size > 0:
         raise ValueError(f"step_size (where the pilot starts) must be positive, got {step_size}")
-    data = next((a for a in args if isinstance(a, Tensor)), None)
-    if data is not None and data.shape[:1] == (0,):
-        raise ValueError("the data holds no datapoints: nothing to estimate")
+    check_has_datapoints(args)
 
 
 def _pilot(target: Target, betas: Tensor, start: dict[str, Tensor] | None, *, num_leapfrog: int,

@@ -48,6 +48,13 @@ def data_dim(site: Any, plate: str) -> int:
     )
 
 
+def check_has_datapoints(args: tuple) -> None:
+    """A ValueError when the data, the first positional tensor argument, holds no datapoints (dim 0 of size 0)."""
+    data = next((a for a in args if isinstance(a, Tensor)), None)
+    if data is not None and data.shape[:1] == (0,):
+        raise ValueError("the data holds no datapoints: nothing to estimate")
+
+
 def plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict, plate: str) -> int:
     """How many plate dimensions the pair uses, from one unvectorized run (as pyro.infer.ELBO does).
 
@@ -175,9 +182,7 @@ def _log_weight_chunks(
     _check_num_samples(num_samples)
     if max_plate_nesting is not None and max_plate_nesting < 1:
         raise ValueError(f"max_plate_nesting must be >= 1 (the data plate is one), got {max_plate_nesting}")
-    data = next((a for a in args if isinstance(a, Tensor)), None)
-    if data is not None and data.shape[:1] == (0,):
-        raise ValueError("the data holds no datapoints: nothing to estimate")
+    check_has_datapoints(args)
     nesting = plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
     chunk_size = num_samples if chunk_size is None else chunk_size
     if chunk_size < 1:

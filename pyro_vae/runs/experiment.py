@@ -26,7 +26,7 @@ from pyro_vae.evaluation.memory import FLOAT, parameter_count, require_memory, t
 from pyro_vae.inference.objectives import make_elbo, objective_name
 from pyro_vae.models.vae import VAE
 from pyro_vae.runs import report
-from pyro_vae.runs.run_folder import owned_run_folder, remove_results_of, run_folder
+from pyro_vae.runs.run_folder import continues, owned_run_folder, remove_results_of, run_folder
 from pyro_vae.training import checkpoint
 from pyro_vae.training.distributed import SINGLE, Context
 from pyro_vae.training.loop import fit, forget_networks, make_optimizer
@@ -120,8 +120,7 @@ def run_training(
     # no folder behind
     with run_folder(out, context) as folder, owned_run_folder(folder, resume_path, overwrite, context, board_folder):
         run = Run.start(model_config, data_config, train_config, run_config, folder, resume_path, context)
-        continuing = resume_path is not None and resume_path.resolve() == (folder / "checkpoint.pt").resolve()
-        if context.is_main and continuing:
+        if context.is_main and continues(folder, resume_path):
             remove_results_of(folder)  # the resume is allowed: the checkpoint they measured is about to change
         startup = time.perf_counter() - start
         log.info("start-up %.1f s (imports, data, model); training starts", startup)

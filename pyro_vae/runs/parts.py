@@ -124,15 +124,20 @@ def score_in_parts(
 LONG = 600.0  # seconds: an evaluation projected to take longer says so, before it starts and after its first part
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` as a log line says a long time: "2 h 5 min", or "35 min"."""
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
 def projected_time(samples: float, per_second: float, processes: int) -> None:
     """Before a long evaluation: log how long ``samples`` (image, sample) pairs take at ``per_second`` in each of
     ``processes``, when that is long (a K or a step count that fits in memory may still take days)."""
     total = samples / per_second / processes
     if total > LONG:
-        hours, minutes = divmod(round(total / 60), 60)
         log.info("this evaluation will take about %s (%.2g samples of z at %.0f/s per process, measured now); it is "
-                 "saved part by part: stop it at any time and go on with `resume`", f"{hours} h {minutes} min" if hours
-                 else f"{minutes} min", samples, per_second)
+                 "saved part by part: stop it at any time and go on with `resume`", duration(total), samples,
+                 per_second)
 
 
 def say_how_long(first: float, mine: int, parts: int) -> None:
@@ -140,10 +145,8 @@ def say_how_long(first: float, mine: int, parts: int) -> None:
     ``parts``, logged when it is long: a K or a step count that fits in memory may still take hours."""
     total = first * mine
     if total > LONG:
-        hours, minutes = divmod(round(total / 60), 60)
         log.info("the first of %d parts took %.0f s: the whole evaluation will take about %s (saved part by part: "
-                 "stop it at any time and go on with `resume`)", parts, first,
-                 f"{hours} h {minutes} min" if hours else f"{minutes} min")
+                 "stop it at any time and go on with `resume`)", parts, first, duration(total))
 
 
 def check_resumable(folder: Path, fingerprint: dict[str, Any]) -> None:

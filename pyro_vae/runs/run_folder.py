@@ -90,6 +90,11 @@ def remove_results_of(out: Path) -> None:
                  ", ".join(stale))
 
 
+def continues(out: Path, resume: Path | None) -> bool:
+    """Whether a run into ``out`` resuming from ``resume`` continues the run already there (its own checkpoint)."""
+    return resume is not None and resume.resolve() == (out / "checkpoint.pt").resolve()
+
+
 def check_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
     """Refuse to mix runs: ``out`` may hold an earlier run only when this run continues it
     (``resume`` is its checkpoint) or ``overwrite`` says to replace it (its files are removed
@@ -99,8 +104,7 @@ def check_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
             raise UsageError(f"{out / name} is a folder, not a file, and the run writes its {name} there: remove it "
                              "or choose another `out`")
     earlier = earlier_run(out)
-    continuing = resume is not None and resume.resolve() == (out / "checkpoint.pt").resolve()
-    if not earlier or continuing:
+    if not earlier or continues(out, resume):
         return
     if not overwrite:
         raise UsageError(f"{out} holds an earlier run ({', '.join(earlier)}): pass `resume` to go on with it, "
@@ -142,8 +146,7 @@ def owned_run_folder(out: Path, resume: Path | None, overwrite: bool, context: C
     def check() -> None:
         check_run_folder(out, resume, overwrite)
         if tensorboard is not None:
-            continuing = resume is not None and resume.resolve() == (out / "checkpoint.pt").resolve()
-            claim_tensorboard(tensorboard, out, continuing)
+            claim_tensorboard(tensorboard, out, continues(out, resume))
 
     return held_folder(out, context, check)
 
