@@ -134,7 +134,7 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
         images, latents = x[rows.to(x.device)], z[rows.to(z.device)]
         bounds = datapoint_bounds(vae, images, ks=ks, batch_size=a.batch_size, diagnose=False,
                                   noise=DatapointStreams(a.seed, rows, IMPORTANCE_SAMPLING))
-        scored = Scored({"elbo": bounds.elbo, **{f"iwae_{k}": v for k, v in bounds.iwae.items() if k > 1}})
+        scored = Scored(bounds.columns())
         for steps in steps_rows:
             start = time.perf_counter()
             forward = ais(vae.annealing_model, vae.annealing_guide, images, num_steps=steps,
@@ -165,8 +165,7 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
                          "upper": Estimate.of(upper).__dict__, "gap": Estimate.of(upper - lower).__dict__,
                          "acceptance": values[f"acceptance_{steps}"].mean().item(),
                          "seconds": scored.seconds[str(steps)]})
-        report = DatapointBounds(values["elbo"], {k: values["elbo"] if k == 1 else values[f"iwae_{k}"] for k in ks},
-                                 None).report()
+        report = DatapointBounds.from_columns(values, ks).report()
         bounds = {"ELBO": report.elbo.mean, f"IWAE K={a.iwae_samples}": report.log_likelihood.mean}
 
         def pm(estimate: dict) -> str:  # mean ± SE; one image has no SE (said once, below the table)

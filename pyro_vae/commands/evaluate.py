@@ -133,8 +133,7 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
         images = data.test[rows.to(data.test.device)]
         bounds = datapoint_bounds(vae, images, ks=ks, batch_size=a.batch_size, chunk_size=a.chunk_size,
                                   diagnose=diagnose, noise=DatapointStreams(a.seed, rows, IMPORTANCE_SAMPLING))
-        scored = Scored({"elbo": bounds.elbo, **{f"iwae_{k}": v for k, v in bounds.iwae.items() if k > 1},
-                         **({} if bounds.khat is None else {"khat": bounds.khat})})
+        scored = Scored(bounds.columns())
         for steps in ais_steps:
             start = time.perf_counter()
             result = datapoint_ais(vae, images, steps, a.ais_chains, a.ais_leapfrog, a.batch_size,
@@ -157,8 +156,7 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
             return
         values = scored.values
         shared, compared = (0, None) if other is None else paired_differences(index, values, *other)
-        report = DatapointBounds(values["elbo"], {k: values["elbo"] if k == 1 else values[f"iwae_{k}"] for k in ks},
-                                 values.get("khat")).report()
+        report = DatapointBounds.from_columns(values, ks).report()
         report = replace(report, ais=tuple(
             AISEstimate(steps, a.ais_chains, Estimate.of(values[f"ais_{steps}"]),
                         values[f"ais_{steps}_acceptance"].mean().item(), scored.seconds[f"ais_{steps}"])

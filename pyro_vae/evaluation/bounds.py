@@ -124,6 +124,17 @@ class DatapointBounds:
         return DatapointBounds(fn(self.elbo), {k: fn(v) for k, v in self.iwae.items()},
                                None if self.khat is None else fn(self.khat))
 
+    def columns(self) -> dict[str, Tensor]:
+        """As the columns of a per-image table: elbo, iwae_k for each k > 1, and khat when computed."""
+        return {"elbo": self.elbo, **{f"iwae_{k}": v for k, v in self.iwae.items() if k > 1},
+                **({} if self.khat is None else {"khat": self.khat})}
+
+    @classmethod
+    def from_columns(cls, columns: dict[str, Tensor], ks: Sequence[int]) -> DatapointBounds:
+        """What columns() gave, for the bounds ``ks`` (L_1 is the elbo column)."""
+        return cls(columns["elbo"], {k: columns["elbo"] if k == 1 else columns[f"iwae_{k}"] for k in ks},
+                   columns.get("khat"))
+
     def report(self) -> BoundsReport:
         num_samples = max(self.iwae)
         return BoundsReport(
