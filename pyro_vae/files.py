@@ -110,8 +110,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, text.encode())
 
 
-def save_figure(fig: Any, path: str | Path) -> None:
-    """A matplotlib figure as a PNG at ``path``, written atomically (see atomic_write)."""
+def save_figure(fig: Any, path: str | Path, metadata: dict[str, str | None] | None = None) -> None:
+    """A matplotlib figure as a PNG at ``path``, written atomically (see atomic_write); ``metadata``: the PNG's
+    text chunks (None drops one of matplotlib's own, e.g. Software)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata=metadata)
     atomic_write(path, buffer.getvalue())

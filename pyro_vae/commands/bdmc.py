@@ -52,14 +52,15 @@ from pyro_vae.inference.estimators import sample_sites
 from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, REVERSE_AIS, DatapointStreams
 from pyro_vae.models.model import LATENT, OBSERVED
 from pyro_vae.runs.experiment import load_run
-from pyro_vae.runs.parts import Scored, file_hash, projected_time, score_in_parts, stamp_figure, tensor_hash, write_csv
+from pyro_vae.runs.parts import Scored, figure_stamp, file_hash, projected_time, score_in_parts, tensor_hash, write_csv
 from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
 from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
 
 
-def plot_bdmc(rows: list[dict], bounds: dict[str, float], path: Path) -> None:
+def plot_bdmc(rows: list[dict], bounds: dict[str, float], path: Path,
+              metadata: dict[str, str | None] | None = None) -> None:
     """Left: forward and reverse AIS against the step count, with the IS bounds as lines (means over images;
     their SE over images, mostly the images' own spread, is common to every row and left out). Right: the
     sandwich's width, reverse - forward per image, with ± 2 SE (paired, so the images' spread cancels)."""
@@ -84,7 +85,7 @@ def plot_bdmc(rows: list[dict], bounds: dict[str, float], path: Path) -> None:
         ax.set_xlabel("AIS steps (HMC transitions)")
         ax.grid(alpha=0.3, which="both")
     left.legend(fontsize=8)
-    save_figure(fig, path)
+    save_figure(fig, path, metadata)
 
 
 def run(argv: list[str] | None) -> None:
@@ -187,7 +188,6 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
                   "chains": a.chains, "leapfrog": a.leapfrog, "rows": rows, "importance_sampling": report.to_dict()}
         atomic_write_text(out / "bdmc.json", json.dumps(result, indent=2) + "\n")
         write_csv(out / "bdmc_per_image.csv", index, values)
-        plot_bdmc(rows, bounds, out / "bdmc.png")
-        stamp_figure(out / "bdmc.png", settings["checkpoint_sha256"], state.get("epoch"))
+        plot_bdmc(rows, bounds, out / "bdmc.png", figure_stamp(settings["checkpoint_sha256"], state.get("epoch")))
         shutil.rmtree(out / "bdmc.parts", ignore_errors=True)
         log.info("wrote %s, %s and %s", out / "bdmc.json", out / "bdmc_per_image.csv", out / "bdmc.png")

@@ -50,13 +50,13 @@ from pyro_vae.runs.experiment import load_run
 from pyro_vae.runs.parts import (
     Scored,
     choose_images,
+    figure_stamp,
     file_hash,
     paired_differences,
     projected_time,
     read_csv,
     score_in_parts,
     shared_images,
-    stamp_figure,
     tensor_hash,
     write_csv,
 )
@@ -178,7 +178,7 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
                                                   "paired_differences": compared})}
         atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
         write_csv(out / "per_image.csv", index, values)
-        plot_bounds(report, out / "bounds.png")
-        stamp_figure(out / "bounds.png", settings["checkpoint_sha256"], state.get("epoch"))
+        stamp = figure_stamp(settings["checkpoint_sha256"], state.get("epoch"))
+        plot_bounds(report, out / "bounds.png", metadata=stamp)
         shutil.rmtree(out / "evaluation.parts", ignore_errors=True)
         log.info("wrote %s, %s and %s", out / "evaluation.json", out / "per_image.csv", out / "bounds.png")

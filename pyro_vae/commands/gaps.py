@@ -36,7 +36,7 @@ from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
 from pyro_vae.inference.streams import LOCAL_FIT, stream_seed
 from pyro_vae.runs.experiment import load_run
-from pyro_vae.runs.parts import Scored, choose_images, file_hash, score_in_parts, stamp_figure, tensor_hash
+from pyro_vae.runs.parts import Scored, choose_images, figure_stamp, file_hash, score_in_parts, tensor_hash
 from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
 from pyro_vae.training import distributed
 
@@ -46,7 +46,7 @@ ROWS = (("log_px", "log p^(x), AIS"), ("local_elbo", "L[q*], best Gaussian per i
         ("inference_gap", "inference gap"))
 
 
-def plot_gaps(gaps: InferenceGaps, path: Path) -> None:
+def plot_gaps(gaps: InferenceGaps, path: Path, metadata: dict[str, str | None] | None = None) -> None:
     """Left: each image's inference gap as approximation (below) plus amortization (above), images sorted
     by their inference gap. Right: amortization against approximation gap, one point per image."""
     approximation, amortization = gaps.approximation_gap.cpu().numpy(), gaps.amortization_gap.cpu().numpy()
@@ -71,7 +71,7 @@ def plot_gaps(gaps: InferenceGaps, path: Path) -> None:
     right.legend(fontsize=8, loc="lower right")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    save_figure(fig, path, metadata)
 
 
 def local_steps(text: str) -> int:
@@ -153,7 +153,6 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
                   "summary": {name: {"mean": m, "se": se} for name, (m, se) in summary.items()},
                   "images": {"index": index.tolist(), "converged": gaps.converged.tolist(), **per_image}}
         atomic_write_text(out / "gaps.json", json.dumps(result, indent=2) + "\n")
-        plot_gaps(gaps, out / "gaps.png")
-        stamp_figure(out / "gaps.png", settings["checkpoint_sha256"], state.get("epoch"))
+        plot_gaps(gaps, out / "gaps.png", figure_stamp(settings["checkpoint_sha256"], state.get("epoch")))
         shutil.rmtree(out / "gaps.parts", ignore_errors=True)
         log.info("wrote %s and %s", out / "gaps.json", out / "gaps.png")

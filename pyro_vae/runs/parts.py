@@ -268,16 +268,7 @@ def paired_differences(index: Tensor, values: dict[str, Tensor], other_index: Te
     return len(shared), out
 
 
-def stamp_figure(path: Path, checkpoint_sha256: str, checkpoint_epoch: int | None) -> None:
-    """Write into a results figure (a PNG's text chunks, which image viewers show as its properties) which
+def figure_stamp(checkpoint_sha256: str, checkpoint_epoch: int | None) -> dict[str, str | None]:
+    """The text a results figure carries (PNG text chunks, which image viewers show as its properties): which
     checkpoint, and which epoch of it, its numbers are of, as the JSON beside it records them."""
-    from PIL import Image, PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    info.add_text("checkpoint_sha256", checkpoint_sha256)
-    info.add_text("checkpoint_epoch", str(checkpoint_epoch))
-    with Image.open(path) as image:
-        image.load()
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", pnginfo=info)
-    atomic_write(path, buffer.getvalue())
+    return {"checkpoint_sha256": checkpoint_sha256, "checkpoint_epoch": str(checkpoint_epoch), "Software": None}

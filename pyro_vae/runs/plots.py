@@ -159,7 +159,8 @@ def plot_history(
     save_figure(fig, path)
 
 
-def plot_bounds(report: BoundsReport, path: str | Path, title: str = "") -> None:
+def plot_bounds(report: BoundsReport, path: str | Path, title: str = "",
+                metadata: dict[str, str | None] | None = None) -> None:
     """IWAE bound L_K against K (log axis) with ± 2 SE bars, the ELBO as a horizontal line."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
@@ -179,4 +180,4 @@ def plot_bounds(report: BoundsReport, path: str | Path, title: str = "") -> None
                  f"({report.num_datapoints} images)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=8)
-    save_figure(fig, path)
+    save_figure(fig, path, metadata)
