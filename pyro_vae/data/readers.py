@@ -57,8 +57,21 @@ def read_idx(path: Path, shape: tuple[int | None, ...], remedy: str) -> np.ndarr
     try:
         with open(path, "rb") as f:
             head = f.read(4 + 4 * 255)  # the longest header there can be
+            header, dims = _idx_header(path, head, size, shape, remedy)
+            expected_size = header + math.prod(dims)
+            f.seek(0)
+            data = f.read(expected_size + 1)  # one byte more: a file that grew since it was measured shows it
     except OSError as error:
         raise UsageError(f"cannot read {path} ({error.strerror}); {remedy}") from None
+    if len(data) != expected_size:  # changed since it was measured
+        raise damaged(path, f"it is {len(data):,} bytes, and its header says {expected_size:,}", remedy)
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _idx_header(path: Path, head: bytes, size: int, shape: tuple[int | None, ...],
+                remedy: str) -> tuple[int, tuple[int, ...]]:
+    """The header's length in bytes and the array's dimensions, from the first bytes ``head`` of an IDX file,
+    checked against ``shape`` and against the file's ``size``."""
     if len(head) < 4 or head[:2] != b"\0\0":
         raise damaged(path, "it does not start with an IDX header (0x00 0x00, type, dimensions)", remedy)
     kind, ndim = head[2], head[3]
@@ -79,10 +92,7 @@ def read_idx(path: Path, shape: tuple[int | None, ...], remedy: str) -> np.ndarr
     if size != expected_size:
         raise damaged(path, f"it is {size:,} bytes, and its header ({' x '.join(map(str, dims))}) says "
                       f"{expected_size:,}: {'truncated' if size < expected_size else 'extra bytes at the end'}", remedy)
-    data = read_bytes(path, remedy, at_most=expected_size)
-    if len(data) != expected_size:  # changed since it was measured
-        raise damaged(path, f"it is {len(data):,} bytes, and its header says {expected_size:,}", remedy)
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    return header, dims
 
 
 ONE_SPACE, ONE_NEWLINE = ord("1") + 256 * ord(" "), ord("1") + 256 * ord("\n")  # "1 ", "1\n" read as <u2
