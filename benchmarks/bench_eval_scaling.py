@@ -47,11 +47,11 @@ def main() -> None:
     p.add_argument("--batch-size", default="25", help="images per part: each process needs several (default: 25)")
     p.add_argument("--rounds", type=int, default=2)
     a = p.parse_args()
-    common = ["--checkpoint", a.checkpoint, "--images", str(a.images), "--batch-size", a.batch_size, "--device", "cpu",
-              *(["--data-dir", a.data_dir] if a.data_dir else [])]
-    modes = {"IS, K = 5000": [*common, "--num-samples", "5000"],
+    common = ["--checkpoint", a.checkpoint, "--images", str(a.images), "--images-per-pass", a.batch_size,
+              "--device", "cpu", *(["--data-dir", a.data_dir] if a.data_dir else [])]
+    modes = {"IS, K = 5000": [*common, "--eval-samples", "5000"],
              f"AIS, {a.ais_steps} steps x {a.ais_chains} chains x {a.ais_leapfrog} leapfrog":
-                 [*common, "--num-samples", "1", "--ks", "1", "--ais-steps", a.ais_steps, "--ais-chains", a.ais_chains,
+                 [*common, "--eval-samples", "1", "--ks", "1", "--ais-steps", a.ais_steps, "--ais-chains", a.ais_chains,
                   "--ais-leapfrog", a.ais_leapfrog]}
     print(f"{a.images} random test images of {a.checkpoint}; {os.cpu_count()} CPUs; one torch thread per process")
     print("| work | processes | images/s (scoring) | scoring s | command s | speed-up |")

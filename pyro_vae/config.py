@@ -26,7 +26,17 @@ def _require_int(**values: object) -> None:
             raise UsageError(f"`{name}` must be an integer, got {value!r}")
 
 
+# The names of each choice, here so that the command line can offer them without importing torch (its
+# parsers answer --help before the library loads); tests/test_config.py checks them against the registries
+# that implement them (data.DATASETS, models.LIKELIHOODS, ...).
+DATASET_NAMES = ("mnist", "fashion-mnist", "binarized-mnist", "mnist5k")
+LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian")
+ACTIVATION_NAMES = ("relu", "tanh", "softplus", "elu", "leaky-relu")
+ELBO_NAMES = ("trace", "meanfield", "iwae")
 GUIDES = ("gaussian", "iaf")
+BINARIZE = ("auto", "dynamic", "threshold", "none")
+LR_SCHEDULES = ("constant", "burda")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)

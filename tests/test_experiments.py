@@ -60,14 +60,15 @@ def test_gap_experiment_trains_both_guides_and_splits_their_gaps(tiny_mnist, tmp
     assert Image.open(out / "gaps.png").size[0] > 500
     assert "| iaf |" in capsys.readouterr().out
     # pyro-vae-gaps on a checkpoint of the IAF guide (AIS in the flow's base space; q*_FFG from its moments)
-    assert run_in_process("gaps", ["--checkpoint", out / "iaf-seed0" / "checkpoint.pt", "--num-images", "4",
-                                   "--local-steps", "20", "--num-samples", "20", "--ais-steps", "3", "--ais-chains",
+    assert run_in_process("gaps", ["--checkpoint", out / "iaf-seed0" / "checkpoint.pt", "--images", "4",
+                                   "--local-steps", "20", "--elbo-samples", "20", "--ais-steps", "3", "--ais-chains",
                                    "2", "--ais-leapfrog", "2", "--data-dir", tiny_mnist, "--out", tmp_path / "g"]) == 0
     assert "approximation gap" in capsys.readouterr().out
     assert len(json.loads((tmp_path / "g" / "gaps.json").read_text())["images"]["index"]) == 4
     # and BDMC: reverse AIS starts from the simulated z pulled back through the flow
-    assert run_in_process("bdmc", ["--checkpoint", out / "iaf-seed0" / "checkpoint.pt", "--num-images", "4",
-                                   "--steps", "2,20", "--chains", "2", "--leapfrog", "2", "--iwae-samples", "20",
+    assert run_in_process("bdmc", ["--checkpoint", out / "iaf-seed0" / "checkpoint.pt", "--images", "4",
+                                   "--ais-steps", "2,20", "--ais-chains", "2", "--ais-leapfrog", "2", "--eval-samples",
+                                   "20",
                                    "--data-dir", tiny_mnist, "--out", tmp_path / "b"]) == 0
     rows = json.loads((tmp_path / "b" / "bdmc.json").read_text())["rows"]
     assert rows[-1]["gap"]["mean"] > -3 * rows[-1]["gap"]["se"]  # reverse above forward, within MC error

@@ -1,27 +1,42 @@
-"""The command-line programs. Each module's ``run(argv)`` parses flags into configs and calls the
-library. The console scripts (``pyro-vae-train``, ``pyro-vae-evaluate``, ``pyro-vae-plot``,
-``pyro-vae-bdmc``) and ``scripts/*.py`` call it through ``runner``, which imports the module (and
-so torch and Pyro) only inside cli.main: a Ctrl-C during those imports is then the one-line
-interrupt of every other moment, and nothing heavy loads before it is needed."""
+"""The command-line programs. Each module's ``run(args)`` turns the flags that parsers.py read into configs
+and calls the library. The console scripts (``pyro-vae-train``, ``-evaluate``, ``-plot``, ``-bdmc``, ``-gaps``,
+``-sample``) and ``scripts/*.py`` call it through ``runner``, which imports the module (and so torch and
+Pyro) only inside cli.main, after the flags are read: --help and a bad flag answer at once, a Ctrl-C during
+the imports is the one-line interrupt of every other moment, and nothing heavy loads before it is needed."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from importlib import import_module
 from typing import NoReturn
 
 from pyro_vae.commands.cli import exit_now, main, pause_collection
+from pyro_vae.commands.parsers import DEFAULT_THREADS, parse
 
 
 def runner(name: str) -> Callable[[list[str] | None], None]:
-    """``run(argv)`` of pyro_vae.commands.<name>, imported when called. ``argv`` None: the command is
-    its script's process, whose garbage collector pauses until the command has started up (each
-    calls cli.startup_done once its model and data are built; see cli.pause_collection)."""
+    """``run(args)`` of pyro_vae.commands.<name>, on the flags parsers.py reads from ``argv`` first (so --help
+    and a bad flag answer before torch loads), imported when called. ``argv`` None: the command is its
+    script's process, whose garbage collector pauses until the command has started up (each calls
+    cli.startup_done once its model and data are built; see cli.pause_collection). The command runs on
+    --threads torch threads; an in-process caller (a test, a notebook) gets its own number back."""
 
     def run(argv: list[str] | None) -> None:
+        args = parse(name, argv)
         if argv is None:
             pause_collection()
-        import_module(f"pyro_vae.commands.{name}").run(argv)
+        command = import_module(f"pyro_vae.commands.{name}")
+        import torch
+
+        before = torch.get_num_threads()
+        if args.threads is not None or "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(args.threads or DEFAULT_THREADS)
+        try:
+            command.run(args)
+        finally:
+            if argv is not None:
+                torch.set_num_threads(before)
 
     return run
 
@@ -49,3 +64,8 @@ def bdmc_console() -> NoReturn:
 def gaps_console() -> NoReturn:
     """``pyro-vae-gaps``: pyro_vae/commands/gaps.py."""
     exit_now(main(runner("gaps")))
+
+
+def sample_console() -> NoReturn:
+    """``pyro-vae-sample``: pyro_vae/commands/sample.py."""
+    exit_now(main(runner("sample")))

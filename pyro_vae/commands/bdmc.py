@@ -1,15 +1,5 @@
-"""Bidirectional Monte Carlo: sandwich log p(x) between forward and reverse AIS on images simulated from a model.
-
-    pyro-vae-bdmc --checkpoint runs/train_svi/checkpoint.pt --num-images 100 --steps 100,1000 --chains 16
-
-Draws N images x ~ p(x) from the trained model, keeping the z that generated each: an exact posterior
-sample (Grosse et al. 2015). For each step count, forward AIS from the guide gives a stochastic lower bound
-on log p(x) and reverse AIS from that z a stochastic upper bound; their gap says how far either can be from
-log p(x), and so how many steps are enough. The ELBO and IWAE-K of the same images show where importance
-sampling sits inside the sandwich. Prints a table, writes bdmc.json, bdmc_per_image.csv and bdmc.png. Runs
-under torchrun and resumes (--resume) as evaluate.py does; the simulated images depend on --seed and
---num-images, each image's samplers on --seed and its number.
-"""
+"""pyro-vae-bdmc: bidirectional Monte Carlo, log p(x) sandwiched between forward and reverse AIS on images simulated
+from a model (its flags: parsers.bdmc_parser)."""
 
 from __future__ import annotations
 
@@ -27,15 +17,7 @@ from matplotlib.ticker import NullLocator
 from pyro import poutine
 from torch import Tensor
 
-from pyro_vae.commands.cli import (
-    ArgumentParser,
-    add_checkpoint_arguments,
-    add_parts_arguments,
-    int_list,
-    positive_int,
-    startup_done,
-    summary,
-)
+from pyro_vae.commands.cli import startup_done
 from pyro_vae.evaluation.bounds import (
     CHUNK_SIZE,
     DatapointBounds,
@@ -88,22 +70,7 @@ def plot_bdmc(rows: list[dict], bounds: dict[str, float], path: Path,
     save_figure(fig, path, metadata)
 
 
-def run(argv: list[str] | None) -> None:
-    p = ArgumentParser(description=summary(__doc__))
-    p.add_argument("--num-images", type=positive_int, default=100, help="images to simulate (default: %(default)s)")
-    p.add_argument("--steps", type=int_list, default=(100, 1000), help="AIS step counts (default: 100,1000)")
-    p.add_argument("--chains", type=positive_int, default=16, help="chains per image (default: %(default)s)")
-    p.add_argument("--leapfrog", type=positive_int, default=10,
-                   help="leapfrog steps per transition (default: %(default)s)")
-    p.add_argument("--iwae-samples", type=positive_int, default=5000,
-                   help="K of the largest IWAE bound on the same images (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=100,
-                   help="images per pass, and per saved part (default: %(default)s)")
-    add_parts_arguments(p, "BDMC run")
-    add_checkpoint_arguments(p, seeds="the simulated images and every sampler",
-                             out="bdmc.json, bdmc_per_image.csv and bdmc.png")
-    a = p.parse_args(argv)
-
+def run(a: argparse.Namespace) -> None:
     # under torchrun: in the process group, one device per local rank
     distributed.in_process_group(lambda context, device: bdmc(a, context, device), a.device)
 
@@ -115,25 +82,28 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
     pyro.enable_validation(False)
     out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
     with torch.no_grad():
-        trace = poutine.trace(vae.model).get_trace(None, size=a.num_images)  # z ~ p(z), x ~ p(x|z)
+        trace = poutine.trace(vae.model).get_trace(None, size=a.images)  # z ~ p(z), x ~ p(x|z)
     sites = sample_sites(trace)
     x, z = sites[OBSERVED]["value"], sites[LATENT]["value"]  # (N, D), (N, Z)
     log.info("%s: %d images simulated from the model; AIS with %d chains, %d leapfrog steps per transition",
-             a.checkpoint, a.num_images, a.chains, a.leapfrog)
-    ks = sorted({k for k in (1, 10, 100, 1000) if k <= a.iwae_samples} | {a.iwae_samples})
-    steps_rows = sorted(set(a.steps))
+             a.checkpoint, a.images, a.ais_chains, a.ais_leapfrog)
+    ks = sorted({k for k in (1, 10, 100, 1000) if k <= a.eval_samples} | {a.eval_samples})
+    steps_rows = sorted(set(a.ais_steps))
     # what cannot fit is refused now, naming its flag, not after the simulation and the other rows
-    require_bounds_memory(vae, x.shape[-1], a.num_images, a.iwae_samples, a.batch_size, CHUNK_SIZE, x.device,
-                          "iwae_samples")
-    require_ais_memory(vae, x.shape[-1], a.num_images, steps_rows[-1], a.chains, a.batch_size, x.device, "steps")
+    require_bounds_memory(vae, x.shape[-1], a.images, a.eval_samples, a.images_per_pass, CHUNK_SIZE, x.device,
+                          "eval_samples", batch_setting="images_per_pass")
+    require_ais_memory(vae, x.shape[-1], a.images, steps_rows[-1], a.ais_chains, a.images_per_pass, x.device,
+                       "ais_steps", "images_per_pass")
     if context.is_main:  # a K or a step count that fits may still take days: say so before it starts
-        work = a.iwae_samples + sum(2 * ais_work(steps, a.chains, a.leapfrog) for steps in steps_rows)  # both ways
-        projected_time(a.num_images * work, samples_per_second(vae, x), context.world_size)
-    options = dict(num_chains=a.chains, num_leapfrog=a.leapfrog, chunk_size=a.batch_size, max_plate_nesting=1)
+        # both ways
+        work = a.eval_samples + sum(2 * ais_work(steps, a.ais_chains, a.ais_leapfrog) for steps in steps_rows)
+        projected_time(a.images * work, samples_per_second(vae, x), context.world_size)
+    options = dict(num_chains=a.ais_chains, num_leapfrog=a.ais_leapfrog, chunk_size=a.images_per_pass,
+                   max_plate_nesting=1)
 
     def score(rows: Tensor) -> Scored:  # the simulated images numbered ``rows``
         images, latents = x[rows.to(x.device)], z[rows.to(z.device)]
-        bounds = datapoint_bounds(vae, images, ks=ks, batch_size=a.batch_size, diagnose=False,
+        bounds = datapoint_bounds(vae, images, ks=ks, batch_size=a.images_per_pass, diagnose=False,
                                   noise=DatapointStreams(a.seed, rows, IMPORTANCE_SAMPLING))
         scored = Scored(bounds.columns())
         for steps in steps_rows:
@@ -149,12 +119,12 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
         return scored
 
     settings = {"checkpoint_sha256": file_hash(a.checkpoint), "images_sha256": tensor_hash(x), "seed": a.seed,
-                "num_images": a.num_images, "ks": ks, "batch_size": a.batch_size, "steps": steps_rows,
-                "chains": a.chains, "leapfrog": a.leapfrog}
+                "num_images": a.images, "ks": ks, "batch_size": a.images_per_pass, "steps": steps_rows,
+                "chains": a.ais_chains, "leapfrog": a.ais_leapfrog}
     # no training run or other command writes here meanwhile; results of other settings are refused before the work
     with held_folder(out, context, lambda: check_results(out / "bdmc.json", settings, a.overwrite)):
-        index = torch.arange(a.num_images)
-        scored = score_in_parts(score, index, a.batch_size, out / "bdmc.parts", settings, resume=a.resume,
+        index = torch.arange(a.images)
+        scored = score_in_parts(score, index, a.images_per_pass, out / "bdmc.parts", settings, resume=a.resume,
                                 context=context, progress=not a.no_progress)
         if not context.is_main:
             return
@@ -162,12 +132,12 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
         rows = []
         for steps in steps_rows:
             lower, upper = values[f"forward_{steps}"], values[f"reverse_{steps}"]  # (N,) each
-            rows.append({"num_steps": steps, "num_images": a.num_images, "lower": Estimate.of(lower).__dict__,
+            rows.append({"num_steps": steps, "num_images": a.images, "lower": Estimate.of(lower).__dict__,
                          "upper": Estimate.of(upper).__dict__, "gap": Estimate.of(upper - lower).__dict__,
                          "acceptance": values[f"acceptance_{steps}"].mean().item(),
                          "seconds": scored.seconds[str(steps)]})
         report = DatapointBounds.from_columns(values, ks).report()
-        bounds = {"ELBO": report.elbo.mean, f"IWAE K={a.iwae_samples}": report.log_likelihood.mean}
+        bounds = {"ELBO": report.elbo.mean, f"IWAE K={a.eval_samples}": report.log_likelihood.mean}
 
         def pm(estimate: dict) -> str:  # mean ± SE; one image has no SE (said once, below the table)
             return f"{estimate['mean']:.2f}" + ("" if estimate["se"] is None else f" ± {estimate['se']:.2f}")
@@ -176,7 +146,7 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
         for r in rows:
             print(f"{r['num_steps']:>7}  {pm(r['lower']):>20}  {pm(r['upper']):>20}  {pm(r['gap']):>13}  "
                   f"{r['acceptance']:.2f}")
-        if a.num_images == 1:
+        if a.images == 1:
             print("(one image: no standard errors)")
         tightest = rows[-1]
         for name, value in bounds.items():
@@ -185,7 +155,8 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
         result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
                   "checkpoint_epoch": state.get("epoch"), "settings": settings,
                   "dataset": state["data_config"]["dataset"], "seed": a.seed, "processes": context.world_size,
-                  "chains": a.chains, "leapfrog": a.leapfrog, "rows": rows, "importance_sampling": report.to_dict()}
+                  "chains": a.ais_chains, "leapfrog": a.ais_leapfrog, "rows": rows,
+                  "importance_sampling": report.to_dict()}
         atomic_write_text(out / "bdmc.json", json.dumps(result, indent=2) + "\n")
         write_csv(out / "bdmc_per_image.csv", index, values)
         plot_bdmc(rows, bounds, out / "bdmc.png", figure_stamp(settings["checkpoint_sha256"], state.get("epoch")))

@@ -124,26 +124,6 @@ def add_experiment_arguments(
     p.add_argument("--out", default=out, help="(default: %(default)s)")
 
 
-def add_checkpoint_arguments(p: argparse.ArgumentParser, seeds: str, out: str) -> None:
-    """The flags of scripts that read a trained run: the checkpoint, where its data is, device, seed, out."""
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by pyro-vae-train")
-    p.add_argument("--data-dir", help="read the data from here instead of the directory used in training")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
-    p.add_argument("--seed", type=seed, default=0, help=f"seeds {seeds} (default: %(default)s)")
-    p.add_argument("--out", help=f"where {out} go (default: beside the checkpoint)")
-
-
-def add_parts_arguments(p: argparse.ArgumentParser, what: str) -> None:
-    """The flags of commands that score images in saved parts (runs/parts.py)."""
-    p.add_argument("--resume", action="store_true",
-                   help=f"go on with an interrupted {what}: the parts it saved are kept, the rest scored; refused when "
-                        "a setting differs")
-    p.add_argument("--overwrite", action="store_true",
-                   help=f"replace the results of an earlier {what} with other settings or of another checkpoint "
-                        "(refused without it)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
 SETTING = re.compile(r"`([a-z][a-z_]*)(?:=([^`]*))?`")  # `name` or `name=value` in a library message
 # the settings whose flag is not --<name with dashes>
 FLAGS = {"num_chains": "--ais-chains", "num_steps": "--ais-steps"}

@@ -1,12 +1,5 @@
-"""Compare the ELBO with importance-weighted bounds log p^_K(x) for growing K on the test set.
-
-    pyro-vae-evaluate --checkpoint runs/train_svi/checkpoint.pt
-    torchrun --nproc_per_node=4 scripts/evaluate.py --checkpoint runs/train_svi/checkpoint.pt --ais-steps 1000
-
-Every image's random numbers are its own (drawn from streams keyed by --seed and the image's index), so an
-image's numbers do not depend on the other images, --batch-size, --chunk-size, the number of processes or an
-interruption. Writes evaluation.json, per_image.csv and bounds.png; parts saved as it goes (--resume).
-"""
+"""pyro-vae-evaluate: the ELBO beside importance-weighted bounds for growing K, and AIS, on the test set, image by
+image (its flags: parsers.evaluate_parser)."""
 
 from __future__ import annotations
 
@@ -22,15 +15,7 @@ from pathlib import Path
 import pyro
 from torch import Tensor
 
-from pyro_vae.commands.cli import (
-    ArgumentParser,
-    add_checkpoint_arguments,
-    add_parts_arguments,
-    int_list,
-    positive_int,
-    startup_done,
-    summary,
-)
+from pyro_vae.commands.cli import startup_done
 from pyro_vae.errors import UsageError
 from pyro_vae.evaluation.bounds import (
     AISEstimate,
@@ -67,38 +52,7 @@ from pyro_vae.training import distributed
 log = logging.getLogger("pyro_vae")
 
 
-def run(argv: list[str] | None) -> None:
-    p = ArgumentParser(description=summary(__doc__))
-    p.add_argument("--num-samples", type=positive_int, default=5000,
-                   help="K for log p^(x), the largest bound; every bound uses these samples (default: %(default)s)")
-    p.add_argument("--ks", type=int_list, default=(1, 10, 100, 1000, 5000),
-                   help="the K of each bound to report, comma-separated; those above --num-samples are dropped "
-                        "(default: 1,10,100,1000,5000)")
-    p.add_argument("--batch-size", type=positive_int, default=100,
-                   help="test images per pass, and per saved part (default: %(default)s)")
-    p.add_argument("--chunk-size", type=positive_int, default=250,
-                   help="importance samples per pass; memory grows with batch-size x chunk-size (default: %(default)s)")
-    p.add_argument("--images", type=positive_int,
-                   help="evaluate IMAGES test images drawn at random with --seed (the same ones every time; their "
-                        "indices are recorded)")
-    p.add_argument("--limit", type=positive_int,
-                   help="evaluate only the first LIMIT test images (harder than the test set as a whole on MNIST: "
-                        "prefer --images)")
-    p.add_argument("--no-khat", action="store_true", help="skip the PSIS k^ diagnostic")
-    p.add_argument("--ais-steps", type=int_list, default=(),
-                   help="add a row of annealed importance sampling (AIS) with this many HMC transitions; "
-                        "comma-separated for several rows, e.g. 100,1000 (default: none)")
-    p.add_argument("--ais-chains", type=positive_int, default=16, help="AIS chains per image (default: %(default)s)")
-    p.add_argument("--ais-leapfrog", type=positive_int, default=10,
-                   help="leapfrog steps per HMC transition (default: %(default)s)")
-    p.add_argument("--compare", metavar="PER_IMAGE_CSV",
-                   help="another evaluation's per_image.csv: print this one minus that one, image by image, with "
-                        "paired standard errors (use the same --images and --seed)")
-    add_parts_arguments(p, "evaluation")
-    add_checkpoint_arguments(p, seeds="the choice of --images and every image's random numbers",
-                             out="evaluation.json, per_image.csv and bounds.png")
-    a = p.parse_args(argv)
-
+def run(a: argparse.Namespace) -> None:
     # under torchrun: in the process group, one device per local rank
     distributed.in_process_group(lambda context, device: evaluate(a, context, device), a.device)
 
@@ -115,15 +69,17 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     if other is not None:
         shared_images(index, other[0])
     x = data.test[index.to(data.test.device)]
-    ks = sorted({k for k in a.ks if k <= a.num_samples} | {a.num_samples})
+    ks = sorted({k for k in a.ks if k <= a.eval_samples} | {a.eval_samples})
     ais_steps = sorted(set(a.ais_steps))
-    diagnose = not a.no_khat and a.num_samples >= KHAT_MIN_SAMPLES
+    diagnose = not a.no_khat and a.eval_samples >= KHAT_MIN_SAMPLES
     # what cannot fit is refused now, not after hours of the other rows (each part checks again)
-    require_bounds_memory(vae, x.shape[-1], len(x), a.num_samples, a.batch_size, a.chunk_size, x.device)
+    require_bounds_memory(vae, x.shape[-1], len(x), a.eval_samples, a.images_per_pass, a.chunk_size, x.device,
+                          "eval_samples", batch_setting="images_per_pass")
     if ais_steps:
-        require_ais_memory(vae, x.shape[-1], len(x), ais_steps[-1], a.ais_chains, a.batch_size, x.device)
+        require_ais_memory(vae, x.shape[-1], len(x), ais_steps[-1], a.ais_chains, a.images_per_pass, x.device,
+                           "ais_steps", "images_per_pass")
     if context.is_main:  # a K or a step count that fits may still take days: say so before it starts
-        work = a.num_samples + sum(ais_work(steps, a.ais_chains, a.ais_leapfrog) for steps in ais_steps)
+        work = a.eval_samples + sum(ais_work(steps, a.ais_chains, a.ais_leapfrog) for steps in ais_steps)
         projected_time(len(x) * work, samples_per_second(vae, x), context.world_size)
     log.info("%s: %d test images of %s (%s), K = %s%s", a.checkpoint, len(x), state["data_config"]["dataset"],
              chosen["selection"], ",".join(map(str, ks)), f"; AIS with {','.join(map(str, ais_steps))} steps x "
@@ -131,12 +87,12 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
 
     def score(rows: Tensor) -> Scored:  # the images at dataset indices ``rows``
         images = data.test[rows.to(data.test.device)]
-        bounds = datapoint_bounds(vae, images, ks=ks, batch_size=a.batch_size, chunk_size=a.chunk_size,
+        bounds = datapoint_bounds(vae, images, ks=ks, batch_size=a.images_per_pass, chunk_size=a.chunk_size,
                                   diagnose=diagnose, noise=DatapointStreams(a.seed, rows, IMPORTANCE_SAMPLING))
         scored = Scored(bounds.columns())
         for steps in ais_steps:
             start = time.perf_counter()
-            result = datapoint_ais(vae, images, steps, a.ais_chains, a.ais_leapfrog, a.batch_size,
+            result = datapoint_ais(vae, images, steps, a.ais_chains, a.ais_leapfrog, a.images_per_pass,
                                    noise=DatapointStreams(a.seed, rows, FORWARD_AIS, steps))
             scored.values[f"ais_{steps}"] = result.bound()
             scored.values[f"ais_{steps}_acceptance"] = result.acceptance
@@ -144,12 +100,12 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
         return scored
 
     settings = {"checkpoint_sha256": file_hash(a.checkpoint), "images_sha256": tensor_hash(x), "index": chosen,
-                "seed": a.seed, "ks": ks, "khat": diagnose, "batch_size": a.batch_size, "chunk_size": a.chunk_size,
+                "seed": a.seed, "ks": ks, "khat": diagnose, "batch_size": a.images_per_pass, "chunk_size": a.chunk_size,
                 "ais_steps": ais_steps, "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog}
     # no training run or other command writes here meanwhile; results of other settings are refused before the work
     with held_folder(out, context, lambda: check_results(out / "evaluation.json", settings, a.overwrite)):
         start = time.perf_counter()
-        scored = score_in_parts(score, index, a.batch_size, out / "evaluation.parts", settings, resume=a.resume,
+        scored = score_in_parts(score, index, a.images_per_pass, out / "evaluation.parts", settings, resume=a.resume,
                                 context=context, progress=not a.no_progress)
         wall = time.perf_counter() - start  # the scoring's wall time, every process's part gathered
         if not context.is_main:

@@ -1,14 +1,5 @@
-"""Split each test image's inference gap into approximation and amortization gaps (Cremer et al. 2018).
-
-    pyro-vae-gaps --checkpoint runs/train_svi/checkpoint.pt --num-images 100
-
-For N test images drawn at random (--seed): log p(x) by AIS, the amortized guide's ELBO L[q], and L[q*] of
-the best diagonal Gaussian for each image alone (a local optimization started at the guide). The
-approximation gap log p(x) - L[q*] is what the Gaussian family costs; the amortization gap L[q*] - L[q]
-what sharing one encoder across images costs. Prints a table, writes gaps.json and gaps.png. Runs under
-torchrun and resumes (--resume) as evaluate.py does, in parts of --batch-size images, each seeded from --seed
-and its first image: the numbers do not depend on the number of processes or an interruption.
-"""
+"""pyro-vae-gaps: each test image's inference gap split into approximation and amortization gaps (Cremer et al.
+2018) (its flags: parsers.gaps_parser)."""
 
 from __future__ import annotations
 
@@ -24,14 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from pyro_vae.commands.cli import (
-    ArgumentParser,
-    add_checkpoint_arguments,
-    add_parts_arguments,
-    positive_int,
-    startup_done,
-    summary,
-)
+from pyro_vae.commands.cli import startup_done
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
 from pyro_vae.inference.streams import LOCAL_FIT, stream_seed
@@ -74,32 +58,7 @@ def plot_gaps(gaps: InferenceGaps, path: Path, metadata: dict[str, str | None] |
     save_figure(fig, path, metadata)
 
 
-def local_steps(text: str) -> int:
-    steps = positive_int(text)
-    if steps < 20:
-        raise argparse.ArgumentTypeError(f"must be at least 20 (whether q* stopped improving is judged on the last "
-                                         f"two tenths of the steps), got {steps}")
-    return steps
-
-
-def run(argv: list[str] | None) -> None:
-    p = ArgumentParser(description=summary(__doc__))
-    p.add_argument("--images", "--num-images", dest="num_images", type=positive_int, default=100,
-                   help="test images drawn at random with --seed (default: %(default)s)")
-    p.add_argument("--local-steps", type=local_steps, default=500,
-                   help="Adam steps of each image's local optimization for q*, at least 20 (default: %(default)s)")
-    p.add_argument("--num-samples", type=positive_int, default=1000,
-                   help="draws that estimate each ELBO, L[q] and L[q*] (default: %(default)s)")
-    p.add_argument("--ais-steps", type=positive_int, default=500, help="AIS transitions (default: %(default)s)")
-    p.add_argument("--ais-chains", type=positive_int, default=16, help="AIS chains per image (default: %(default)s)")
-    p.add_argument("--ais-leapfrog", type=positive_int, default=10,
-                   help="leapfrog steps per HMC transition (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=100,
-                   help="images per pass, and per saved part (default: %(default)s)")
-    add_parts_arguments(p, "run")
-    add_checkpoint_arguments(p, seeds="the choice of images and every sampler", out="gaps.json and gaps.png")
-    a = p.parse_args(argv)
-
+def run(a: argparse.Namespace) -> None:
     # under torchrun: in the process group, one device per local rank
     distributed.in_process_group(lambda context, device: gaps_of(a, context, device), a.device)
 
@@ -109,26 +68,26 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     pyro.enable_validation(False)
     out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
-    index, _ = choose_images(len(data.test), images=a.num_images, seed=a.seed)
+    index, _ = choose_images(len(data.test), images=a.images, seed=a.seed)
     x = data.test[index.to(data.test.device)]
     log.info("%s: %d random test images of %s; q* by %d local steps, AIS with %d steps x %d chains", a.checkpoint,
              len(x), state["data_config"]["dataset"], a.local_steps, a.ais_steps, a.ais_chains)
-    part_size = a.batch_size
+    part_size = a.images_per_pass
 
     def score(rows: Tensor) -> Scored:  # the images at dataset indices ``rows``
         # one seed per part (the local optimizations draw from the global generator): the numbers do not depend
         # on the number of processes or an interruption, but do on --batch-size, which makes the parts
         pyro.set_rng_seed(stream_seed(a.seed, int(rows[0]), LOCAL_FIT) % 2**32)
         gaps = inference_gaps(vae.model, vae.guide, data.test[rows.to(data.test.device)], local_steps=a.local_steps,
-                              num_samples=a.num_samples, ais_steps=a.ais_steps, ais_chains=a.ais_chains,
+                              num_samples=a.elbo_samples, ais_steps=a.ais_steps, ais_chains=a.ais_chains,
                               ais_leapfrog=a.ais_leapfrog, ais_model=vae.annealing_model,
                               ais_guide=vae.annealing_guide, max_plate_nesting=1)
         return Scored({"log_px": gaps.log_px, "elbo": gaps.elbo, "local_elbo": gaps.local_elbo,
                        "converged": gaps.converged.double()})
 
     settings = {"checkpoint_sha256": file_hash(a.checkpoint), "images_sha256": tensor_hash(x), "seed": a.seed,
-                "num_images": a.num_images, "batch_size": part_size, "local_steps": a.local_steps,
-                "num_samples": a.num_samples, "ais_steps": a.ais_steps, "ais_chains": a.ais_chains,
+                "num_images": a.images, "batch_size": part_size, "local_steps": a.local_steps,
+                "num_samples": a.elbo_samples, "ais_steps": a.ais_steps, "ais_chains": a.ais_chains,
                 "ais_leapfrog": a.ais_leapfrog}
     # no training run or other command writes here meanwhile; results of other settings are refused before the work
     with held_folder(out, context, lambda: check_results(out / "gaps.json", settings, a.overwrite)):
@@ -148,7 +107,7 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
         result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
                   "checkpoint_epoch": state.get("epoch"), "settings": settings,
                   "dataset": state["data_config"]["dataset"], "seed": a.seed, "processes": context.world_size,
-                  "batch_size": part_size, "local_steps": a.local_steps, "num_samples": a.num_samples,
+                  "batch_size": part_size, "local_steps": a.local_steps, "num_samples": a.elbo_samples,
                   "ais_steps": a.ais_steps, "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog,
                   "summary": {name: {"mean": m, "se": se} for name, (m, se) in summary.items()},
                   "images": {"index": index.tolist(), "converged": gaps.converged.tolist(), **per_image}}

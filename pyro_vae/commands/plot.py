@@ -1,8 +1,4 @@
-"""Draw a trained VAE's figures from its checkpoint: reconstructions, prior samples, the test set's
-latent means (PCA above z = 2), the 2-D manifold (z = 2) and the learning curve.
-
-    pyro-vae-plot --checkpoint runs/train_svi/checkpoint.pt
-"""
+"""pyro-vae-plot: a trained VAE's figures, drawn again from its checkpoint (its flags: parsers.plot_parser)."""
 
 from __future__ import annotations
 
@@ -15,7 +11,7 @@ from typing import Any
 
 import pyro
 
-from pyro_vae.commands.cli import ArgumentParser, add_checkpoint_arguments, startup_done, summary
+from pyro_vae.commands.cli import startup_done
 from pyro_vae.data.pixels import PreparedData
 from pyro_vae.inference.objectives import objective_name
 from pyro_vae.models.vae import VAE
@@ -44,11 +40,7 @@ def final_numbers_beside(checkpoint_path: Path, history: Sequence[EpochRecord]) 
     return final if same_run and isinstance(final, dict) and "test_bound" in final else None
 
 
-def run(argv: list[str] | None) -> None:
-    p = ArgumentParser(description=summary(__doc__))
-    add_checkpoint_arguments(p, seeds="the prior samples", out="the PNGs")
-    a = p.parse_args(argv)
-
+def run(a: argparse.Namespace) -> None:
     pyro.set_rng_seed(a.seed)
     vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes

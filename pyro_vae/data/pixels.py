@@ -15,14 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pyro_vae.config import ModelConfig
+from pyro_vae.config import BINARIZE, ModelConfig
 from pyro_vae.data.datasets import Dataset
 from pyro_vae.errors import UsageError
 from pyro_vae.models.likelihoods import Likelihood, in_unit_interval, make_likelihood
 
 log = logging.getLogger("pyro_vae")
-
-BINARIZE = ("auto", "dynamic", "threshold", "none")
 
 
 def likelihood_for(config: ModelConfig, binarize: str, data_is_binary: bool) -> tuple[Likelihood, str]:
@@ -78,6 +76,33 @@ class PreparedData:
 LEVELS = 256  # 8-bit pixels
 
 
+def eight_bit(x: Tensor) -> bool:
+    """Whether every pixel of ``x`` is k/255 for an integer k (8-bit pixels scaled to [0, 1])."""
+    return torch.allclose(x * (LEVELS - 1), torch.round(x * (LEVELS - 1)), atol=1e-4)
+
+
+def continuous_pixels(likelihood: Likelihood, binarize: str, dataset: Dataset, dequantize_pixels: bool) -> bool:
+    """Whether a run dequantizes its pixels, for a density on [0, 1] (continuous Bernoulli, Gaussian) to be a
+    likelihood of its data: on by itself, with one logged line, for 8-bit pixels, whose undequantized density
+    has no bound on the probability of the images (a Gaussian reported log p^ = +424.6 nats on MNIST). A
+    UsageError for binary pixels (binarized data, or ``binarize`` dynamic or threshold), where such a density
+    is no probability at all (a continuous Bernoulli reported an ELBO of +1282.6). The Bernoulli likelihood
+    keeps ``dequantize_pixels`` as given (prepare_data refuses it there)."""
+    if likelihood.wants_binary_data:
+        return dequantize_pixels
+    if dataset.is_binary or binarize in ("dynamic", "threshold"):
+        why = "these pixels are binary" if dataset.is_binary else f"`binarize={binarize}` makes the pixels binary"
+        keep = "" if dataset.is_binary else ", or keep the grey pixels with `binarize=none`"
+        raise UsageError(f"{dataset.name}: the {likelihood.name} likelihood is a density on [0, 1] and {why}: its "
+                         f"log p(x) is no probability of binary images; use `likelihood=bernoulli`{keep}")
+    if not dequantize_pixels and all(eight_bit(x) for x in (dataset.train, dataset.valid, dataset.test)):
+        log.info("dequantizing the 8-bit pixels, (k + u)/256 (`dequantize`): a %s density of undequantized 8-bit "
+                 "pixels is no likelihood of the images, and its log p(x) no bound on their probability",
+                 likelihood.name)
+        return True
+    return dequantize_pixels
+
+
 def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """8-bit pixels stored as k/255 -> (k + u) / 256 with u ~ U(0, 1) (Theis et al. 2016; Uria et
     al. 2013). A density p on [0, 1]^D then bounds the probability of the 8-bit image k:
@@ -111,7 +136,7 @@ def prepare_data(
             raise UsageError("`dequantize` adds uniform noise to 8-bit pixels for a continuous likelihood: use "
                              "`likelihood=continuous-bernoulli` or `likelihood=gaussian`, with `binarize=none` "
                              "(or auto)")
-        if any(not torch.allclose(x * (LEVELS - 1), torch.round(x * (LEVELS - 1)), atol=1e-4) for x in splits.values()):
+        if not all(eight_bit(x) for x in splits.values()):
             raise UsageError(f"{dataset.name}: `dequantize` needs 8-bit pixels stored as k/255, and these are not")
     if binarize == "dynamic" and not all(in_unit_interval(x) for x in splits.values()):
         raise UsageError(

@@ -17,9 +17,9 @@ from typing import Any
 import pyro
 import torch
 
-from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyro_vae.config import DEVICES, DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data.datasets import load_dataset
-from pyro_vae.data.pixels import PreparedData, likelihood_for, prepare_data
+from pyro_vae.data.pixels import PreparedData, continuous_pixels, likelihood_for, prepare_data
 from pyro_vae.errors import OutputError, TrainingDiverged, TrainingInterrupted, UsageError
 from pyro_vae.evaluation.bounds import CHUNK_SIZE, images_per_pass, require_bounds_memory
 from pyro_vae.evaluation.memory import FLOAT, parameter_count, require_memory, training_bytes
@@ -34,7 +34,6 @@ from pyro_vae.training.state import EpochRecord, Snapshot, TrainState
 
 log = logging.getLogger("pyro_vae")
 
-DEVICES = ("auto", "cpu", "cuda")
 REMEDIES = "try a lower `lr`, `elbo=meanfield` (analytic KL), or for the gaussian likelihood a larger `scale_floor`"
 
 
@@ -51,25 +50,30 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build(
-    model_config: ModelConfig, data_config: DataConfig, device: torch.device
+    model_config: ModelConfig, data_config: DataConfig, device: torch.device, new: bool = True
 ) -> tuple[VAE, PreparedData, DataConfig]:
     """Load the data, choose the likelihood for it (pixels.likelihood_for), and build the VAE on ``device``.
+    A ``new`` model's continuous likelihood gets dequantized 8-bit pixels and is refused on binary ones
+    (pixels.continuous_pixels); a trained one (``new`` False) gets its data as it was trained on.
 
-    Also returns the data config as actually used (the dataset after any fallback, binarization
-    resolved): what a checkpoint records so that evaluation rebuilds the same test set.
+    Also returns the data config as actually used (the dataset after any fallback, binarization and
+    dequantization resolved): what a checkpoint records so that evaluation rebuilds the same test set.
     """
     dataset = load_dataset(
         data_config.dataset, data_config.data_dir, data_config.download, data_config.seed, data_config.fallback
     )
     likelihood, binarize = likelihood_for(model_config, data_config.binarize, dataset.is_binary)
-    data = prepare_data(dataset, likelihood, binarize, data_config.seed, device, data_config.dequantize)
+    dequantize = data_config.dequantize
+    if new:
+        dequantize = continuous_pixels(likelihood, binarize, dataset, dequantize)
+    data = prepare_data(dataset, likelihood, binarize, data_config.seed, device, dequantize)
     x_dim = dataset.train.shape[1]
     weights = parameter_count(model_config, x_dim, likelihood.params_per_pixel)
     require_memory(FLOAT * weights, device, f"a VAE with z_dim={model_config.z_dim} and hidden="
                    f"{','.join(map(str, model_config.hidden))} ({weights:,} parameters)",
                    "choose a smaller `z_dim` or `hidden`")
     vae = VAE(x_dim, model_config, likelihood).to(device)
-    return vae, data, replace(data_config, dataset=dataset.name, binarize=binarize)
+    return vae, data, replace(data_config, dataset=dataset.name, binarize=binarize, dequantize=dequantize)
 
 
 def load_run(path: str | Path, device: str = "auto", data_dir: str | None = None) -> tuple[VAE, PreparedData, dict]:
@@ -80,7 +84,7 @@ def load_run(path: str | Path, device: str = "auto", data_dir: str | None = None
     model_config, data_config = checkpoint.configs(state)
     if data_dir is not None:
         data_config = replace(data_config, data_dir=data_dir)
-    vae, data, _ = build(model_config, data_config, torch_device)
+    vae, data, _ = build(model_config, data_config, torch_device, new=False)
     checkpoint.restore(vae, state)
     # an earlier VAE of this process (trained or loaded) would shadow this one's parameters in Pyro's param
     # store under the same names: what tools that read the store see (local_guide_elbo, Pyro's JIT)
@@ -141,7 +145,7 @@ def run_training(
             state = run.train(progress, checkpoint_every, on_epoch)
             try:
                 final = report.final_numbers(run.vae, run.data, state, train_config, run_config.eval_samples,
-                                             context)
+                                             context, progress)
                 if board is not None:
                     board.final(final, len(state.history), run.vae, run.data)
                     board.close()

@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,7 +83,7 @@ def score_in_parts(
     done: dict[int, Scored] = {}
     loaded = 0
     bar = tqdm(total=len(parts), desc=f"parts of {part_size} images", unit="part",
-               disable=not (progress and context.is_main) or not sys.stderr.isatty())
+               disable=None if progress and context.is_main else True)  # None: off when not a terminal
     try:
         for j in mine:
             path = folder / f"part-{j:06d}.pt"

@@ -31,13 +31,14 @@ def image_grid(images: Tensor, image_shape: tuple[int, int], nrow: int, padding:
     return grid
 
 
-def _save_grid(grid: Tensor, title: str, path: str | Path) -> None:
+def save_grid(grid: Tensor, title: str, path: str | Path, metadata: dict[str, str | None] | None = None) -> None:
+    """An image grid (H', W') in [0, 1] as a grey PNG, at one screen pixel per image pixel and a half."""
     fig = Figure(figsize=(grid.shape[1] / 40, grid.shape[0] / 40 + 0.5))
     ax = fig.add_subplot()
     ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.axis("off")
-    save_figure(fig, path)
+    save_figure(fig, path, metadata)
 
 
 def reconstruction_grid(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int]) -> Tensor:
@@ -48,15 +49,17 @@ def reconstruction_grid(x: Tensor, reconstruction: Tensor, image_shape: tuple[in
     return image_grid(torch.cat(rows), image_shape, nrow)
 
 
-def plot_reconstructions(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int], path: str | Path) -> None:
+def plot_reconstructions(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int], path: str | Path,
+                         metadata: dict[str, str | None] | None = None) -> None:
     """reconstruction_grid as a PNG.   (N, D), (N, D)"""
     grid = reconstruction_grid(x, reconstruction, image_shape)
-    _save_grid(grid, "data (odd rows) and reconstructions (even rows)", path)
+    save_grid(grid, "data (odd rows) and reconstructions (even rows)", path, metadata)
 
 
-def plot_samples(images: Tensor, image_shape: tuple[int, int], path: str | Path) -> None:
+def plot_samples(images: Tensor, image_shape: tuple[int, int], path: str | Path,
+                 metadata: dict[str, str | None] | None = None, title: str = "mean of p(x|z), z ~ N(0, I)") -> None:
     """Means of p(x|z) for z drawn from the prior.   (N, D)"""
-    _save_grid(image_grid(images, image_shape, 8), "mean of p(x|z), z ~ N(0, I)", path)
+    save_grid(image_grid(images, image_shape, 8), title, path, metadata)
 
 
 def project_2d(z: Tensor) -> tuple[Tensor, tuple[str, str]]:
@@ -125,7 +128,7 @@ def plot_manifold(images: Tensor, image_shape: tuple[int, int], path: str | Path
     """Decoded means of manifold_grid(n): (n*n, D) images, z_1 left to right, z_2 bottom to top."""
     n = round(len(images) ** 0.5)
     title = "learned 2-D manifold: mean of p(x|z) on a grid of prior quantiles"
-    _save_grid(image_grid(images, image_shape, n), title, path)
+    save_grid(image_grid(images, image_shape, n), title, path)
 
 
 def plot_history(

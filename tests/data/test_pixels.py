@@ -5,7 +5,7 @@ import torch
 
 from pyro_vae.config import ModelConfig
 from pyro_vae.data.datasets import Dataset
-from pyro_vae.data.pixels import dequantize, likelihood_for, prepare_data, resolve_binarize
+from pyro_vae.data.pixels import continuous_pixels, dequantize, likelihood_for, prepare_data, resolve_binarize
 from pyro_vae.errors import UsageError
 from pyro_vae.models.likelihoods import Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood
 
@@ -109,3 +109,35 @@ def test_dequantize_refuses_binary_likelihoods_and_non_8_bit_data():
     a, b = (prepare_data(ds, ContinuousBernoulli(), "none", seed=3, dequantize_pixels=True) for _ in range(2))
     assert torch.equal(a.test, b.test) and not torch.equal(a.test, ds.test)  # fixed by the seed
     assert not torch.equal(a.minibatch(torch.arange(20)), a.minibatch(torch.arange(20)))  # fresh per minibatch
+
+
+def eight_bit_dataset(binary=False):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 2 if binary else 256, (30, 12), generator=generator).float() / (1 if binary else 255)
+    return Dataset("binarized" if binary else "grey", x[:20], x[20:25], x[25:], (3, 4))
+
+
+@pytest.mark.parametrize("likelihood", ["continuous-bernoulli", "gaussian"])
+def test_a_density_on_binary_pixels_is_refused(likelihood):
+    """--likelihood continuous-bernoulli --binarize dynamic reported a test ELBO of +1282.6: a density on [0, 1]
+    at binary points is no probability of binary images."""
+    chosen = make_likelihood(ModelConfig(likelihood=likelihood))
+    with pytest.raises(UsageError, match="is a density on .* `binarize=dynamic` makes the pixels binary.*"
+                                         "`likelihood=bernoulli`, or keep the grey pixels with `binarize=none`"):
+        continuous_pixels(chosen, "dynamic", eight_bit_dataset(), False)
+    with pytest.raises(UsageError, match="binarized: .* these pixels are binary: .*use `likelihood=bernoulli`$"):
+        continuous_pixels(chosen, "none", eight_bit_dataset(binary=True), False)
+
+
+def test_a_density_on_8_bit_pixels_dequantizes_them_and_says_so(caplog):
+    """--likelihood gaussian on 8-bit MNIST without --dequantize reported log p^ = +424.6 nats: no bound on the
+    probability of the images. Real-valued data stay as they are; the Bernoulli keeps what it was given."""
+    gaussian = make_likelihood(ModelConfig(likelihood="gaussian"))
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        assert continuous_pixels(gaussian, "none", eight_bit_dataset(), False)
+    assert "dequantizing the 8-bit pixels" in caplog.text and "gaussian" in caplog.text
+    real = Dataset("real", *(torch.rand(n, 12) for n in (20, 5, 5)), (3, 4))
+    assert not continuous_pixels(gaussian, "none", real, False)
+    assert continuous_pixels(gaussian, "none", real, True)
+    bernoulli = make_likelihood(ModelConfig())
+    assert not continuous_pixels(bernoulli, "dynamic", eight_bit_dataset(), False)

@@ -161,7 +161,7 @@ def test_nan_stops_naming_epoch_step_and_the_good_checkpoint(tiny_mnist, tmp_pat
     "flags, message",
     [
         (["--z-dim", "3"], "was trained with z_dim=2 but this model has z_dim=3"),
-        (["--likelihood", "gaussian"], "likelihood='bernoulli'"),
+        (["--likelihood", "gaussian", "--dequantize"], "likelihood='bernoulli'"),
         (["--hidden", "16,16"], "hidden=(16,)"),
         (["--binarize", "threshold"], "binarize='dynamic' but this run asks for binarize='threshold'"),
     ],
@@ -269,7 +269,7 @@ def test_a_corrupt_checkpoint_is_named_as_corrupt(tiny_mnist, tmp_path, capsys):
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]) == 0
     flip_a_weight_byte(tmp_path / "checkpoint.pt")
     capsys.readouterr()
-    for name, argv in (("evaluate", ["--checkpoint", tmp_path / "checkpoint.pt", "--num-samples", "5"]),
+    for name, argv in (("evaluate", ["--checkpoint", tmp_path / "checkpoint.pt", "--eval-samples", "5"]),
                        ("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY, "--resume"])):
         assert run_in_process(name, argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
@@ -295,7 +295,7 @@ def test_a_hand_edited_checkpoint_is_one_line(tiny_mnist, tmp_path, capsys, edit
     needs_training = "optimizer" in message or "train_state" in message
     name, argv = (("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path / "more", *TINY, "--epochs", "3",
                                  "--resume", tmp_path / "edited.pt"]) if needs_training
-                  else ("evaluate", ["--checkpoint", tmp_path / "edited.pt", "--num-samples", "5"]))
+                  else ("evaluate", ["--checkpoint", tmp_path / "edited.pt", "--eval-samples", "5"]))
     assert run_in_process(name, argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
@@ -319,7 +319,7 @@ def test_evaluating_non_finite_weights_is_one_line_not_nan_results(tiny_mnist, t
     state.pop("checksum")  # as a checkpoint written by other code, or before checksums
     torch.save(state, tmp_path / "nan.pt")
     capsys.readouterr()
-    assert run_in_process("evaluate", ["--checkpoint", tmp_path / "nan.pt", "--num-samples", "5", "--out",
+    assert run_in_process("evaluate", ["--checkpoint", tmp_path / "nan.pt", "--eval-samples", "5", "--out",
                                        tmp_path / "eval"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error:") and "not finite" in line, line

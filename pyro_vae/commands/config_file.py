@@ -1,0 +1,114 @@
+"""Flags from a file, for ``--config FILE`` of every command: TOML, or a run's metrics.json.
+
+A TOML file holds ``flag = value`` lines, the flag without its dashes (``eval-samples = 100`` or
+``eval_samples = 100``; lists for comma-separated flags, ``hidden = [200, 200]``; ``true`` for a switch).
+The tables ``[model]``, ``[data]``, ``[train]`` and ``[run]`` hold the fields of the configs, as the
+``config`` block of a run's metrics.json does: that block, saved as TOML, or the metrics.json itself,
+repeats the run. The file's flags come before the command line's, so the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pyro_vae.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CONFIG_TABLES = ("model", "data", "train", "run")  # metrics.json's config block: the dataclasses of config.py
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """The settings in ``path``: a TOML file, or the ``config`` block of a run's metrics.json."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read the config file {path} ({getattr(error, 'strerror', None) or error}): "
+                         "pass a TOML file, or a run's metrics.json") from None
+    if path.suffix == ".json":
+        try:
+            config = json.loads(text)["config"]
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"{path} is not a run's metrics.json (no config block): pass the metrics.json that "
+                             "pyro-vae-train wrote, or a TOML file") from None
+    else:
+        try:
+            config = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise UsageError(f"{path} is not TOML ({error}): write one `flag = value` per line") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{path}: expected settings by name, got {type(config).__name__}")
+    return config
+
+
+def flattened(config: dict[str, Any]) -> dict[str, Any]:
+    """Flags by name from ``config``, its [model]/[data]/[train]/[run] tables (metrics.json's fields) mapped to
+    the flags that set them; other keys are flags already."""
+    flags: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in CONFIG_TABLES and isinstance(value, dict):
+            flags.update(_fields_as_flags(key, value))
+        else:
+            flags[key] = value
+    return flags
+
+
+def _fields_as_flags(table: str, fields: dict[str, Any]) -> dict[str, Any]:
+    fields = dict(fields)
+    if table == "data":
+        if "download" in fields:
+            fields["no_download"] = not fields.pop("download")
+        # the default run (fallback) names no dataset: it is mnist, falling back to mnist5k offline
+        if fields.pop("fallback", False) and fields.get("dataset") == "mnist":
+            del fields["dataset"]
+    return fields
+
+
+def flags_from(path: str | Path, parser: argparse.ArgumentParser) -> list[str]:
+    """The command-line words that set the flags in ``path`` for ``parser``; a setting ``parser`` has not, or a
+    value its flag refuses, is one UsageError naming the file and the setting."""
+    by_name: dict[str, argparse.Action] = {}
+    for action in parser._actions:
+        if action.option_strings and action.help != argparse.SUPPRESS:
+            by_name[action.dest] = action
+            for option in action.option_strings:
+                by_name[option.lstrip("-").replace("-", "_")] = action
+    words: list[str] = []
+    for key, value in flattened(read(path)).items():
+        found = by_name.get(key.replace("-", "_"))
+        if found is None or found.dest in ("config", "help"):
+            raise UsageError(f"{path}: '{key}' is not a setting of {parser.prog} (see {parser.prog} --help)")
+        words += _words(path, key, value, found)
+    return words
+
+
+def _words(path: str | Path, key: str, value: Any, action: argparse.Action) -> list[str]:
+    flag = action.option_strings[0]
+    if action.nargs == 0:  # a switch
+        if not isinstance(value, bool):
+            raise UsageError(f"{path}: '{key}' is a switch: write {key} = true or false, not {value!r}")
+        return [flag] if value else []
+    if value is None or value is False and action.nargs == "?":
+        return []  # not given: the flag's default
+    if isinstance(value, bool):
+        raise UsageError(f"{path}: '{key}' takes a value, not {str(value).lower()}")
+    if isinstance(value, dict):
+        raise UsageError(f"{path}: '{key}' takes a value, not a table")
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    if action.nargs == "?" and text == "":
+        return [flag]  # e.g. resume = "": the flag alone
+    try:
+        converted = action.type(text) if callable(action.type) else text
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+        raise UsageError(f"{path}: '{key}' = {value!r}: {error}") from None
+    if action.choices is not None and converted not in action.choices:
+        raise UsageError(f"{path}: '{key}' = {value!r}: choose one of {', '.join(map(str, action.choices))}")
+    return [flag, text]
