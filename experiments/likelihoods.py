@@ -29,7 +29,7 @@ from pyro_vae.commands.cli import ArgumentParser, add_experiment_arguments, main
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data.datasets import DATASETS
 from pyro_vae.runs.experiment import load_run, run_training
-from pyro_vae.runs.plots import image_grid
+from pyro_vae.runs.plots import grid_pixels, image_grid
 from pyro_vae.runs.run_folder import writable_dir
 
 # name -> (likelihood, dequantize the 8-bit pixels)
@@ -45,12 +45,12 @@ def bits_per_dim(final: dict) -> float:
     return final["bits_per_dim"] if "bits_per_dim" in final else final["bits_per_dim_binary"]
 
 
-def plot_comparison(results: dict[str, dict], samples: dict[str, torch.Tensor], image_shape: tuple[int, int],
+def plot_comparison(results: dict[str, dict], samples: dict[str, torch.Tensor], image_shape: tuple[int, int, int],
                     path: Path) -> None:
     fig = Figure(figsize=(4 * len(results) + 4, 4.4), layout="constrained")
     axes = fig.subplots(1, len(results) + 1)
     for ax, (name, images) in zip(axes, samples.items()):
-        ax.imshow(image_grid(images, image_shape, 6).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(grid_pixels(image_grid(images, image_shape, 6)), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         final = results[name]["final"]
         what = (f"{final['bits_per_dim']:.3f} bits/dim (8-bit images)" if "bits_per_dim" in final
                 else f"{final['bits_per_dim_binary']:.3f} bits/dim (binary images)")

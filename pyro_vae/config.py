@@ -29,11 +29,12 @@ def _require_int(**values: object) -> None:
 # The names of each choice, here so that the command line can offer them without importing torch (its
 # parsers answer --help before the library loads); tests/test_config.py checks them against the registries
 # that implement them (data.DATASETS, models.LIKELIHOODS, ...).
-DATASET_NAMES = ("mnist", "fashion-mnist", "binarized-mnist", "mnist5k")
+DATASET_NAMES = ("mnist", "fashion-mnist", "binarized-mnist", "mnist5k", "cifar10", "folder", "array")
 LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian")
 ACTIVATION_NAMES = ("relu", "tanh", "softplus", "elu", "leaky-relu")
 ELBO_NAMES = ("trace", "meanfield", "iwae")
 GUIDES = ("gaussian", "iaf")
+ARCHS = ("mlp", "conv")
 BINARIZE = ("auto", "dynamic", "threshold", "none")
 LR_SCHEDULES = ("constant", "burda")
 DEVICES = ("auto", "cpu", "cuda")
@@ -53,12 +54,17 @@ class ModelConfig:
     # autoregressive transforms conditioned on the encoder's last hidden layer (Kingma et al. 2016)
     guide: str = "gaussian"
     flow_layers: int = 2  # iaf only
+    # the networks: mlp, on the flattened pixels; or conv, strided convolutions down and transposed ones up, sized
+    # from the image shape, with one dense layer of hidden[-1] units (models/conv.py)
+    arch: str = "mlp"
 
     def __post_init__(self) -> None:
         _require_int(z_dim=self.z_dim, flow_layers=self.flow_layers)
         _require_positive(z_dim=self.z_dim, scale_floor=self.scale_floor, flow_layers=self.flow_layers)
         if self.guide not in GUIDES:
             raise UsageError(f"unknown guide {self.guide!r}: choose one of {', '.join(GUIDES)}")
+        if self.arch not in ARCHS:
+            raise UsageError(f"unknown architecture {self.arch!r}: choose one of {', '.join(ARCHS)}")
         if isinstance(self.hidden, (str, bytes)) or not all(
                 isinstance(w, int) and not isinstance(w, bool) for w in self.hidden):
             raise UsageError(f"`hidden` must be a tuple of integer widths, e.g. (400,), got {self.hidden!r}")
@@ -83,7 +89,23 @@ class DataConfig:
     # bounds the probability of the 8-bit image (see pyro_vae.data.pixels.dequantize)
     dequantize: bool = False
     download: bool = True  # try torchvision's download when the files are not on disk
+    # folder only: convert the images to 1 (grey) or 3 (RGB) channels; None: what the files are
+    channels: int | None = None
+    # folder only: resize and centre-crop every image to (height, width); None: the files' own size
+    image_size: tuple[int, int] | None = None
+    # the SHA-256 of the pixels a folder or an array file gave (set by experiment.build on the data it used):
+    # a resume or an evaluation of those files is refused when they changed
+    sha256: str | None = None
     seed: int = 0  # shuffles and splits the mnist5k subset; draws the fixed binarized test set
+
+    def __post_init__(self) -> None:
+        if self.channels is not None and self.channels not in (1, 3):
+            raise UsageError(f"`channels={self.channels}`: choose 1 (grey) or 3 (RGB)")
+        if self.image_size is not None:  # a JSON list from a checkpoint, or (height, width)
+            size = tuple(self.image_size)
+            if len(size) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size):
+                raise UsageError(f"`image_size` must be a height and a width in pixels, got {self.image_size!r}")
+            object.__setattr__(self, "image_size", size)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ def flattened(config: dict[str, Any]) -> dict[str, Any]:
 def _fields_as_flags(table: str, fields: dict[str, Any]) -> dict[str, Any]:
     fields = dict(fields)
     if table == "data":
+        fields.pop("sha256", None)  # measured on the data used, not a setting
         if "download" in fields:
             fields["no_download"] = not fields.pop("download")
         # the default run (fallback) names no dataset: it is mnist, falling back to mnist5k offline

@@ -16,6 +16,7 @@ import pyro
 from torch import Tensor
 
 from pyro_vae.commands.cli import startup_done
+from pyro_vae.data.pixels import dequantized_bound
 from pyro_vae.errors import UsageError
 from pyro_vae.evaluation.bounds import (
     AISEstimate,
@@ -121,6 +122,12 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
             raise UsageError(f"{a.checkpoint}: the model's bounds are not finite on these images (ELBO "
                              f"{report.elbo.mean}): its weights are damaged or diverged; use another checkpoint")
         print("\n".join(report.lines()))
+        bits = {}
+        if data.dequantize:  # a density of dequantized 8-bit pixels: the bound on the 8-bit images, in bits/dim
+            bits = {f"IWAE K={report.num_samples}": dequantized_bound(report.log_likelihood.mean, x.shape[-1])[1],
+                    **{f"AIS T={row.num_steps}": dequantized_bound(row.log_likelihood.mean, x.shape[-1])[1]
+                       for row in report.ais}}
+            print("8-bit images, bits/dim (lower is better): " + ", ".join(f"{k} {v:.3f}" for k, v in bits.items()))
         if compared is not None:
             print(f"this evaluation minus {a.compare}, paired on {shared} shared images:")
             for name, d in compared.items():
@@ -130,6 +137,7 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
                   "checkpoint_epoch": state.get("epoch"), "settings": settings,
                   "dataset": state["data_config"]["dataset"], "images": chosen, "seed": a.seed,
                   "processes": context.world_size, "seconds": wall, **report.to_dict(),
+                  **({"bits_per_dim": bits} if bits else {}),
                   **({} if compared is None else {"compared_with": str(a.compare), "shared_images": shared,
                                                   "paired_differences": compared})}
         atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2) + "\n")

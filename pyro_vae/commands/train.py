@@ -21,9 +21,10 @@ log = logging.getLogger("pyro_vae")
 def configs(a: argparse.Namespace) -> tuple[ModelConfig, DataConfig, TrainConfig, RunConfig]:
     """The configs that train's flags (parsers.train_parser) set."""
     model = ModelConfig(z_dim=a.z_dim, hidden=a.hidden, activation=a.activation, likelihood=a.likelihood,
-                        scale_floor=a.scale_floor, guide=a.guide, flow_layers=a.flow_layers)
+                        scale_floor=a.scale_floor, guide=a.guide, flow_layers=a.flow_layers, arch=a.arch)
     data = DataConfig(dataset=a.dataset or DataConfig().dataset, data_dir=a.data_dir, binarize=a.binarize,
-                      dequantize=a.dequantize, download=not a.no_download, seed=a.seed, fallback=a.dataset is None)
+                      dequantize=a.dequantize, download=not a.no_download, seed=a.seed, fallback=a.dataset is None,
+                      channels=a.channels, image_size=a.image_size)
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, elbo=a.elbo, num_particles=a.num_particles,
                         lr_schedule=a.lr_schedule, patience=a.patience, jit=a.jit)
     run = RunConfig(device=a.device, init_output_bias=a.init_output_bias, eval_samples=a.eval_samples)

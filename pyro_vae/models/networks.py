@@ -60,3 +60,9 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)  # (..., out_features)
+
+    def set_output_bias(self, bias: Tensor) -> None:
+        """Start the output at ``bias`` (out_features,): the last layer's bias."""
+        last = self.net[-1]
+        assert isinstance(last, nn.Linear)
+        last.bias.copy_(bias)

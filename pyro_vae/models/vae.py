@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from pyro_vae.config import ModelConfig
 from pyro_vae.errors import UsageError
 from pyro_vae.models import flows
+from pyro_vae.models.conv import ConvDecoder, ConvEncoder
 from pyro_vae.models.flows import IAF
 from pyro_vae.models.guide import guide
 from pyro_vae.models.likelihoods import Likelihood, make_likelihood
@@ -21,16 +24,30 @@ class VAE(nn.Module):
     dataset of ``size`` images at indices ``subsample`` (see model.data_plate). ``vae.model(None,
     size=B)`` draws B images x ~ p(x)."""
 
-    def __init__(self, x_dim: int, config: ModelConfig, likelihood: Likelihood | None = None) -> None:
+    def __init__(self, x_dim: int, config: ModelConfig, likelihood: Likelihood | None = None,
+                 image_shape: tuple[int, int, int] | None = None) -> None:
         super().__init__()
         if isinstance(x_dim, bool) or not isinstance(x_dim, int) or x_dim < 1:
             raise UsageError(f"`x_dim` (pixels per image) must be a positive integer, got {x_dim!r}")
+        if image_shape is not None and math.prod(image_shape) != x_dim:
+            raise UsageError(f"`image_shape={tuple(image_shape)}` holds {math.prod(image_shape)} pixels, not "
+                             f"`x_dim={x_dim}`")
         self.x_dim = x_dim
+        self.image_shape = None if image_shape is None else tuple(image_shape)  # (C, H, W)
         self.config = config
         self.likelihood = likelihood or make_likelihood(config)
-        self.encoder = Encoder(x_dim, config.hidden, config.z_dim, config.activation)
-        out_features = x_dim * self.likelihood.params_per_pixel
-        self.decoder = Decoder(config.z_dim, config.hidden[::-1], out_features, config.activation)
+        self.encoder: Encoder
+        self.decoder: Decoder
+        if config.arch == "conv":
+            if image_shape is None:
+                raise UsageError("`arch=conv` needs the images' shape: pass `image_shape=(C, H, W)`")
+            self.encoder = ConvEncoder(image_shape, config.hidden[-1], config.z_dim, config.activation)
+            self.decoder = ConvDecoder(config.z_dim, config.hidden[-1], image_shape, self.likelihood.params_per_pixel,
+                                       config.activation)
+        else:
+            self.encoder = Encoder(x_dim, config.hidden, config.z_dim, config.activation)
+            out_features = x_dim * self.likelihood.params_per_pixel
+            self.decoder = Decoder(config.z_dim, config.hidden[::-1], out_features, config.activation)
         self.flow = IAF(config.z_dim, config.hidden[-1], config.flow_layers) if config.guide == "iaf" else None
         # One bound method each for the VAE's lifetime: Pyro's JIT ELBOs key their compiled traces by
         # id(model) and id(guide), and every `vae.model` lookup would otherwise make a new object with
@@ -74,9 +91,7 @@ class VAE(nn.Module):
         """Start p(x|z) at each pixel's mean over the training images ``x`` (N, D), as Burda et
         al. (2016) do: the decoder's last bias is set by the likelihood (the logit of the mean
         pixel for Bernoulli), so early training spends no steps learning the average image."""
-        last = self.decoder.net[-1]
-        assert isinstance(last, nn.Linear)
-        last.bias.copy_(self.likelihood.output_bias(x))
+        self.decoder.set_output_bias(self.likelihood.output_bias(x))
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """Mean of p(x|z) at z = the encoder's mean (through the flow, for a flow guide).   (B, D) -> (B, D)"""

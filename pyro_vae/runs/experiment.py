@@ -59,21 +59,25 @@ def build(
     Also returns the data config as actually used (the dataset after any fallback, binarization and
     dequantization resolved): what a checkpoint records so that evaluation rebuilds the same test set.
     """
-    dataset = load_dataset(
-        data_config.dataset, data_config.data_dir, data_config.download, data_config.seed, data_config.fallback
-    )
+    dataset = load_dataset(data_config.dataset, data_config.data_dir, data_config.download, data_config.seed,
+                           data_config.fallback, data_config.channels, data_config.image_size)
+    if not new and data_config.sha256 is not None and dataset.sha256 != data_config.sha256:
+        raise UsageError(f"{data_config.data_dir}: the images changed since the model was trained on them (their "
+                         f"SHA-256 was {data_config.sha256[:12]}..., is {(dataset.sha256 or '')[:12]}...): "
+                         "evaluate on the images it was trained on (`data_dir`)")
     likelihood, binarize = likelihood_for(model_config, data_config.binarize, dataset.is_binary)
     dequantize = data_config.dequantize
     if new:
         dequantize = continuous_pixels(likelihood, binarize, dataset, dequantize)
     data = prepare_data(dataset, likelihood, binarize, data_config.seed, device, dequantize)
     x_dim = dataset.train.shape[1]
-    weights = parameter_count(model_config, x_dim, likelihood.params_per_pixel)
+    weights = parameter_count(model_config, x_dim, likelihood.params_per_pixel, dataset.image_shape)
     require_memory(FLOAT * weights, device, f"a VAE with z_dim={model_config.z_dim} and hidden="
                    f"{','.join(map(str, model_config.hidden))} ({weights:,} parameters)",
                    "choose a smaller `z_dim` or `hidden`")
-    vae = VAE(x_dim, model_config, likelihood).to(device)
-    return vae, data, replace(data_config, dataset=dataset.name, binarize=binarize, dequantize=dequantize)
+    vae = VAE(x_dim, model_config, likelihood, dataset.image_shape).to(device)
+    return vae, data, replace(data_config, dataset=dataset.name, binarize=binarize, dequantize=dequantize,
+                              sha256=dataset.sha256)
 
 
 def load_run(path: str | Path, device: str = "auto", data_dir: str | None = None) -> tuple[VAE, PreparedData, dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import torch
@@ -15,48 +16,54 @@ from pyro_vae.files import save_figure
 from pyro_vae.training.state import EpochRecord
 
 
-def image_grid(images: Tensor, image_shape: tuple[int, int], nrow: int, padding: int = 2) -> Tensor:
-    """(N, D) in [0, 1] -> one (H', W') image of the N images in rows of ``nrow``, ``padding`` white
-    pixels around each: the layout of torchvision's make_grid (tested equal), without the 1.4 s
-    that importing torchvision adds to every run."""
-    tiles = images.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape)  # (N, H, W)
+def image_grid(images: Tensor, image_shape: tuple[int, int, int], nrow: int, padding: int = 2) -> Tensor:
+    """(N, D) in [0, 1], images of ``image_shape`` (C, H, W) -> one (C, H', W') image of the N images in rows of
+    ``nrow``, ``padding`` white pixels around each: the layout of torchvision's make_grid (tested equal), without
+    the 1.4 s that importing torchvision adds to every run."""
+    tiles = images.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape)  # (N, C, H, W)
     if len(tiles) == 1:
         return tiles[0]  # as make_grid: one image, unpadded
-    (height, width), cols = image_shape, min(nrow, len(tiles))
+    (channels, height, width), cols = image_shape, min(nrow, len(tiles))
     rows = -(-len(tiles) // cols)
-    grid = torch.ones(rows * (height + padding) + padding, cols * (width + padding) + padding)
+    grid = torch.ones(channels, rows * (height + padding) + padding, cols * (width + padding) + padding)
     for i, tile in enumerate(tiles):
-        top, left = (padding + k * (size + padding) for k, size in zip(divmod(i, cols), image_shape))
-        grid[top : top + height, left : left + width] = tile
+        top, left = (padding + k * (size + padding) for k, size in zip(divmod(i, cols), (height, width)))
+        grid[:, top : top + height, left : left + width] = tile
     return grid
 
 
+def grid_pixels(grid: Tensor) -> Any:
+    """An image grid (C, H', W') as imshow takes it: (H', W') for grey, (H', W', 3) for colour (numpy)."""
+    return grid[0].numpy() if len(grid) == 1 else grid.permute(1, 2, 0).numpy()
+
+
 def save_grid(grid: Tensor, title: str, path: str | Path, metadata: dict[str, str | None] | None = None) -> None:
-    """An image grid (H', W') in [0, 1] as a grey PNG, at one screen pixel per image pixel and a half."""
-    fig = Figure(figsize=(grid.shape[1] / 40, grid.shape[0] / 40 + 0.5))
+    """An image grid (C, H', W') in [0, 1] as a PNG, grey for C = 1 and in colour for C = 3, at one screen pixel per
+    image pixel and a half."""
+    fig = Figure(figsize=(grid.shape[2] / 40, grid.shape[1] / 40 + 0.5))
     ax = fig.add_subplot()
-    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(grid_pixels(grid), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     save_figure(fig, path, metadata)
 
 
-def reconstruction_grid(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int]) -> Tensor:
+def reconstruction_grid(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int, int]) -> Tensor:
     """Data in the odd rows of 8, the mean of p(x|z = E_q z) below each in the even rows.
-    (N, D), (N, D) -> (H', W')"""
+    (N, D), (N, D) -> (C, H', W')"""
     nrow = min(len(x), 8)
     rows = [t for i in range(0, len(x), nrow) for t in (x[i : i + nrow], reconstruction[i : i + nrow])]
     return image_grid(torch.cat(rows), image_shape, nrow)
 
 
-def plot_reconstructions(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int], path: str | Path,
+def plot_reconstructions(x: Tensor, reconstruction: Tensor, image_shape: tuple[int, int, int], path: str | Path,
                          metadata: dict[str, str | None] | None = None) -> None:
     """reconstruction_grid as a PNG.   (N, D), (N, D)"""
     grid = reconstruction_grid(x, reconstruction, image_shape)
     save_grid(grid, "data (odd rows) and reconstructions (even rows)", path, metadata)
 
 
-def plot_samples(images: Tensor, image_shape: tuple[int, int], path: str | Path,
+def plot_samples(images: Tensor, image_shape: tuple[int, int, int], path: str | Path,
                  metadata: dict[str, str | None] | None = None, title: str = "mean of p(x|z), z ~ N(0, I)") -> None:
     """Means of p(x|z) for z drawn from the prior.   (N, D)"""
     save_grid(image_grid(images, image_shape, 8), title, path, metadata)
@@ -100,9 +107,11 @@ def plot_latent(loc: Tensor, labels: Tensor | None, path: str | Path, title: str
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.5)
     else:
-        points = ax.scatter(xy[:, 0], xy[:, 1], c=labels.cpu().numpy(), cmap="tab10", vmin=-0.5, vmax=9.5, s=3,
-                            alpha=0.7)
-        fig.colorbar(points, ax=ax, ticks=range(10), label="class")
+        count = int(labels.max()) + 1  # the classes 0 .. count - 1, in tab10's colours (repeating past 10)
+        colours = matplotlib.colors.ListedColormap([class_colour(c) for c in range(count)])
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=labels.cpu().numpy(), cmap=colours, vmin=-0.5, vmax=count - 0.5,
+                            s=3, alpha=0.7)
+        fig.colorbar(points, ax=ax, ticks=range(count) if count <= 20 else None, label="class")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     projected = "" if loc.shape[1] == 2 else f", {loc.shape[1]}-D projected by PCA"
@@ -124,7 +133,7 @@ def manifold_grid(n: int = 20, low: float = 0.05, high: float = 0.95) -> Tensor:
     return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1)
 
 
-def plot_manifold(images: Tensor, image_shape: tuple[int, int], path: str | Path) -> None:
+def plot_manifold(images: Tensor, image_shape: tuple[int, int, int], path: str | Path) -> None:
     """Decoded means of manifold_grid(n): (n*n, D) images, z_1 left to right, z_2 bottom to top."""
     n = round(len(images) ** 0.5)
     title = "learned 2-D manifold: mean of p(x|z) on a grid of prior quantiles"

@@ -61,9 +61,9 @@ class TensorBoardWriter:
         self.imaged.add(step)
         x = data.test[:32]  # (32, D)
         self.writer.add_image("reconstructions", reconstruction_grid(x, vae.reconstruct(x), data.image_shape), step,
-                              dataformats="HW")
+                              dataformats="CHW")
         z = torch.randn(64, vae.config.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(x.device)
-        self.writer.add_image("samples", image_grid(vae.decode_mean(z), data.image_shape, 8), step, dataformats="HW")
+        self.writer.add_image("samples", image_grid(vae.decode_mean(z), data.image_shape, 8), step, dataformats="CHW")
 
     def final(self, final: dict[str, Any], step: int, vae: VAE, data: PreparedData) -> None:
         """The test bound, and the test log p^(x), its SE and the share of images with PSIS k^ > 0.7,

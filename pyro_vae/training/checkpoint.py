@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import logging
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ def save(path: str | Path, vae: VAE, optimizer: torch.optim.Optimizer, data_conf
         "data_config": asdict(data_config),
         "train_config": asdict(train_config),
         "x_dim": vae.x_dim,
+        "image_shape": None if vae.image_shape is None else list(vae.image_shape),  # (C, H, W)
         **{part: {k.removeprefix(f"{part}."): v for k, v in weights.items() if k.startswith(f"{part}.")}
            for part in ("encoder", "decoder", "flow") if part != "flow" or vae.flow is not None},
         "optimizer": snapshot.optimizer if snapshot else optimizer.state_dict(),
@@ -148,7 +150,9 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
     except OSError as error:
         raise UsageError(f"cannot read checkpoint {path} ({error.strerror or error})") from None
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # a flipped protocol byte: the file is then said to be corrupt, in one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises many types for a file that is not a checkpoint
         if start.startswith(ZIP_MAGIC) or b"/data.pkl" in start:  # a torch file (one flipped bit cannot hide both)
             raise UsageError(f"corrupt checkpoint: {path} is a damaged torch file that does not load "
@@ -158,6 +162,11 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
             f"{path} is not a pyro_vae checkpoint ({type(error).__name__}): pass a checkpoint.pt written by "
             "pyro-vae-train"
         ) from None
+    if isinstance(state, dict) and state.get("format") != FORMAT and isinstance(state.get("checksum"), str) and \
+            checksum(state, state["checksum"].startswith(WHOLE)) != state["checksum"]:
+        # a checkpoint whose marker a flipped bit changed, not a foreign file: its checksum says so
+        raise UsageError(f"corrupt checkpoint: the content of {path} does not match the checksum stored with it "
+                         "(damaged on disk or in transfer, or edited): use another copy, or train again")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UsageError(f"{path} is not a pyro_vae checkpoint (no {FORMAT!r} marker): pass one written by "
                          "pyro-vae-train")
@@ -192,7 +201,8 @@ def schema_problem(state: dict) -> str | None:
     if isinstance(x_dim, bool) or not isinstance(x_dim, int) or x_dim < 1:
         return f"x_dim is {x_dim!r}, not a positive integer"
     try:
-        expected = VAE(x_dim, model_config).state_dict()
+        shape = state.get("image_shape")
+        expected = VAE(x_dim, model_config, image_shape=None if shape is None else tuple(shape)).state_dict()
     except UsageError as error:
         return str(error)
     parts = ("encoder", "decoder", "flow") if model_config.guide == "iaf" else ("encoder", "decoder")
@@ -307,6 +317,10 @@ def check_data(state: dict, data_used: DataConfig, name: str = "the checkpoint")
     data the checkpoint was trained on."""
     old = state["data_config"]
     differ = [k for k in ("dataset", "binarize", "seed", "dequantize") if old.get(k, False) != getattr(data_used, k)]
+    if old.get("sha256") != data_used.sha256 and "dataset" not in differ:
+        raise UsageError(f"{name}: the images in {data_used.data_dir} changed since that run read them (their SHA-256 "
+                         f"was {str(old.get('sha256'))[:12]}..., is {str(data_used.sha256)[:12]}...): resume on the "
+                         "same images, or start a new run")
     if differ == ["dataset"] and old["dataset"] == "mnist5k" and data_used.dataset == "mnist":
         raise UsageError(f"{name}: that run trained on mnist5k, the offline subset it fell back to when MNIST was not "
                          "on disk, and MNIST is here now, so the same flags mean other data: pass `dataset=mnist5k` "

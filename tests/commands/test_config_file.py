@@ -21,8 +21,8 @@ def toml(config):
             return "[" + ", ".join(map(str, v)) + "]"
         return json.dumps(v)  # strings quoted; numbers as JSON writes them, which TOML reads the same
 
-    return "".join(f"[{table}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in fields.items()) + "\n"
-                   for table, fields in config.items())
+    return "".join(f"[{table}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in fields.items() if v is not None) + "\n"
+                   for table, fields in config.items())  # TOML has no null: a setting left at its default
 
 
 def test_flags_come_from_the_file_and_the_command_line_wins(tmp_path):

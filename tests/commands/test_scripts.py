@@ -192,6 +192,12 @@ def test_console_commands_are_the_scripts(command, script, tmp_path):
         ["--guide", "iaf", "--flow-layers", "1", "--elbo", "iwae", "--num-particles", "3"],
         ["--guide", "iaf", "--num-particles", "2", "--likelihood", "gaussian"],
         ["--guide", "iaf", "--jit"],
+        # the convolutional networks (28 = 4 x 7: two stride-2 layers) with every objective and likelihood
+        ["--arch", "conv"],
+        ["--arch", "conv", "--elbo", "meanfield", "--likelihood", "continuous-bernoulli", "--init-output-bias"],
+        ["--arch", "conv", "--elbo", "iwae", "--num-particles", "3", "--likelihood", "gaussian"],
+        ["--arch", "conv", "--jit"],
+        ["--arch", "conv", "--guide", "iaf", "--elbo", "iwae", "--num-particles", "2"],
     ],
     ids=lambda flags: " ".join(flags),
 )

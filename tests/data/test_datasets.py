@@ -19,7 +19,7 @@ from conftest import _write_idx, write_tiny_amat, write_tiny_idx, write_tiny_mni
 
 def test_mnist_reads_idx_files_written_in_the_real_format(tiny_mnist):
     ds = load_dataset("mnist", tiny_mnist, download=False)
-    assert ds.name == "mnist" and ds.image_shape == (28, 28)
+    assert ds.name == "mnist" and ds.image_shape == (1, 28, 28)
     # the last 1/6 of the 64 training images is held out for validation
     assert ds.train.shape == (54, 784) and ds.valid.shape == (10, 784) and ds.test.shape == (32, 784)
     assert ds.train.dtype == torch.float32 and 0 <= ds.train.min() and ds.train.max() <= 1

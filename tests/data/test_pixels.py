@@ -52,7 +52,7 @@ def test_unknown_binarization_is_a_clear_error():
 def grey_dataset(low=0.0, high=1.0):
     g = torch.Generator().manual_seed(0)
     x = low + (high - low) * torch.rand(40, 16, generator=g)
-    return Dataset("grey", x[:25], x[25:30], x[30:], (4, 4))
+    return Dataset("grey", x[:25], x[25:30], x[30:], (1, 4, 4))
 
 
 def test_threshold_binarization_thresholds_every_split():
@@ -69,7 +69,7 @@ def test_dynamic_binarization_fixes_validation_and_test_sets_by_seed():
         x = getattr(a, split)
         assert torch.equal(x, getattr(b, split)) and set(x.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(a.train, ds.train)  # kept grey: binarized per minibatch
-    assert a.image_shape == (4, 4)
+    assert a.image_shape == (1, 4, 4)
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_dequantize_refuses_binary_likelihoods_and_non_8_bit_data():
         prepare_data(grey_dataset(), Bernoulli(), "none", seed=0, dequantize_pixels=True)
     with pytest.raises(UsageError, match="8-bit pixels"):
         prepare_data(grey_dataset(), ContinuousBernoulli(), "none", seed=0, dequantize_pixels=True)
-    ds = Dataset("8bit", *(torch.randint(0, 256, (n, 16)).float() / 255 for n in (20, 5, 5)), (4, 4))
+    ds = Dataset("8bit", *(torch.randint(0, 256, (n, 16)).float() / 255 for n in (20, 5, 5)), (1, 4, 4))
     a, b = (prepare_data(ds, ContinuousBernoulli(), "none", seed=3, dequantize_pixels=True) for _ in range(2))
     assert torch.equal(a.test, b.test) and not torch.equal(a.test, ds.test)  # fixed by the seed
     assert not torch.equal(a.minibatch(torch.arange(20)), a.minibatch(torch.arange(20)))  # fresh per minibatch
@@ -114,7 +114,7 @@ def test_dequantize_refuses_binary_likelihoods_and_non_8_bit_data():
 def eight_bit_dataset(binary=False):
     generator = torch.Generator().manual_seed(0)
     x = torch.randint(0, 2 if binary else 256, (30, 12), generator=generator).float() / (1 if binary else 255)
-    return Dataset("binarized" if binary else "grey", x[:20], x[20:25], x[25:], (3, 4))
+    return Dataset("binarized" if binary else "grey", x[:20], x[20:25], x[25:], (1, 3, 4))
 
 
 @pytest.mark.parametrize("likelihood", ["continuous-bernoulli", "gaussian"])
@@ -136,7 +136,7 @@ def test_a_density_on_8_bit_pixels_dequantizes_them_and_says_so(caplog):
     with caplog.at_level(logging.INFO, logger="pyro_vae"):
         assert continuous_pixels(gaussian, "none", eight_bit_dataset(), False)
     assert "dequantizing the 8-bit pixels" in caplog.text and "gaussian" in caplog.text
-    real = Dataset("real", *(torch.rand(n, 12) for n in (20, 5, 5)), (3, 4))
+    real = Dataset("real", *(torch.rand(n, 12) for n in (20, 5, 5)), (1, 3, 4))
     assert not continuous_pixels(gaussian, "none", real, False)
     assert continuous_pixels(gaussian, "none", real, True)
     bernoulli = make_likelihood(ModelConfig())

@@ -29,7 +29,7 @@ def test_pca_projection_keeps_the_two_widest_directions():
 def test_latent_and_manifold_figures_are_written(tmp_path):
     plot_latent(torch.randn(100, 3), torch.randint(0, 10, (100,)), tmp_path / "latent.png")
     plot_latent(torch.randn(100, 2), None, tmp_path / "unlabelled.png")
-    plot_manifold(torch.rand(16, 784), (28, 28), tmp_path / "manifold.png")
+    plot_manifold(torch.rand(16, 784), (1, 28, 28), tmp_path / "manifold.png")
     for name in ("latent.png", "unlabelled.png", "manifold.png"):
         assert (tmp_path / name).stat().st_size > 1000
 
@@ -39,5 +39,8 @@ def test_image_grid_lays_images_out_as_torchvisions_make_grid(n, nrow):
     from torchvision.utils import make_grid
 
     images = torch.rand(n, 6 * 5)
-    expected = make_grid(images.reshape(n, 1, 6, 5), nrow=nrow, padding=2, pad_value=1.0)[0]
-    assert torch.equal(image_grid(images, (6, 5), nrow), expected)
+    expected = make_grid(images.reshape(n, 1, 6, 5), nrow=nrow, padding=2, pad_value=1.0)[:1]  # it repeats grey 3x
+    assert torch.equal(image_grid(images, (1, 6, 5), nrow), expected)
+    colour = torch.rand(n, 3 * 6 * 5)
+    expected = make_grid(colour.reshape(n, 3, 6, 5), nrow=nrow, padding=2, pad_value=1.0)
+    assert torch.equal(image_grid(colour, (3, 6, 5), nrow), expected)

@@ -91,7 +91,7 @@ def test_sharding_covers_every_index_once():
     assert torch.equal(SINGLE.shard(index), index)
 
 
-@pytest.mark.parametrize("guide", [[], ["--guide", "iaf"]], ids=["gaussian", "iaf"])
+@pytest.mark.parametrize("guide", [[], ["--guide", "iaf"], ["--arch", "conv"]], ids=["gaussian", "iaf", "conv"])
 def test_torchrun_trains_and_evaluates_end_to_end(tiny_mnist, tmp_path, guide):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
