@@ -1,6 +1,6 @@
 """Every command's flags, built without torch, Pyro or the data: ``--help`` and a bad flag answer at once.
 
-One setting has one flag in every command (FLAGS); the names a setting had before 0.3.0 still work, hidden
+One setting has one flag in every command (SETTING_FLAGS); the names a setting had before 0.3.0 still work, hidden
 from --help, with a one-line note (RENAMED). Every command also reads its flags from a file (``--config``,
 see config_file.py); flags on the command line win.
 """
@@ -39,7 +39,7 @@ from pyro_vae.config import (
 )
 
 # One setting, one flag, in every command that has it (tests/commands/test_parsers.py walks every parser).
-FLAGS = {
+SETTING_FLAGS = {
     "eval_samples": "--eval-samples",  # K of the importance-sampled log p^(x)
     "images": "--images",  # how many images a command scores
     "images_per_pass": "--images-per-pass",  # images scored at once, and per saved part
@@ -415,7 +415,7 @@ def parse(name: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The flags of command ``name`` from ``argv`` (default: the process's), after those of ``--config``."""
     p = PARSERS[name]()
     args = list(sys.argv[1:] if argv is None else argv)
-    found = argparse.ArgumentParser(add_help=False)
+    found = ArgumentParser(prog=p.prog, add_help=False)  # a bad --config is one line, as every bad flag
     found.add_argument("--config")
     config, _ = found.parse_known_args(args)
     if config.config is not None:

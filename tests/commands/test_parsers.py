@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pyro_vae.commands import parsers
-from pyro_vae.commands.parsers import FLAGS, PARSERS, RENAMED, parse
+from pyro_vae.commands.parsers import PARSERS, RENAMED, SETTING_FLAGS, parse
 from pyro_vae.config import ACTIVATION_NAMES, BINARIZE, DATASET_NAMES, DEVICES, ELBO_NAMES, LIKELIHOOD_NAMES
 
 from programs import ROOT, TINY, run_in_process, run_subprocess
@@ -34,8 +34,8 @@ def test_one_setting_has_one_flag_in_every_command():
             primary = [o for o in action.option_strings if o.startswith("--")]
             assert len(primary) == 1, (name, action.option_strings)  # no second visible name
             flag = primary[0]
-            if action.dest in FLAGS:
-                assert flag == FLAGS[action.dest], (name, action.dest, flag)
+            if action.dest in SETTING_FLAGS:
+                assert flag == SETTING_FLAGS[action.dest], (name, action.dest, flag)
             assert flag_of.setdefault(action.dest, flag) == flag, (name, action.dest, flag, flag_of[action.dest])
             assert dest_of.setdefault(flag, action.dest) == action.dest, (name, flag, action.dest)
         shown = {a.option_strings[0] for a in visible(parser)}
@@ -49,7 +49,7 @@ def test_one_setting_has_one_flag_in_every_command():
 def test_an_old_flag_still_sets_its_setting_with_a_note(name, capsys):
     """... and still works until 0.4.0, saying once what it is called now."""
     for old, dest in RENAMED[name].items():
-        new = FLAGS.get(dest, "--" + dest.replace("_", "-"))
+        new = SETTING_FLAGS.get(dest, "--" + dest.replace("_", "-"))
         given = parse(name, ["--checkpoint", "c.pt", old, "3"])
         assert getattr(given, dest) in (3, (3,)), (old, dest)
         assert f"note: {old} is now {new}" in capsys.readouterr().err
