@@ -162,16 +162,13 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
             f"{path} is not a pyro_vae checkpoint ({type(error).__name__}): pass a checkpoint.pt written by "
             "pyro-vae-train"
         ) from None
-    if isinstance(state, dict) and state.get("format") != FORMAT and isinstance(state.get("checksum"), str) and \
-            checksum(state, state["checksum"].startswith(WHOLE)) != state["checksum"]:
-        # a checkpoint whose marker a flipped bit changed, not a foreign file: its checksum says so
-        raise UsageError(f"corrupt checkpoint: the content of {path} does not match the checksum stored with it "
-                         "(damaged on disk or in transfer, or edited): use another copy, or train again")
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    stored = state.get("checksum") if isinstance(state, dict) else None  # checkpoints before 0.1.0's have none
+    # summed before the marker is read: a bit flipped in the marker is damage the checksum sees, not a foreign file
+    damaged = isinstance(stored, str) and checksum(state, stored.startswith(WHOLE)) != stored
+    if not damaged and (not isinstance(state, dict) or state.get("format") != FORMAT):
         raise UsageError(f"{path} is not a pyro_vae checkpoint (no {FORMAT!r} marker): pass one written by "
                          "pyro-vae-train")
-    stored = state.get("checksum")  # checkpoints before 0.1.0's checksum have none
-    if stored is not None and (not isinstance(stored, str) or checksum(state, stored.startswith(WHOLE)) != stored):
+    if damaged or stored is not None and not isinstance(stored, str):
         raise UsageError(f"corrupt checkpoint: the content of {path} does not match the checksum stored with it "
                          "(damaged on disk or in transfer, or edited): use another copy, or train again")
     missing = [key for key in REQUIRED if key not in state]
