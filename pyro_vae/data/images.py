@@ -12,8 +12,11 @@ import hashlib
 import logging
 import zipfile
 from collections import Counter
+from collections.abc import Generator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,13 +65,24 @@ def image_files(root: Path) -> tuple[list[Path], list[Path]]:
     return images, skipped
 
 
+@contextmanager
+def opened(path: Path) -> Generator[Any, None, None]:
+    """The image file ``path`` open through Pillow; anything Pillow cannot read in it, on opening or decoding, is
+    one UsageError naming the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            yield image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise UsageError(f"{path}: not a readable image ({error}): remove or replace it") from None
+
+
 def read_folder(root: str | Path, channels: int | None = None, image_size: tuple[int, int] | None = None) -> Images:
     """Every image file under ``root``: converted to ``channels`` (1 grey, 3 RGB; default: RGB when any file is in
     colour, else grey), resized and centre-cropped to ``image_size`` (H, W) (default: the files' own size, which
     must then be one). When no image lies directly in ``root``, the folder each lies in below ``root`` is its class,
     as in torchvision's ImageFolder (classes in sorted order)."""
-    from PIL import Image
-
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"`data_dir={root}` is not a folder: `dataset=folder` reads the image files under a folder")
@@ -84,12 +98,9 @@ def read_folder(root: str | Path, channels: int | None = None, image_size: tuple
     # headers first (size and mode, no pixels decoded): the size rule and the memory check before the work
     sizes, modes = [], []
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                sizes.append((image.height, image.width))
-                modes.append(image.mode)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            raise UsageError(f"{path}: not a readable image ({error}): remove or replace it") from None
+        with opened(path) as image:
+            sizes.append((image.height, image.width))
+            modes.append(image.mode)
     colour = [mode not in GREY_MODES for mode in modes]
     native = 3 if any(colour) else 1
     chosen = channels or native
@@ -112,14 +123,11 @@ def read_folder(root: str | Path, channels: int | None = None, image_size: tuple
                    f"{len(paths)} images of {chosen}x{height}x{width} pixels", "pass a smaller `image_size`")
     pixels = np.empty((len(paths), height, width, chosen), dtype=np.uint8)
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB" if chosen == 3 else "L")
-                if (image.height, image.width) != (height, width):
-                    image = resize_and_crop(image, height, width)
-                pixels[i] = np.asarray(image).reshape(height, width, chosen)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            raise UsageError(f"{path}: not a readable image ({error}): remove or replace it") from None
+        with opened(path) as image:
+            image = image.convert("RGB" if chosen == 3 else "L")
+            if (image.height, image.width) != (height, width):
+                image = resize_and_crop(image, height, width)
+            pixels[i] = np.asarray(image).reshape(height, width, chosen)
     classes: tuple[str, ...] = ()
     labels = None
     if all(len(p.relative_to(root).parts) > 1 for p in paths):
