@@ -54,3 +54,17 @@ def wide_guide(post_mean, post_cov, shift=0.0, widen=1.3):
             pyro.sample("z", dist.Normal(post_mean + shift, scale).to_event(1))
 
     return guide
+
+
+@pytest.fixture
+def correlated_problem():
+    """8 datapoints of a 2-D latent seen through 3 pixels, W chosen so that the posterior precision is
+    [[10, 8.5], [8.5, 10]] (correlation 0.85): the best diagonal Gaussian is 0.64 nats from it."""
+    w1 = torch.tensor([2.1, 0.0, 0.0], dtype=torch.float64)
+    w2 = torch.tensor([4.165 / 2.1, (4.41 - (4.165 / 2.1) ** 2) ** 0.5, 0.0], dtype=torch.float64)
+    W = torch.stack([w1, w2], dim=1)  # (3, 2): |w_i|^2 / s^2 = 9, w_1 . w_2 / s^2 = 8.5
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(3, generator=g, dtype=torch.float64)
+    z = torch.randn(8, 2, generator=g, dtype=torch.float64)
+    x = z @ W.T + b + SIGMA * torch.randn(8, 3, generator=g, dtype=torch.float64)
+    return exact_posterior(W, b, x)

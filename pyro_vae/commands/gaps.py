@@ -18,6 +18,7 @@ from torch import Tensor
 from pyro_vae.commands.cli import startup_done
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
+from pyro_vae.inference.local import CONVERGED_NATS, LocalFit
 from pyro_vae.inference.streams import LOCAL_FIT, stream_seed
 from pyro_vae.runs.experiment import load_run
 from pyro_vae.runs.parts import Scored, choose_images, figure_stamp, file_hash, score_in_parts, tensor_hash
@@ -32,7 +33,8 @@ ROWS = (("log_px", "log p^(x), AIS"), ("local_elbo", "L[q*], best Gaussian per i
 
 def plot_gaps(gaps: InferenceGaps, path: Path, metadata: dict[str, str | None] | None = None) -> None:
     """Left: each image's inference gap as approximation (below) plus amortization (above), images sorted
-    by their inference gap. Right: amortization against approximation gap, one point per image."""
+    by their inference gap. Right: amortization against approximation gap, one point per image, marked where
+    q* came from another start than the guide's."""
     approximation, amortization = gaps.approximation_gap.cpu().numpy(), gaps.amortization_gap.cpu().numpy()
     order = np.argsort(approximation + amortization)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
@@ -46,7 +48,11 @@ def plot_gaps(gaps: InferenceGaps, path: Path, metadata: dict[str, str | None] |
     left.set_ylabel("nats")
     left.set_title(f"inference gap log p(x) − L[q] of {len(order)} images, split in two", fontsize=9)
     left.legend(fontsize=8)
-    right.scatter(approximation, amortization, s=10, alpha=0.7)
+    better = (gaps.local.start_gain > CONVERGED_NATS).cpu().numpy()
+    right.scatter(approximation[~better], amortization[~better], s=10, alpha=0.7, label="q* from the guide's start")
+    if better.any():
+        right.scatter(approximation[better], amortization[better], s=18, marker="^", color="C3",
+                      label="q* from another start: a better mode")
     top = max(float(approximation.max()), float(amortization.max()), 0.0)
     right.plot([0, top], [0, top], color="0.5", linewidth=0.8, label="equal")
     right.set_xlabel("approximation gap (nats)")
@@ -56,6 +62,42 @@ def plot_gaps(gaps: InferenceGaps, path: Path, metadata: dict[str, str | None] |
     for ax in (left, right):
         ax.grid(alpha=0.3)
     save_figure(fig, path, metadata)
+
+
+AIS_MISSED_NATS = 0.5  # an ELBO above AIS's log p^(x) by more than this is beyond both estimates' noise here
+
+
+def local_columns(local: LocalFit) -> dict[str, Tensor]:
+    """q*'s per-image numbers as the columns a part saves and gaps.json lists."""
+    return {"local_elbo": local.elbo, "converged": local.converged.double(), "local_rise": local.rise,
+            "start_gain": local.start_gain, "best_start": local.best_start.double()}
+
+
+def local_fit(columns: dict[str, Tensor]) -> LocalFit:
+    return LocalFit(columns["local_elbo"], columns["converged"].bool(), columns["local_rise"], columns["start_gain"],
+                    columns["best_start"].long())
+
+
+def local_report(gaps: InferenceGaps) -> list[str]:
+    """Lines on q*: whether it converged, where another start than the guide's found a better mode, and where
+    it found mass that AIS missed (an ELBO cannot exceed log p(x))."""
+    n, local = len(gaps.log_px), gaps.local
+    short = int((~local.converged).sum())
+    lines = [f"q* converged on {n - short} of {n} images: a further optimization raised "
+             + (f"none by more than {CONVERGED_NATS} nats" if not short else
+                f"{short} by more than {CONVERGED_NATS} nats (up to {local.rise.max().item():.2f}): raise "
+                "--local-steps")]
+    better = local.start_gain > CONVERGED_NATS
+    lines.append(f"another start beat the guide's on {int(better.sum())} of {n} images"
+                 + (f" (by {local.start_gain[better].mean().item():.2f} nats on average, up to "
+                    f"{local.start_gain.max().item():.2f}): their posteriors have a better mode than the one the "
+                    "guide sits in" if better.any() else ""))
+    missed = gaps.approximation_gap < -AIS_MISSED_NATS
+    if missed.any():
+        lines.append(f"on {int(missed.sum())} of {n} images L[q*] is above AIS's log p^(x) by more than "
+                     f"{AIS_MISSED_NATS} nats (up to {-gaps.approximation_gap.min().item():.2f}): AIS, whose chains "
+                     "start at the guide, missed posterior mass there; raise --ais-steps and --ais-chains")
+    return lines
 
 
 def run(a: argparse.Namespace) -> None:
@@ -70,8 +112,9 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
     out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
     index, _ = choose_images(len(data.test), images=a.images, seed=a.seed)
     x = data.test[index.to(data.test.device)]
-    log.info("%s: %d random test images of %s; q* by %d local steps, AIS with %d steps x %d chains", a.checkpoint,
-             len(x), state["data_config"]["dataset"], a.local_steps, a.ais_steps, a.ais_chains)
+    log.info("%s: %d random test images of %s; q* by %d local steps from %d starts, AIS with %d steps x %d chains",
+             a.checkpoint, len(x), state["data_config"]["dataset"], a.local_steps, a.local_starts, a.ais_steps,
+             a.ais_chains)
     part_size = a.images_per_pass
 
     def score(rows: Tensor) -> Scored:  # the images at dataset indices ``rows``
@@ -79,14 +122,14 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
         # on the number of processes or an interruption, but do on --batch-size, which makes the parts
         pyro.set_rng_seed(stream_seed(a.seed, int(rows[0]), LOCAL_FIT) % 2**32)
         gaps = inference_gaps(vae.model, vae.guide, data.test[rows.to(data.test.device)], local_steps=a.local_steps,
-                              num_samples=a.elbo_samples, ais_steps=a.ais_steps, ais_chains=a.ais_chains,
-                              ais_leapfrog=a.ais_leapfrog, ais_model=vae.annealing_model,
+                              local_starts=a.local_starts, num_samples=a.elbo_samples, ais_steps=a.ais_steps,
+                              ais_chains=a.ais_chains, ais_leapfrog=a.ais_leapfrog, ais_model=vae.annealing_model,
                               ais_guide=vae.annealing_guide, max_plate_nesting=1)
-        return Scored({"log_px": gaps.log_px, "elbo": gaps.elbo, "local_elbo": gaps.local_elbo,
-                       "converged": gaps.converged.double()})
+        return Scored({"log_px": gaps.log_px, "elbo": gaps.elbo, **local_columns(gaps.local)})
 
     settings = {"checkpoint_sha256": file_hash(a.checkpoint), "images_sha256": tensor_hash(x), "seed": a.seed,
                 "num_images": a.images, "batch_size": part_size, "local_steps": a.local_steps,
+                "local_starts": a.local_starts,
                 "num_samples": a.elbo_samples, "ais_steps": a.ais_steps, "ais_chains": a.ais_chains,
                 "ais_leapfrog": a.ais_leapfrog}
     # no training run or other command writes here meanwhile; results of other settings are refused before the work
@@ -96,21 +139,24 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
         if not context.is_main:
             return
         v = scored.values
-        gaps = InferenceGaps(v["log_px"], v["elbo"], v["local_elbo"], a.local_steps, v["converged"].bool())
-
+        gaps = InferenceGaps(v["log_px"], v["elbo"], local_fit(v), a.local_steps, a.local_starts)
         summary = gaps.summary()
         for name, label in ROWS:
             mean, se = summary[name]
             print(f"{label:>32}  {mean:10.2f}" + ("" if se is None else f" ± {se:.2f}"))
-        print(f"q* stopped improving on {int(gaps.converged.sum())} of {len(x)} images after {a.local_steps} steps")
+        for line in local_report(gaps):
+            print(line)
         per_image = {name: getattr(gaps, name).tolist() for name, _ in ROWS}  # .tolist() reads CUDA tensors too
+        per_image.update({name: value.tolist() for name, value in local_columns(gaps.local).items()
+                          if name != "local_elbo"})
         result = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": settings["checkpoint_sha256"],
                   "checkpoint_epoch": state.get("epoch"), "settings": settings,
                   "dataset": state["data_config"]["dataset"], "seed": a.seed, "processes": context.world_size,
-                  "batch_size": part_size, "local_steps": a.local_steps, "num_samples": a.elbo_samples,
+                  "batch_size": part_size, "local_steps": a.local_steps, "local_starts": a.local_starts,
+                  "num_samples": a.elbo_samples,
                   "ais_steps": a.ais_steps, "ais_chains": a.ais_chains, "ais_leapfrog": a.ais_leapfrog,
                   "summary": {name: {"mean": m, "se": se} for name, (m, se) in summary.items()},
-                  "images": {"index": index.tolist(), "converged": gaps.converged.tolist(), **per_image}}
+                  "images": {"index": index.tolist(), **per_image}}
         atomic_write_text(out / "gaps.json", json.dumps(result, indent=2) + "\n")
         plot_gaps(gaps, out / "gaps.png", figure_stamp(settings["checkpoint_sha256"], state.get("epoch")))
         shutil.rmtree(out / "gaps.parts", ignore_errors=True)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from pyro_vae.data.images import array_hash, read_array, read_folder
-from pyro_vae.data.readers import damaged, read_amat, read_idx
+from pyro_vae.data.readers import damaged, load_pickled_arrays, read_amat, read_idx
 from pyro_vae.errors import UsageError
 from pyro_vae.files import atomic_write
 from pyro_vae.models.likelihoods import all_binary
@@ -287,10 +287,12 @@ def load_cifar10(data_dir: str | Path, download: bool, seed: int) -> Dataset:
         remedy = "delete it and download CIFAR-10 again"
         try:
             with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
+                batch = load_pickled_arrays(f)
             images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, *CIFAR10_SHAPE)
             labels = np.asarray(batch["labels"], dtype=np.int64)
-        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
+        except pickle.UnpicklingError as error:
+            raise damaged(path, f"it is not a CIFAR-10 batch ({error})", remedy) from None
+        except (OSError, EOFError, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
             raise damaged(path, f"it is not a CIFAR-10 batch ({type(error).__name__})", remedy) from None
         if len(labels) != len(images) or (len(labels) and not 0 <= labels.min() <= labels.max() <= 9):
             raise damaged(path, "its labels are not one class 0-9 per image", remedy)

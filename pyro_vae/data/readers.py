@@ -5,10 +5,13 @@ never mistaken for a missing one.
 
 from __future__ import annotations
 
+import importlib
 import math
+import pickle
 import stat
 import struct
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -18,6 +21,32 @@ from pyro_vae.errors import UsageError
 
 IDX_TYPES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32",
              0x0E: "float64"}  # LeCun's IDX format: the third byte of the header
+
+
+# what CIFAR-10's python batches hold: NumPy arrays (pickled by protocol 2 under Python 2, or by any protocol since)
+# and bytes; a pickle that names anything else could run code when loaded
+PICKLED_ARRAYS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds dicts, lists, strings, numbers, bytes and NumPy arrays, and refuses any other
+    class or function a pickle names (plain pickle.load calls whatever the file names: code execution)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in PICKLED_ARRAYS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a file of arrays never holds (loading it "
+                                         "could run code; it was not loaded)")
+        if module.startswith("numpy.core"):  # NumPy 2 keeps NumPy 1's private modules under numpy._core
+            module = module.replace("numpy.core", "numpy._core", 1)
+        return getattr(importlib.import_module(module), name)
+
+
+def load_pickled_arrays(f: IO[bytes]) -> Any:
+    """A pickle of arrays (CIFAR-10's batches), read without running what it names: pickle.UnpicklingError for a
+    pickle that names any class or function but NumPy's array constructors."""
+    return _ArraysOnly(f, encoding="latin1").load()
 
 
 def damaged(path: Path, what: str, remedy: str) -> UsageError:

@@ -54,6 +54,8 @@ class AISResult:
     log_weights: Tensor  # (C, N): forward, log-estimates of p(x_n); reverse, of 1/p(x_n)
     acceptance: Tensor  # (N,): mean Metropolis acceptance probability over chains and transitions
     step_size: Tensor  # (N,): each datapoint's leapfrog step size at the last transition
+    final: dict[str, Tensor]  # site -> (C, N, F): the chains' last states, each site's value per chain and
+    #                           datapoint flattened (forward: approximate posterior draws, e.g. starts for q*)
 
     def bound(self) -> Tensor:
         """log-mean-exp over chains (forward: a lower bound on log p(x_n)).   (C, N) -> (N,)"""
@@ -80,18 +82,17 @@ def _check_arguments(num_steps: int, num_chains: int, num_leapfrog: int, step_si
     check_has_datapoints(args)
 
 
-def _pilot(target: Target, betas: Tensor, start: dict[str, Tensor] | None, *, num_leapfrog: int,
-           step_size: float) -> Tensor:
+def _pilot(target: Target, betas: Tensor, *, num_leapfrog: int, step_size: float) -> Tensor:
     """Step sizes for the run's transitions at b_1..b_T, tuned on chains of their own (thrown away) that
-    anneal along min(T, PILOT_STEPS) points of the same schedule, PILOT_TRANSITIONS adapting transitions at
-    each; a transition takes the geometric mean of the step sizes at the pilot's point nearest its own.
-    Returns (T, N)."""
+    start from fresh draws of the guide and anneal forward along min(T, PILOT_STEPS) points of the sigmoid
+    schedule, PILOT_TRANSITIONS adapting transitions at each; a transition takes the geometric mean of the
+    step sizes at the pilot's point nearest its own. A reverse run (decreasing betas) takes them in reverse
+    order: its kernels are fixed before, and independent of, the exact sample it starts from, as the
+    unbiasedness of its weights assumes. Returns (T, N)."""
     num_steps = len(betas) - 2
     points = min(num_steps, PILOT_STEPS)
     pilot_betas = sigmoid_schedule(points).to(betas)
-    if betas[0] > betas[-1]:  # reverse AIS: the pilot walks the same way
-        pilot_betas = pilot_betas.flip(0)
-    z = target.start(start, fresh=True)  # chains of the pilot's own, independent of the run's
+    z = target.start(None, fresh=True)  # chains of the pilot's own, independent of the run's
     eps = torch.full(z[0].shape[1:2], step_size, dtype=z[0].dtype, device=z[0].device)  # (N,)
     tuned = []
     for b in pilot_betas[1:-1].tolist():
@@ -103,7 +104,8 @@ def _pilot(target: Target, betas: Tensor, start: dict[str, Tensor] | None, *, nu
             eps = eps * torch.where(rate > TARGET_ACCEPT, PILOT_GROWTH, 1 / PILOT_GROWTH)
         tuned.append((log_eps / PILOT_TRANSITIONS).exp())
     nearest = [round(t * (points + 1) / (num_steps + 1)) for t in range(1, num_steps + 1)]  # in 1..points
-    return torch.stack([tuned[max(min(i, points), 1) - 1] for i in nearest])  # (T, N)
+    step_sizes = torch.stack([tuned[max(min(i, points), 1) - 1] for i in nearest])  # (T, N)
+    return step_sizes.flip(0) if betas[0] > betas[-1] else step_sizes
 
 
 def anneal(
@@ -123,7 +125,7 @@ def anneal(
     num_steps = len(b) - 2
     z = target.start(start)  # (C, N, F) each
     n = z[0].shape[1]
-    step_sizes = _pilot(target, betas, start, num_leapfrog=num_leapfrog, step_size=step_size) if num_steps else (
+    step_sizes = _pilot(target, betas, num_leapfrog=num_leapfrog, step_size=step_size) if num_steps else (
         z[0].new_full((1, n), step_size))  # (T, N): fixed before the run's first transition
     log_w = z[0].new_zeros(z[0].shape[:2])
     accepted = z[0].new_zeros(n)
@@ -136,7 +138,7 @@ def anneal(
     with torch.no_grad():
         log_q, log_p = target.log_densities(z)
     log_w += (b[-1] - b[-2]) * (log_p - log_q)
-    return AISResult(log_w, accepted / max(num_steps, 1), step_sizes[-1])
+    return AISResult(log_w, accepted / max(num_steps, 1), step_sizes[-1], dict(zip(target.latents.sites, z)))
 
 
 def datapoint_chunks(args: tuple, chunk_size: int | None) -> Iterator[tuple[slice, tuple]]:
@@ -173,7 +175,8 @@ def ais(
 
 def _concatenate(parts: list[AISResult]) -> AISResult:
     return AISResult(torch.cat([p.log_weights for p in parts], dim=1), torch.cat([p.acceptance for p in parts]),
-                     torch.cat([p.step_size for p in parts]))
+                     torch.cat([p.step_size for p in parts]),
+                     {name: torch.cat([p.final[name] for p in parts], dim=1) for name in parts[0].final})
 
 
 def ais_log_marginal_likelihood(
@@ -186,7 +189,9 @@ def ais_log_marginal_likelihood(
     Geometric path from the guide q(z|x) to p(x, z), sigmoid schedule, ``num_steps`` HMC transitions of
     ``num_leapfrog`` leapfrog steps (step sizes per datapoint tuned by a pilot run towards an acceptance rate
     of 0.65, then frozen), ``num_chains`` chains per datapoint. ``num_steps=0`` is importance sampling with
-    K = num_chains. Latent sites must be continuous, unconstrained and inside ``plate``. Gradients are not propagated.
+    K = num_chains. Latent sites must be continuous and inside ``plate``; a constrained one (positive, unit
+    interval, simplex, ...) is moved in the unconstrained space of its support (hmc.Latents). Gradients are not
+    propagated.
     """
     return ais(model, guide, *args, num_steps=num_steps, num_chains=num_chains, plate=plate,
                num_leapfrog=num_leapfrog, step_size=step_size, chunk_size=chunk_size,

@@ -1,5 +1,6 @@
 """HMC on the latent sites of any Pyro model/guide, for every datapoint of a data plate at once: the latents
-as (C, N, F) tensors (chains, datapoints, flattened values), the geometric path's energy
+as (C, N, F) tensors (chains, datapoints, flattened values; a constrained site in the unconstrained space of
+its support), the geometric path's energy
 -log f_b(z) = -(1 - b) log q(z|x_n) - b log p(x_n, z) with its gradient, and one HMC transition leaving f_b
 invariant with a Metropolis test per chain and datapoint. Annealed importance sampling (ais.py) walks them
 along its schedule."""
@@ -8,11 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
 from torch import Tensor
+from torch.distributions import biject_to
+from torch.distributions.transforms import Transform
 
 from pyro_vae.inference import estimators
 from pyro_vae.inference.estimators import (
@@ -29,31 +33,67 @@ STEP_JITTER = 0.2  # each transition's step size is drawn uniformly within +-20%
 
 
 class Latents:
-    """The guide's latent sites, moved between their own shapes and (C, N, F) tensors: chains first,
-    the data plate second, every other dimension flattened. Checks that AIS can move them."""
+    """The guide's latent sites, moved between their own shapes and (C, N, F) tensors: chains first, the data
+    plate second, every other dimension flattened. HMC moves each site in the unconstrained space of its
+    support, u = T^-1(z) with T = biject_to(support), as Pyro's HMC does: the (C, N, F) tensors hold u, and
+    ``constrain`` gives back z = T(u) with log |det dT/du|. Checks that AIS can move the sites."""
 
     def __init__(self, guide_trace: poutine.Trace, plate: str) -> None:
-        self.sites: dict[str, tuple[torch.Size, int]] = {}  # name -> (shape with the data dim at 1, data dim)
+        self.sites: dict[str, tuple[torch.Size, int]] = {}  # name -> (u's shape with the data dim at 1, data dim)
+        self.transforms: dict[str, Transform] = {}  # constrained sites: name -> T, unconstrained u -> value z
         for name, site in sample_sites(guide_trace).items():
             if site["is_observed"] or name == PARTICLES:
                 continue
             fn = site["fn"]
-            if not fn.has_rsample or fn.support.is_discrete:
+            if fn.support.is_discrete:
                 raise ValueError(f"AIS needs continuous latents: guide site {name!r} samples from "
-                                 f"{type(fn).__name__}, which is discrete or not reparameterizable")
-            if not is_real(fn.support):
-                raise ValueError(f"AIS moves latents by HMC on the real line: guide site {name!r} has support "
-                                 f"{fn.support}; reparameterize it to an unconstrained one")
+                                 f"{type(fn).__name__}, which is discrete")
             value = site["value"]
             position = value.dim() - len(fn.event_shape) + data_dim(site, plate)  # of the data plate in value
-            self.sites[name] = (value.movedim(position, 1).shape, position)
+            shape = value.shape
+            if not is_real(fn.support):
+                try:
+                    self.transforms[name] = biject_to(fn.support)
+                except NotImplementedError:
+                    raise ValueError(f"AIS moves latents by HMC in unconstrained space: guide site {name!r} has "
+                                     f"support {fn.support}, which torch cannot map to the real line (no "
+                                     "biject_to); reparameterize it") from None
+                shape = self.transforms[name].inverse_shape(shape)
+            self.sites[name] = (_moved(shape, position), position)
 
     def flatten(self, values: dict[str, Tensor]) -> list[Tensor]:
-        """Site values -> one (C, N, F) tensor per site."""
-        return [values[name].movedim(dim, 1).reshape(*shape[:2], -1) for name, (shape, dim) in self.sites.items()]
+        """Site values z -> one (C, N, F) tensor of u = T^-1(z) per site."""
+        return [self.unconstrained(name, values[name]).movedim(dim, 1).reshape(*shape[:2], -1)
+                for name, (shape, dim) in self.sites.items()]
+
+    def unconstrained(self, name: str, value: Tensor) -> Tensor:
+        """u = T^-1(z) of site ``name``."""
+        return self.transforms[name].inv(value) if name in self.transforms else value
 
     def unflatten(self, flat: list[Tensor]) -> dict[str, Tensor]:
+        """(C, N, F) tensors of u -> each site's u in its own layout."""
         return {name: f.reshape(shape).movedim(1, dim) for (name, (shape, dim)), f in zip(self.sites.items(), flat)}
+
+    def constrain(self, flat: list[Tensor]) -> tuple[dict[str, Tensor], Tensor | float]:
+        """(C, N, F) tensors of u -> each site's value z = T(u), and log |det dz/du| summed per chain and
+        datapoint (C, N) (0.0 when every site is unconstrained)."""
+        values: dict[str, Tensor] = {}
+        log_det: Tensor | float = 0.0
+        for name, u in self.unflatten(flat).items():
+            if name not in self.transforms:
+                values[name] = u
+                continue
+            transform, dim = self.transforms[name], self.sites[name][1]
+            values[name] = z = transform(u)
+            ladj = transform.log_abs_det_jacobian(u, z)  # u's shape less the transform's event dims
+            log_det = log_det + ladj.movedim(dim, 1).reshape(ladj.shape[0], ladj.shape[dim], -1).sum(-1)
+        return values, log_det
+
+
+def _moved(shape: torch.Size, position: int) -> torch.Size:
+    """``shape`` with its dimension ``position`` moved to 1 (a shape of one dimension, a site of an unvectorized
+    trace with a scalar per datapoint, has no chains to put first: as it is)."""
+    return shape if len(shape) < 2 else torch.empty(shape, device="meta").movedim(position, 1).shape
 
 
 def check_start(start: dict[str, Tensor], drawn: dict[str, Tensor]) -> None:
@@ -113,24 +153,41 @@ class Target:
             check_start(start, {name: drawn[name] for name in self.latents.sites})
         values = {name: drawn[name] if start is None else start[name].expand(drawn[name].shape)
                   for name in self.latents.sites}
-        return [v.detach().clone() for v in self.latents.flatten(values)]
+        flat = [v.detach().clone() for v in self.latents.flatten(values)]
+        for name, u in zip(self.latents.sites, flat):
+            if not torch.isfinite(u).all():
+                raise ValueError(f"the start of site {name!r} lies outside (or on the edge of) the site's support "
+                                 f"{cast(Any, self.first.nodes[name]['fn']).support}")
+        return flat
 
     def log_densities(self, z: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """log q(z|x_n) and log p(x_n, z) per chain and datapoint: (C, N) each."""
-        conditioned, args, kwargs = self.latents.unflatten(z), self.args, self.kwargs
+        """log q(z|x_n) and log p(x_n, z) per chain and datapoint at the unconstrained u (C, N, F): (C, N) each."""
+        log_q, log_p, _ = self.densities(z)
+        return log_q, log_p
+
+    def densities(self, z: list[Tensor]) -> tuple[Tensor, Tensor, Tensor | float]:
+        """log q, log p (as log_densities) and log |det dz/du| (C, N) (0.0 where every site is unconstrained)."""
+        conditioned, log_det = self.latents.constrain(z)
+        args, kwargs = self.args, self.kwargs
         guide_trace = poutine.trace(poutine.condition(self.guide, data=conditioned)).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.condition(self.model, data=conditioned)).get_trace(*args, **kwargs)
         log_q, log_p = estimators.log_densities(guide_trace, model_trace, self.plate, self.nesting)  # (C|1, N) each
-        return log_q.expand(z[0].shape[:2]), log_p.expand(z[0].shape[:2])
+        return log_q.expand(z[0].shape[:2]), log_p.expand(z[0].shape[:2]), log_det
 
     def energy_and_grad(self, z: list[Tensor], beta: float) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """U = -log f_b(z) (C, N), log p - log q (C, N), and the gradient of U in z."""
+        """U = -log f_b(u) (C, N), log p - log q (C, N), and the gradient of U in u. In the unconstrained
+        coordinates q and p both gain log |det dz/du|: it enters the energy, and cancels in log p - log q."""
+        # a leapfrog step too long for a chain can throw it to inf or NaN (e.g. u = log z past 709): such a chain is
+        # evaluated at u = 0 instead, so that the model never sees it, and given infinite energy, so that the
+        # Metropolis test rejects it
+        finite = torch.stack([torch.isfinite(zi).all(-1) for zi in z]).all(0)  # (C, N)
         with torch.enable_grad():
-            z = [zi.detach().requires_grad_() for zi in z]
-            log_q, log_p = self.log_densities(z)
-            energy = -((1 - beta) * log_q + beta * log_p)
+            z = [torch.where(finite.unsqueeze(-1), zi, 0.0).detach().requires_grad_() for zi in z]
+            log_q, log_p, log_det = self.densities(z)
+            energy = -((1 - beta) * log_q + beta * log_p + log_det)
             grads = torch.autograd.grad(energy.sum(), z)
-        return energy.detach(), (log_p - log_q).detach(), list(grads)
+        energy = torch.where(finite, energy.detach(), math.inf)
+        return energy, (log_p - log_q).detach(), [torch.where(finite.unsqueeze(-1), g, 0.0) for g in grads]
 
 
 def hmc_transition(

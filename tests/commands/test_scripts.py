@@ -109,8 +109,15 @@ def test_train_then_evaluate_end_to_end(tiny_mnist, tmp_path):
     # each; per-image log-weight sd ~1 nat on this model: 0.3 allowed); AIS sits above the amortized ELBO
     for local, amortized, log_px in zip(images["local_elbo"], images["elbo"], images["log_px"]):
         assert local > amortized - 0.3 and log_px > amortized - 0.3, (local, amortized, log_px)
-    assert run_in_process("gaps", [*gaps_flags, "--out", tmp_path / "gaps2", "--local-steps", "20"]) == 0
-    assert json.loads((tmp_path / "gaps2" / "gaps.json").read_text())["images"]["index"] == images["index"]
+    # q*'s bookkeeping per image: whether it converged, by how much the probe raised it, which start won and by
+    # how much (never less than the guide's own start: the gain is measured on draws shared by all starts)
+    assert gaps["settings"]["local_starts"] == gaps["local_starts"] == 8
+    assert all(g >= 0 for g in images["start_gain"]) and all(0 <= s < 8 for s in images["best_start"])
+    assert images["converged"] == [r <= 0.05 for r in images["local_rise"]]
+    assert run_in_process("gaps", [*gaps_flags, "--out", tmp_path / "gaps2", "--local-steps", "20",
+                                   "--local-starts", "2"]) == 0
+    short = json.loads((tmp_path / "gaps2" / "gaps.json").read_text())
+    assert short["images"]["index"] == images["index"] and short["local_starts"] == 2
     assert run_in_process("gaps", [*gaps_flags, "--images", "33"]) == 2  # the test set holds 32
 
     (tmp_path / "file").write_text("")
@@ -301,7 +308,7 @@ def test_binarized_mnist_with_iwae_end_to_end(tmp_path, tiny_amat_sizes):
         ("bdmc", [], "--checkpoint"),
         ("bdmc", ["--checkpoint", "{tmp}/missing.pt"], "does not exist"),
         ("bdmc", ["--checkpoint", "x.pt", "--ais-steps", "0"], "every value must be a positive integer"),
-        ("gaps", ["--checkpoint", "x.pt", "--local-steps", "5"], "--local-steps: must be at least 20"),
+        ("gaps", ["--checkpoint", "x.pt", "--local-starts", "0"], "--local-starts: must be a positive integer"),
         ("gaps", ["--checkpoint", "{tmp}/missing.pt"], "does not exist"),
         ("bdmc", ["--checkpoint", "x.pt", "--images", "0"], "must be a positive integer"),
         # a density on [0, 1] on binary pixels reported a test ELBO of +1282.6 (pixels.continuous_pixels)

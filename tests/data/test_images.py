@@ -1,6 +1,7 @@
 """Your own images: folders of image files and .npy/.npz arrays, every bad-data case one line."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,5 +163,38 @@ def test_cifar10_reads_torchvisions_layout(tmp_path):
     (folder / "test_batch").write_bytes(b"damaged")
     with pytest.raises(UsageError, match="damaged data file .*test_batch"):
         load_dataset("cifar10", tmp_path, download=False)
+    # the real batches, pickled by Python 2 (protocol 2, NumPy 1's module names, str data): read the same
+    python2 = pickle.dumps(batches["test_batch"], protocol=2).replace(b"numpy._core.", b"numpy.core.")
+    (folder / "test_batch").write_bytes(python2)
+    assert torch.equal(load_dataset("cifar10", tmp_path, download=False).test, dataset.test)
+
+
+class Payload:
+    """What a hostile 'CIFAR-10 batch' holds: unpickling it calls Path.touch(marker)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_cifar10_batch_that_names_code_is_refused_without_running_it(tmp_path):
+    """Plain pickle.load ran a __reduce__ payload from a data_batch file (issue 38): the batches are read by an
+    unpickler that admits only NumPy's array constructors, and anything else is one line naming the file."""
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "code-ran"
+    for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
+        batch = {"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [0, 1]}
+        if name == "data_batch_3":
+            batch["payload"] = Payload(marker)
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(UsageError, match=r"damaged data file .*data_batch_3: it is not a CIFAR-10 batch \(it names "
+                                         r"\S+, which a file of arrays never holds"):
+        load_dataset("cifar10", tmp_path, download=False)
+    assert not marker.exists()
     with pytest.raises(UsageError, match=r"cifar10: data_batch_1, .*test_batch not found in .*downloads are disabled"):
         load_dataset("cifar10", tmp_path / "elsewhere", download=False)

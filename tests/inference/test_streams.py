@@ -19,6 +19,8 @@ from pyro_vae.inference.estimators import PARTICLES, importance_log_weights, log
 from pyro_vae.inference.streams import (
     FORWARD_AIS,
     IMPORTANCE_SAMPLING,
+    LOCAL_FIT,
+    REVERSE_AIS,
     DatapointStreams,
     stream_seed,
 )
@@ -39,8 +41,9 @@ def test_a_datapoint_draws_the_same_numbers_alone_or_among_others():
     # other seeds, indices and purposes are other streams
     keys = {stream_seed(7, 5, IMPORTANCE_SAMPLING), stream_seed(8, 5, IMPORTANCE_SAMPLING),
             stream_seed(7, 6, IMPORTANCE_SAMPLING), stream_seed(7, 5, FORWARD_AIS, 10),
-            stream_seed(7, 5, FORWARD_AIS, 100)}
-    assert len(keys) == 5
+            stream_seed(7, 5, FORWARD_AIS, 100), stream_seed(7, 5, REVERSE_AIS, 10), stream_seed(7, 5, LOCAL_FIT),
+            stream_seed(7, 5, FORWARD_AIS)}
+    assert len(keys) == 8  # pairs differ only in the seed, the index, the steps, or the purpose alone
     with pytest.raises(ValueError, match="3 random streams for a tensor of 2 datapoints"):
         DatapointStreams(7, [1, 2, 3]).uniform(torch.empty(5, 2), dim=1)
     with pytest.raises(ValueError, match="non-negative"):

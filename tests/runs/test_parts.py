@@ -14,6 +14,7 @@ from pyro_vae.runs.parts import (
     paired_differences,
     projected_time,
     read_csv,
+    read_part,
     score_in_parts,
     write_csv,
 )
@@ -71,9 +72,13 @@ def test_an_interrupted_evaluation_resumes_where_it_stopped(tmp_path):
 
     # a damaged part is scored again, not trusted; one of other images is scored again too
     (folder / "part-000000.pt").write_bytes(b"garbage")
+    (folder / "part-000002.pt").write_bytes((folder / "part-000001.pt").read_bytes())  # images 13-15 as 16-18's
     again = Scorer()
-    score_in_parts(again, index, 3, folder, settings, resume=True, progress=False)
-    assert again.scored == [[10, 11, 12]]
+    result = score_in_parts(again, index, 3, folder, settings, resume=True, progress=False)
+    assert again.scored == [[10, 11, 12], [16, 17, 18]]
+    assert torch.equal(result.values["value"], index.double() ** 0.5)
+    assert read_part(folder / "part-000001.pt", settings, torch.arange(13, 16)) is not None
+    assert read_part(folder / "part-000001.pt", settings, torch.arange(16, 19)) is None  # another part's images
     # without `resume`, saved parts (perhaps hours of work) are not removed unasked
     with pytest.raises(UsageError, match=r"holds 4 saved parts of an interrupted evaluation: add `resume`"):
         score_in_parts(Scorer(), index, 3, folder, settings, progress=False)
