@@ -20,7 +20,8 @@ from typing import Any
 
 from pyro_vae.errors import OutputError
 
-TEMPORARY = ".tmp"  # suffix of atomic_write's temporary files, ".<name>.<random>.tmp"
+TEMPORARY = ".pyro_vae.tmp"  # suffix of atomic_write's temporary files, ".<name>.<8 random>.pyro_vae.tmp": a name
+#                             no user's file has, so that cleaning up after a killed write removes only ours
 FILE_MODE = 0o666  # what open() creates a file with, before the umask
 HELD = (signal.SIGINT, signal.SIGTERM)  # the signals a write holds back until it is done
 

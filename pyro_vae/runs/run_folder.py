@@ -10,7 +10,9 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -167,11 +169,17 @@ class RunFolder:
 
     def __enter__(self) -> RunFolder:
         path = self.folder / LOCK
-        try:
-            self._file = open(path, "a+")
-        except OSError as error:  # e.g. a .lock left by another user's run
-            raise UsageError(f"cannot lock {self.folder}: {path} cannot be opened for writing ({error.strerror}); "
+        try:  # never through a symbolic link: writing the pid would truncate whatever file it points to
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as error:  # e.g. a .lock left by another user's run, or a link
+            why = "it is a symbolic link" if error.errno == errno.ELOOP else error.strerror
+            raise UsageError(f"cannot lock {self.folder}: {path} cannot be opened for writing ({why}); "
                              "write into another folder (`out`)") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError(f"cannot lock {self.folder}: {path} is not a regular file; remove it, or write into "
+                             "another folder (`out`)")
+        self._file = open(fd, "a+")
         if fcntl is not None:
             try:
                 fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -244,9 +252,12 @@ def check_results(path: Path, settings: dict[str, Any], overwrite: bool) -> None
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete atomic_write's ``.<name>.<random>.tmp`` files in ``folder`` (left by a run killed
-    mid-write); returns them. Call only while holding the folder's lock."""
-    stale = [path for path in folder.glob(f".*{TEMPORARY}") if path.is_file()]
+    """Delete atomic_write's ``.<name>.<8 random>.pyro_vae.tmp`` files in ``folder`` (left by a run killed
+    mid-write), and no other (a user's own ``.draft.tmp`` stays); returns them. Call only while holding the
+    folder's lock."""
+    ours = re.compile(rf"\..+\.[a-z0-9_]{{8}}{re.escape(TEMPORARY)}")  # mkstemp's 8 random characters
+    stale = [path for path in folder.glob(f".*{TEMPORARY}") if ours.fullmatch(path.name) and path.is_file()
+             and not path.is_symlink()]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -35,10 +35,13 @@ def test_a_killed_run_leaves_no_lock_behind(tmp_path):
 
 
 def test_entering_a_run_folder_removes_the_temporary_files_of_a_killed_write(tmp_path):
-    stale = [tmp_path / ".checkpoint.pt.x1y2.tmp", tmp_path / ".metrics.json.abc.tmp"]
+    """Only atomic_write's own: a user's .thesis-draft.tmp or .backup.tmp in --out stays (plot and train deleted
+    them, issue 38)."""
+    stale = [tmp_path / ".checkpoint.pt.x1y2_abc.pyro_vae.tmp", tmp_path / ".metrics.json.ab3defgh.pyro_vae.tmp"]
     for path in stale:
         path.write_bytes(b"half a file")
-    kept = [tmp_path / "checkpoint.pt", tmp_path / "notes.tmp", tmp_path / ".hidden"]
+    kept = [tmp_path / "checkpoint.pt", tmp_path / "notes.tmp", tmp_path / ".hidden", tmp_path / ".thesis-draft.tmp",
+            tmp_path / ".backup.tmp", tmp_path / ".notes.pyro_vae.tmp"]
     for path in kept:
         path.write_bytes(b"keep")
     with RunFolder(tmp_path) as folder:
@@ -64,6 +67,20 @@ def test_a_lock_that_cannot_be_opened_is_one_line(tmp_path):
     with pytest.raises(UsageError, match=r"cannot lock .*: .*\.lock cannot be opened for writing .*another folder"):
         with RunFolder(tmp_path):
             pass
+
+
+def test_a_lock_that_is_a_symbolic_link_is_refused_and_its_target_untouched(tmp_path):
+    """plot and sample followed <out>/.lock through a symlink and truncated the file it named (issue 38)."""
+    target = tmp_path / "precious.txt"
+    target.write_text("26,000 bytes of someone's work")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK).symlink_to(target)
+    with pytest.raises(UsageError, match=r"cannot lock .*run: .*\.lock cannot be opened for writing \(it is a "
+                                         r"symbolic link\)"):
+        with RunFolder(run):
+            pass
+    assert target.read_text() == "26,000 bytes of someone's work"
 
 
 def test_evaluations_and_plots_hold_the_folder_while_they_write(tmp_path):
