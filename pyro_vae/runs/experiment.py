@@ -30,6 +30,7 @@ from pyro_vae.runs.run_folder import continues, owned_run_folder, remove_results
 from pyro_vae.training import checkpoint
 from pyro_vae.training.distributed import SINGLE, Context
 from pyro_vae.training.loop import fit, forget_networks, make_optimizer
+from pyro_vae.training.schedule import too_few_steps
 from pyro_vae.training.state import EpochRecord, Snapshot, TrainState
 
 log = logging.getLogger("pyro_vae")
@@ -226,6 +227,8 @@ class Run:
             log.info("resuming %s after epoch %d of %d", resume, state.epoch, train_config.epochs)
         elif run_config.init_output_bias:
             vae.init_output_bias(data.train)
+        if state is None and context.is_main and (short := too_few_steps(len(data.train), train_config)):
+            log.warning(short)  # after every refusal: a run that cannot start says one line
         return cls(model_config, train_config, run_config, data_used, vae, data, optimizer, state, resume,
                    out / "checkpoint.pt", context)
 

@@ -40,6 +40,7 @@ def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config:
         "epoch": kept.epoch, "epochs_run": len(state.history), "objective": objective,
         "train_bound": kept.train_bound, "valid_bound": kept.valid_bound,
     }
+    final.update(reconstruction_error(vae, data))
     report = None
     if eval_samples:
         batch_size = images_per_pass(eval_samples, at_least=100)  # 100 images: datapoint_bounds' default
@@ -65,6 +66,28 @@ def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config:
     log.info("test log p^(x) %s nats/image (K=%d importance samples); test ELBO %.2f; gap %.2f",
              str(report.log_likelihood).strip(), report.num_samples, report.elbo.mean, report.gap.mean)
     return final
+
+
+LEARNED_LITTLE = 0.9  # reconstructions whose squared error is above this fraction of the mean image's: said so
+CHECKED_IMAGES = 1000  # test images the reconstructions are checked on
+
+
+@torch.no_grad()
+def reconstruction_error(vae: VAE, data: PreparedData) -> dict[str, float]:
+    """The mean squared error per pixel of the reconstructions (the decoder's mean at the encoder's mean) of up to
+    CHECKED_IMAGES test images, and that of the training images' mean image on them; logs one line when the
+    reconstructions are no better than the mean image: a model that learned one blob for every image."""
+    x = data.test[:CHECKED_IMAGES]
+    if not len(x) or not len(data.train):
+        return {}
+    mean_image = data.train.mean(0)  # (D,)
+    error = (vae.reconstruct(x) - x).square().mean().item()
+    floor = (mean_image - x).square().mean().item()
+    if error > LEARNED_LITTLE * floor:
+        log.warning("the reconstructions are no better than the training images' mean image (squared error %.4f "
+                    "per pixel against its %.4f): the model has learned little; train with more optimizer steps "
+                    "(a smaller `batch_size`, more `epochs`) or check the data", error, floor)
+    return {"reconstruction_mse": error, "mean_image_mse": floor}
 
 
 def metrics(final: dict[str, Any], state: TrainState, data: PreparedData, configs: dict[str, Any],

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import math
+
 from pyro_vae.config import LR_SCHEDULES, TrainConfig
 from pyro_vae.errors import UsageError
 
 BURDA_STAGES = 8  # stage i lasts 3^i epochs at lr * 10^(-i/7): 3,280 epochs in all
+MIN_STEPS = 500  # optimizer steps below which a run is said to be too short to learn: 90 steps (a folder of 279
+#                  images at the default batch of 128, 30 epochs) gave one grey blob for every image and sample;
+#                  the default run on mnist5k takes 810
+
+
+def too_few_steps(train_images: int, config: TrainConfig) -> str | None:
+    """One line when ``config`` gives ``train_images`` images fewer than MIN_STEPS optimizer steps in all, naming
+    what fixes it; None otherwise."""
+    per_epoch = math.ceil(train_images / config.batch_size)
+    steps = per_epoch * config.epochs
+    if steps >= MIN_STEPS or train_images == 0:
+        return None
+    batch = max(1, 2 ** math.floor(math.log2(max(1, train_images * config.epochs // MIN_STEPS))))
+    batch_steps = math.ceil(train_images / batch) * config.epochs
+    epochs = math.ceil(MIN_STEPS / per_epoch)
+    fixes = (f"lower `batch_size` (`batch_size={batch}` gives {batch_steps}) or raise `epochs` (`epochs={epochs}`)"
+             if batch_steps >= MIN_STEPS else f"raise `epochs` (`epochs={epochs}`)")
+    return (f"this run takes only {steps} optimizer steps ({per_epoch} per epoch x {config.epochs} epochs of "
+            f"{train_images} training images at `batch_size={config.batch_size}`), fewer than the {MIN_STEPS} a VAE "
+            f"needs to learn more than the mean image: {fixes}")
 
 
 def burda_stage_ends(epochs: int) -> list[int]:

@@ -1,7 +1,9 @@
+import math
+
 import pytest
 
 from pyro_vae.config import TrainConfig
-from pyro_vae.training.schedule import learning_rate
+from pyro_vae.training.schedule import MIN_STEPS, learning_rate, too_few_steps
 
 
 def test_burda_schedule_exact_and_shrunk():
@@ -32,3 +34,18 @@ def test_burda_schedule_shorter_than_its_stages_starts_at_the_full_rate(epochs):
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
     assert rates == sorted(rates, reverse=True) and len(set(rates)) == epochs
     assert learning_rate(TrainConfig(epochs=1, lr=1e-3, lr_schedule="burda"), 1) == pytest.approx(1e-3)
+
+
+def test_a_run_too_short_to_learn_is_said_before_it_starts():
+    """The issue's folder of 279 training images at the default batch of 128 for 30 epochs: 90 steps, a model that
+    learned one grey blob. The line names the flags and values that reach MIN_STEPS; the default run (3,334
+    mnist5k images: 810 steps) gets none."""
+    line = too_few_steps(279, TrainConfig(epochs=30, batch_size=128))
+    assert line == ("this run takes only 90 optimizer steps (3 per epoch x 30 epochs of 279 training images at "
+                    "`batch_size=128`), fewer than the 500 a VAE needs to learn more than the mean image: lower "
+                    "`batch_size` (`batch_size=16` gives 540) or raise `epochs` (`epochs=167`)")
+    assert 3 * 167 >= MIN_STEPS and math.ceil(279 / 16) * 30 >= MIN_STEPS
+    assert too_few_steps(3334, TrainConfig(epochs=30, batch_size=128)) is None
+    # where no batch size reaches 500 (54 images, 2 epochs: 108 at a batch of 1), only the epochs are named
+    assert too_few_steps(54, TrainConfig(epochs=2, batch_size=16)).endswith(": raise `epochs` (`epochs=125`)")
+    assert too_few_steps(0, TrainConfig()) is None
