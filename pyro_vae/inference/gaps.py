@@ -7,8 +7,8 @@
 
 log p(x) comes from AIS (ais.py), L[q_phi] from the guide's own log-weights (estimators.py), and q* for the
 diagonal-Gaussian family from local optimizations started at the guide's own moments, at AIS's final chain
-states and at draws from the guide widened, the best kept per datapoint (local.py). For a guide of a richer
-family (a flow) its own q* is local.local_guide_elbo.
+states and at points of high posterior density, the best kept per datapoint (local.py). For a guide of a
+richer family (a flow) its own q* is local.local_guide_elbo.
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ class Target:
         values = {name: drawn[name] if start is None else start[name].expand(drawn[name].shape)
                   for name in self.latents.sites}
         flat = [v.detach().clone() for v in self.latents.flatten(values)]
-        for name, u in zip(self.latents.sites, flat):
+        for name, u in zip(self.latents.sites, flat if start is not None else []):
             if not torch.isfinite(u).all():
                 raise ValueError(f"the start of site {name!r} lies outside (or on the edge of) the site's support "
                                  f"{cast(Any, self.first.nodes[name]['fn']).support}")
