@@ -154,10 +154,11 @@ class Target:
         values = {name: drawn[name] if start is None else start[name].expand(drawn[name].shape)
                   for name in self.latents.sites}
         flat = [v.detach().clone() for v in self.latents.flatten(values)]
-        for name, u in zip(self.latents.sites, flat if start is not None else []):
-            if not torch.isfinite(u).all():
-                raise ValueError(f"the start of site {name!r} lies outside (or on the edge of) the site's support "
-                                 f"{cast(Any, self.first.nodes[name]['fn']).support}")
+        if start is not None:  # a given start may lie outside a constrained site's support: u = T^-1(z) is not finite
+            for name, u in zip(self.latents.sites, flat):
+                if not torch.isfinite(u).all():
+                    raise ValueError(f"the start of site {name!r} lies outside (or on the edge of) the site's "
+                                     f"support {cast(Any, self.first.nodes[name]['fn']).support}")
         return flat
 
     def log_densities(self, z: list[Tensor]) -> tuple[Tensor, Tensor]:

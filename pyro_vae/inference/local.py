@@ -233,7 +233,8 @@ def local_elbo(
     seed = fresh_seed()  # every start's ELBO on the same draws: their differences carry little noise
     values = torch.stack([common_draws(objective(p).estimate(num_samples), seed) for p in fitted])  # (S, N)
     best = values.argmax(0)  # (N,)
-    chosen, continued = choose(fitted, best), choose(fitted, best)
+    chosen = choose(fitted, best)
+    continued = choose([chosen], torch.zeros_like(best))  # a copy of its own, which the probe moves
     rise = probe(objective(continued), _leaves(continued), steps=probe_steps(local_steps),
                  lr=max(local_lr, LOCAL_LR), particles=local_particles, draws=num_samples)
     elbo = objective(choose([chosen, continued], (rise > 0).long())).estimate(num_samples)()
