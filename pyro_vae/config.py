@@ -57,9 +57,20 @@ class ModelConfig:
     # the networks: mlp, on the flattened pixels; or conv, strided convolutions down and transposed ones up, sized
     # from the image shape, with one dense layer of hidden[-1] units (models/conv.py)
     arch: str = "mlp"
+    # a second stochastic layer z2 of this size above z (Burda et al. 2016's two-layer VAE, models/hierarchical.py;
+    # the command line's --latents 100,50 is z_dim=100, z2_dim=50); 0: one layer
+    z2_dim: int = 0
 
     def __post_init__(self) -> None:
-        _require_int(z_dim=self.z_dim, flow_layers=self.flow_layers)
+        _require_int(z_dim=self.z_dim, flow_layers=self.flow_layers, z2_dim=self.z2_dim)
+        if self.z2_dim < 0:
+            raise UsageError(f"`z2_dim` must be 0 (one stochastic layer) or positive, got {self.z2_dim}")
+        if self.z2_dim and self.guide != "gaussian":
+            raise UsageError(f"a second stochastic layer (`z2_dim={self.z2_dim}`) has a Gaussian guide per layer; "
+                             f"`guide={self.guide}` is for one layer: drop it")
+        if self.z2_dim and self.arch != "mlp":
+            raise UsageError(f"a second stochastic layer (`z2_dim={self.z2_dim}`) is built of dense layers (Burda et "
+                             f"al.'s); `arch={self.arch}` is for one layer: drop it")
         _require_positive(z_dim=self.z_dim, scale_floor=self.scale_floor, flow_layers=self.flow_layers)
         if self.guide not in GUIDES:
             raise UsageError(f"unknown guide {self.guide!r}: choose one of {', '.join(GUIDES)}")

@@ -30,9 +30,9 @@ from pyro_vae.evaluation.bounds import (
 )
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.ais import ais, reverse_ais
-from pyro_vae.inference.estimators import sample_sites
+from pyro_vae.inference.sites import sample_sites
 from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, REVERSE_AIS, DatapointStreams
-from pyro_vae.models.model import LATENT, OBSERVED
+from pyro_vae.models.model import OBSERVED
 from pyro_vae.runs.experiment import load_run
 from pyro_vae.runs.parts import Scored, figure_stamp, file_hash, projected_time, score_in_parts, tensor_hash, write_csv
 from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
@@ -84,7 +84,8 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
     with torch.no_grad():
         trace = poutine.trace(vae.model).get_trace(None, size=a.images)  # z ~ p(z), x ~ p(x|z)
     sites = sample_sites(trace)
-    x, z = sites[OBSERVED]["value"], sites[LATENT]["value"]  # (N, D), (N, Z)
+    x = sites[OBSERVED]["value"]  # (N, D)
+    z = {name: site["value"] for name, site in sites.items() if name != OBSERVED}  # z (N, Z), and z2 with two layers
     log.info("%s: %d images simulated from the model; AIS with %d chains, %d leapfrog steps per transition",
              a.checkpoint, a.images, a.ais_chains, a.ais_leapfrog)
     ks = sorted({k for k in (1, 10, 100, 1000) if k <= a.eval_samples} | {a.eval_samples})
@@ -102,7 +103,7 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
                    max_plate_nesting=1)
 
     def score(rows: Tensor) -> Scored:  # the simulated images numbered ``rows``
-        images, latents = x[rows.to(x.device)], z[rows.to(z.device)]
+        images, latents = x[rows.to(x.device)], {name: value[rows.to(x.device)] for name, value in z.items()}
         bounds = datapoint_bounds(vae, images, ks=ks, batch_size=a.images_per_pass, diagnose=False,
                                   noise=DatapointStreams(a.seed, rows, IMPORTANCE_SAMPLING))
         scored = Scored(bounds.columns())

@@ -155,6 +155,14 @@ TRAIN = """Train a VAE by stochastic variational inference and report its test E
 """
 
 
+def latent_sizes(text: str) -> tuple[int, ...]:
+    """'100,50' -> (100, 50): one or two positive sizes."""
+    sizes = int_list(text)
+    if len(sizes) > 2:
+        raise argparse.ArgumentTypeError(f"one or two stochastic layers are built (e.g. 100,50), got {len(sizes)}")
+    return sizes
+
+
 def train_parser() -> ArgumentParser:
     p = ArgumentParser(description=summary(TRAIN))
     d, m, t, r = DataConfig(), ModelConfig(), TrainConfig(), RunConfig()
@@ -191,7 +199,13 @@ def train_parser() -> ArgumentParser:
                         "for those likelihoods on 8-bit data, and said so")
     p.add_argument("--scale-floor", type=positive_float, default=m.scale_floor,
                    help="gaussian likelihood: lower bound on each pixel's scale (default: %(default)s)")
-    p.add_argument("--z-dim", type=positive_int, default=m.z_dim, help="latent dimension (default: %(default)s)")
+    latents = p.add_mutually_exclusive_group()
+    latents.add_argument("--z-dim", type=positive_int, default=m.z_dim,
+                         help="latent dimension of a one-layer VAE (default: %(default)s)")
+    latents.add_argument("--latents", type=latent_sizes, default=None, metavar="Z1[,Z2]",
+                         help="the stochastic layers' sizes from the data up: 100,50 is Burda et al.'s two-layer VAE, "
+                              "p(z2) p(z1|z2) p(x|z1) guided by q(z1|x) q(z2|z1), with two layers of 100 units "
+                              "between z1 and z2 (use --hidden 200,200 --activation tanh for theirs); 20 is --z-dim 20")
     p.add_argument("--hidden", type=int_list, default=m.hidden,
                    help="hidden widths of the encoder, e.g. 400 or 200,200; the decoder mirrors them (default: 400)")
     p.add_argument("--activation", choices=ACTIVATION_NAMES, default=m.activation,

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pyro
 import torch
-from pyro.infer import Predictive
 
 from pyro_vae.commands.cli import startup_done
 from pyro_vae.errors import UsageError
 from pyro_vae.files import atomic_write
-from pyro_vae.models.model import LATENT
 from pyro_vae.models.vae import VAE
 from pyro_vae.runs.experiment import load_run
 from pyro_vae.runs.parts import figure_stamp, file_hash
@@ -28,10 +26,9 @@ log = logging.getLogger("pyro_vae")
 
 @torch.no_grad()
 def prior_samples(vae: VAE, num: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """z ~ N(0, T^2 I) through Predictive on the model (z ~ N(0, I), scaled by T), and the mean of p(x|z) of each.
-    -> (num, Z), (num, D)"""
-    z = Predictive(vae.model, num_samples=1, return_sites=[LATENT])(None, size=num)[LATENT][0]  # (num, Z)
-    z = temperature * z
+    """z from the prior at temperature T (N(0, T^2 I); with two layers every draw's noise scaled by T), and the
+    mean of p(x|z) of each.   -> (num, Z), (num, D)"""
+    z = vae.prior_z(num, temperature=temperature)  # (num, Z)
     return z, vae.decode_mean(z)
 
 
@@ -67,7 +64,7 @@ def run(a: argparse.Namespace) -> None:
                    "test_images": x.cpu(), "reconstructions": reconstructions.cpu(),
                    "image_shape": data.image_shape, "checkpoint_sha256": stamp["checkpoint_sha256"]}
         plot_samples(samples, data.image_shape, out / "samples.png", metadata=stamp,
-                     title=f"mean of p(x|z), z ~ N(0, {a.temperature:g}² I)")
+                     title=f"mean of p(x|z), z ~ p(z) at temperature {a.temperature:g}")
         plot_reconstructions(x, reconstructions, data.image_shape, out / "reconstructions.png", metadata=stamp)
         written = ["samples.png", "reconstructions.png"]
         if a.interpolate is not None:

@@ -20,7 +20,8 @@ log = logging.getLogger("pyro_vae")
 
 def configs(a: argparse.Namespace) -> tuple[ModelConfig, DataConfig, TrainConfig, RunConfig]:
     """The configs that train's flags (parsers.train_parser) set."""
-    model = ModelConfig(z_dim=a.z_dim, hidden=a.hidden, activation=a.activation, likelihood=a.likelihood,
+    z_dim, z2_dim = (a.z_dim, 0) if a.latents is None else (a.latents[0], a.latents[1] if len(a.latents) > 1 else 0)
+    model = ModelConfig(z_dim=z_dim, z2_dim=z2_dim, hidden=a.hidden, activation=a.activation, likelihood=a.likelihood,
                         scale_floor=a.scale_floor, guide=a.guide, flow_layers=a.flow_layers, arch=a.arch)
     data = DataConfig(dataset=a.dataset or DataConfig().dataset, data_dir=a.data_dir, binarize=a.binarize,
                       dequantize=a.dequantize, download=not a.no_download, seed=a.seed, fallback=a.dataset is None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from pyro_vae.config import ModelConfig
+from pyro_vae.models.hierarchical import TOP_HIDDEN
 from pyro_vae.models.vae import VAE
 from pyro_vae.resources import available_bytes, gigabytes, require_memory  # noqa: F401 (this module's API)
 
@@ -38,7 +39,10 @@ def parameter_count(config: ModelConfig, x_dim: int, params_per_pixel: int = 2,
         return sum(p.numel() for network in networks for p in network.parameters())
     encoder = mlp_parameters([x_dim, *config.hidden, 2 * config.z_dim])
     decoder = mlp_parameters([config.z_dim, *config.hidden[::-1], params_per_pixel * x_dim])
-    return encoder + decoder
+    top = 0 if not config.z2_dim else (  # q(z2|z) and p(z|z2) of a second stochastic layer
+        mlp_parameters([config.z_dim, *TOP_HIDDEN, 2 * config.z2_dim])
+        + mlp_parameters([config.z2_dim, *TOP_HIDDEN[::-1], 2 * config.z_dim]))
+    return encoder + decoder + top
 
 
 def sample_floats(vae: VAE, x_dim: int) -> int:

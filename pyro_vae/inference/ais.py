@@ -35,8 +35,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyro_vae.inference.estimators import check_has_datapoints, log_mean_exp
+from pyro_vae.inference.estimators import log_mean_exp
 from pyro_vae.inference.hmc import Target, hmc_transition
+from pyro_vae.inference.sites import check_has_datapoints
 from pyro_vae.inference.streams import GLOBAL, Noise
 
 TARGET_ACCEPT = 0.65  # HMC's optimal acceptance rate in high dimension (Neal 2011; Beskos et al. 2013)

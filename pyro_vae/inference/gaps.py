@@ -22,11 +22,10 @@ import torch
 from torch import Tensor
 
 from pyro_vae.inference.ais import ais, datapoint_chunks
-from pyro_vae.inference.estimators import (
-    importance_log_weights,
-    plate_nesting,
-)
+from pyro_vae.inference.enumeration import check_continuous
+from pyro_vae.inference.estimators import importance_log_weights
 from pyro_vae.inference.local import LOCAL_LR, LOCAL_STARTS, LocalFit, local_elbo
+from pyro_vae.inference.sites import plate_nesting
 
 
 @dataclass(frozen=True)
@@ -99,8 +98,9 @@ def inference_gaps(
     is cheap anywhere, or a broader guide); with another model its chains live in other coordinates and are
     not used as starts. ``chunk_size``
     bounds how many datapoints run at once (positional tensor arguments are split along dim 0). Latent sites
-    must be continuous and inside ``plate``, as for AIS (constrained ones are moved, and q* is Gaussian, in the
-    unconstrained space of their support)."""
+    must be continuous (a discrete one is refused: its q* is not defined here, local.check_continuous) and inside
+    ``plate`` (constrained ones are moved, and q* is Gaussian, in the unconstrained space of their support)."""
+    check_continuous(model, guide, args, kwargs)  # before AIS's long run, not after it
     chains_in_z = ais_model in (None, model)  # AIS moved the model's own latents: its chains can start q*
     parts = []
     for _, chunk in datapoint_chunks(args, chunk_size):

@@ -18,42 +18,38 @@ from torch import Tensor
 from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
-from pyro_vae.inference import estimators
-from pyro_vae.inference.estimators import (
-    PARTICLES,
-    check_sites_match,
-    data_dim,
-    plate_nesting,
-    sample_sites,
-    vectorized,
-)
+from pyro_vae.inference.enumeration import discrete_latents, joint_values, summed_log_prob
+from pyro_vae.inference.sites import PARTICLES, check_sites_match, data_dim, plate_nesting, sample_sites, vectorized
 from pyro_vae.inference.streams import GLOBAL, Noise
 
 STEP_JITTER = 0.2  # each transition's step size is drawn uniformly within +-20% of the tuned one
 
 
 class Latents:
-    """The guide's latent sites, moved between their own shapes and (C, N, F) tensors: chains first, the data
-    plate second, every other dimension flattened. HMC moves each site in the unconstrained space of its
-    support, u = T^-1(z) with T = biject_to(support), as Pyro's HMC does: the (C, N, F) tensors hold u, and
-    ``constrain`` gives back z = T(u) with log |det dT/du|. Checks that AIS can move the sites."""
+    """The guide's continuous latent sites, moved between their own shapes and (C, N, F) tensors: chains first,
+    the data plate second, every other dimension flattened (discrete sites are left out: Target sums them). HMC
+    moves each site in the unconstrained space of its support, u = T^-1(z) with T = biject_to(support), as Pyro's
+    HMC does: the (C, N, F) tensors hold u, and ``constrain`` gives back z = T(u) with log |det dT/du|. Checks
+    that AIS can move the sites."""
 
     def __init__(self, guide_trace: poutine.Trace, plate: str) -> None:
         self.sites: dict[str, tuple[torch.Size, int]] = {}  # name -> (u's shape with the data dim at 1, data dim)
         self.transforms: dict[str, Transform] = {}  # constrained sites: name -> T, unconstrained u -> value z
+        self.discrete: list[str] = []  # discrete sites, which HMC does not move
+        self.supports: dict[str, constraints.Constraint] = {}  # constrained sites: name -> support
         for name, site in sample_sites(guide_trace).items():
             if site["is_observed"] or name == PARTICLES:
                 continue
             fn = site["fn"]
-            if fn.support.is_discrete:
-                raise ValueError(f"AIS needs continuous latents: guide site {name!r} samples from "
-                                 f"{type(fn).__name__}, which is discrete")
+            if fn.support.is_discrete:  # summed out by enumeration (Target), not moved
+                self.discrete.append(name)
+                continue
             value = site["value"]
             position = value.dim() - len(fn.event_shape) + data_dim(site, plate)  # of the data plate in value
             shape = value.shape
             if not is_real(fn.support):
                 try:
-                    self.transforms[name] = biject_to(fn.support)
+                    self.transforms[name], self.supports[name] = biject_to(fn.support), fn.support
                 except NotImplementedError:
                     raise ValueError(f"AIS moves latents by HMC in unconstrained space: guide site {name!r} has "
                                      f"support {fn.support}, which torch cannot map to the real line (no "
@@ -88,6 +84,17 @@ class Latents:
             ladj = transform.log_abs_det_jacobian(u, z)  # u's shape less the transform's event dims
             log_det = log_det + ladj.movedim(dim, 1).reshape(ladj.shape[0], ladj.shape[dim], -1).sum(-1)
         return values, log_det
+
+    def inside(self, flat: list[Tensor]) -> Tensor:
+        """bool (C, N): every constrained site's z = T(u) lies inside its support. In float32 a finite u can still
+        reach the edge (exp(u) is 0 below u = -104), where the densities are not defined."""
+        ok = flat[0].new_ones(flat[0].shape[:2], dtype=torch.bool)
+        for name, u in self.unflatten(flat).items():
+            if name in self.transforms:
+                transform, dim = self.transforms[name], self.sites[name][1]
+                check = self.supports[name].check(transform(u))  # (torch's transforms' codomains can say real)
+                ok = ok & check.movedim(dim, 1).reshape(check.shape[0], check.shape[dim], -1).all(-1)
+        return ok
 
 
 def _moved(shape: torch.Size, position: int) -> torch.Size:
@@ -139,7 +146,17 @@ class Target:
         self.latents = Latents(self.first, plate)  # first: the guide's sites must be ones AIS can move
         with torch.no_grad():
             model_trace = poutine.trace(poutine.replay(self.model, trace=self.first)).get_trace(*args, **kwargs)
-        check_sites_match(self.first, model_trace)
+        # discrete sites of finite support, summed out of q(z|x) and p(x, z) in one run each of J C particles
+        # (enumeration.py): each is (J, the pair run over J C particles, name -> the J joint values)
+        self.summed: dict[str, tuple[int, Callable, dict[str, Tensor]]] = {}
+        for who, fn, trace in (("guide", guide, self.first), ("model", model, model_trace)):
+            count, values = joint_values(discrete_latents(trace, (plate, PARTICLES), who))
+            self.summed[who] = (count, vectorized(fn, count * num_chains, nesting), values)
+        check_sites_match(self.first, model_trace, summed=self.summed["model"][2])
+        if not self.latents.sites:
+            raise ValueError(f"AIS anneals continuous latents, and the guide has none besides the discrete sites "
+                             f"{self.latents.discrete}: summed out, they give log p(x) exactly, with no AIS "
+                             "(log_marginal_likelihood with enumerate=True)")
 
     def start(self, start: dict[str, Tensor] | None, fresh: bool = False) -> list[Tensor]:
         """Chains at ``start``, or (None) at the guide's draws: those of the first trace, or new ones
@@ -162,31 +179,40 @@ class Target:
         return flat
 
     def log_densities(self, z: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """log q(z|x_n) and log p(x_n, z) per chain and datapoint at the unconstrained u (C, N, F): (C, N) each."""
+        """log q(z|x_n) and log p(x_n, z) per chain and datapoint at the unconstrained u (C, N, F): (C, N) each,
+        discrete sites summed out of each (q(z|x) = sum_y q(y|x) q(z|x, y), p(x, z) = sum_y p(x, y, z))."""
         log_q, log_p, _ = self.densities(z)
         return log_q, log_p
 
     def densities(self, z: list[Tensor]) -> tuple[Tensor, Tensor, Tensor | float]:
         """log q, log p (as log_densities) and log |det dz/du| (C, N) (0.0 where every site is unconstrained)."""
         conditioned, log_det = self.latents.constrain(z)
-        args, kwargs = self.args, self.kwargs
-        guide_trace = poutine.trace(poutine.condition(self.guide, data=conditioned)).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.condition(self.model, data=conditioned)).get_trace(*args, **kwargs)
-        log_q, log_p = estimators.log_densities(guide_trace, model_trace, self.plate, self.nesting)  # (C|1, N) each
+        log_q, log_p = (self._summed(who, conditioned) for who in ("guide", "model"))  # (C|1, N) each
         return log_q.expand(z[0].shape[:2]), log_p.expand(z[0].shape[:2]), log_det
+
+    def _summed(self, who: str, conditioned: dict[str, Tensor]) -> Tensor:
+        """log q(z|x) (who = "guide") or log p(x, z) ("model") at the continuous values ``conditioned``, their
+        discrete sites summed out: (C|1, N)."""
+        count, fn, values = self.summed[who]
+        repeated = {name: v.repeat(count, *(1,) * (v.dim() - 1)) for name, v in conditioned.items()}  # (J C, ...)
+        return summed_log_prob(poutine.condition(fn, data=repeated), self.args, self.kwargs, values=values,
+                               plate=self.plate, nesting=self.nesting)
 
     def energy_and_grad(self, z: list[Tensor], beta: float) -> tuple[Tensor, Tensor, list[Tensor]]:
         """U = -log f_b(u) (C, N), log p - log q (C, N), and the gradient of U in u. In the unconstrained
         coordinates q and p both gain log |det dz/du|: it enters the energy, and cancels in log p - log q."""
-        # a leapfrog step too long for a chain can throw it to inf or NaN (e.g. u = log z past 709): such a chain is
-        # evaluated at u = 0 instead, so that the model never sees it, and given infinite energy, so that the
-        # Metropolis test rejects it
+        # a leapfrog step too long for a chain can throw it to inf or NaN (e.g. u = log z past 709), or to the edge of
+        # a support (z = exp(u) = 0 in float32 below u = -104): such a chain is evaluated at u = 0 instead, so that
+        # the model never sees it, and given infinite energy, so that the Metropolis test rejects it
         finite = torch.stack([torch.isfinite(zi).all(-1) for zi in z]).all(0)  # (C, N)
+        if self.latents.transforms:  # and a constrained site's value inside its support
+            finite = finite & self.latents.inside([torch.where(finite.unsqueeze(-1), zi, 0.0) for zi in z])
         with torch.enable_grad():
             z = [torch.where(finite.unsqueeze(-1), zi, 0.0).detach().requires_grad_() for zi in z]
             log_q, log_p, log_det = self.densities(z)
             energy = -((1 - beta) * log_q + beta * log_p + log_det)
             grads = torch.autograd.grad(energy.sum(), z)
+        finite = finite & torch.isfinite(energy)  # e.g. z = 0 on the closed edge of a Gamma's support: log p = -inf
         energy = torch.where(finite, energy.detach(), math.inf)
         return energy, (log_p - log_q).detach(), [torch.where(finite.unsqueeze(-1), g, 0.0) for g in grads]
 

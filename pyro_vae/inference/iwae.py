@@ -23,14 +23,8 @@ import torch
 from pyro.infer import ELBO
 from torch import Tensor
 
-from pyro_vae.inference.estimators import (
-    check_reparameterized,
-    data_scale,
-    log_mean_exp,
-    plate_nesting,
-    trace_log_weights,
-    vectorized_traces,
-)
+from pyro_vae.inference.estimators import log_mean_exp, trace_log_weights
+from pyro_vae.inference.sites import check_reparameterized, data_scale, plate_nesting, vectorized_traces
 
 
 class IWAE_ELBO(ELBO):
@@ -47,7 +41,7 @@ class IWAE_ELBO(ELBO):
         self._nesting = max_plate_nesting
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
-        raise NotImplementedError("IWAE_ELBO draws its vectorized traces in estimators.vectorized_traces")
+        raise NotImplementedError("IWAE_ELBO draws its vectorized traces in sites.vectorized_traces")
 
     def bound(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
         """Per-datapoint L_K estimates: a tensor of shape (N,).

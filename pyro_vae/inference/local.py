@@ -30,13 +30,7 @@ from torch import Tensor
 from torch.distributions.transforms import Transform
 
 from pyro_vae.inference.ais import datapoint_chunks
-from pyro_vae.inference.estimators import (
-    per_datapoint_log_prob,
-    plate_nesting,
-    sample_sites,
-    vectorized,
-    vectorized_traces,
-)
+from pyro_vae.inference.enumeration import check_continuous
 from pyro_vae.inference.hmc import Latents
 from pyro_vae.inference.optimize import (
     CONVERGED_NATS,
@@ -47,6 +41,7 @@ from pyro_vae.inference.optimize import (
     probe,
     probe_steps,
 )
+from pyro_vae.inference.sites import per_datapoint_log_prob, plate_nesting, sample_sites, vectorized, vectorized_traces
 
 MOMENT_SAMPLES = 256  # draws that estimate the guide's moments where its distribution has no closed-form mean
 LOCAL_LR = 0.05  # Adam's first step size for the free Gaussians (and at least the probe's)
@@ -204,6 +199,7 @@ def local_elbo(
     for a positive site), pushed through T = biject_to(support)."""
     if local_starts < 1:
         raise ValueError(f"local_starts must be >= 1 (the first start is the guide's moments), got {local_starts}")
+    check_continuous(model, guide, args, kwargs)
     nesting = plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
     sites = _guide_sites(model, guide, args, kwargs, plate, nesting)
 

@@ -52,10 +52,12 @@ ELBOS: dict[str, tuple[type[ELBO], type[ELBO] | None]] = {
 }
 
 
-def make_elbo(name: str, num_particles: int = 1, jit: bool = False, guide: str = "gaussian") -> ELBO:
+def make_elbo(name: str, num_particles: int = 1, jit: bool = False, guide: str = "gaussian",
+              layers: int = 1) -> ELBO:
     """The ELBO named ``name`` with ``num_particles`` samples of z per datapoint, vectorized. ``guide`` names
     the guide's family: meanfield needs a closed-form KL(q || p(z)), which only the Gaussian one has (for
-    others Pyro would fall back to a sampled entropy without saying so)."""
+    others Pyro would fall back to a sampled entropy without saying so), and a guide that factorizes as the
+    prior does, which two stochastic ``layers`` (q(z2|z1) against p(z1|z2)) do not."""
     if name not in ELBOS:
         raise UsageError(f"unknown ELBO {name!r}: choose one of {', '.join(ELBOS)}")
     if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
@@ -63,6 +65,10 @@ def make_elbo(name: str, num_particles: int = 1, jit: bool = False, guide: str =
     if name == "meanfield" and guide != "gaussian":
         raise UsageError(f"`elbo=meanfield` needs the analytic KL of a Gaussian guide; `guide={guide}` has none: "
                          "use `elbo=trace` or `elbo=iwae`")
+    if name == "meanfield" and layers > 1:
+        raise UsageError("`elbo=meanfield` takes each layer's KL(q || p) in closed form, which needs q and p to "
+                         "factorize alike; two stochastic layers' q(z2|z1) and p(z1|z2) do not (the KL of z1 would "
+                         "hold z2 fixed while z2 depends on z1): use `elbo=trace` or `elbo=iwae`")
     plain, compiled = ELBOS[name]
     if jit and compiled is None:
         raise UsageError(f"`jit` is not available with `elbo={name}`: drop `jit`")

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pyro_vae.inference.estimators import importance_log_weights, trace_log_weights, vectorized_traces
+from pyro_vae.inference.estimators import importance_log_weights, trace_log_weights
+from pyro_vae.inference.sites import vectorized_traces
 
 CONVERGED_NATS = 0.05  # a probe that raises a datapoint's ELBO by more than this says q* had not converged
 PROBE_FRACTION = 0.2  # the probe's steps, as a fraction of the optimization's

@@ -28,7 +28,7 @@ from pyro import distributions as dist
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
-from pyro_vae.inference.estimators import data_dim
+from pyro_vae.inference.sites import data_dim
 
 # the purposes a datapoint draws for, the third part of its key; the fourth is the AIS step count
 IMPORTANCE_SAMPLING, FORWARD_AIS, REVERSE_AIS, LOCAL_FIT = 0, 1, 2, 3

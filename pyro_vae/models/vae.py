@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from pyro_vae.config import ModelConfig
 from pyro_vae.errors import UsageError
-from pyro_vae.models import flows
+from pyro_vae.models import flows, hierarchical
 from pyro_vae.models.conv import ConvDecoder, ConvEncoder
 from pyro_vae.models.flows import IAF
 from pyro_vae.models.guide import guide
@@ -49,6 +49,12 @@ class VAE(nn.Module):
             out_features = x_dim * self.likelihood.params_per_pixel
             self.decoder = Decoder(config.z_dim, config.hidden[::-1], out_features, config.activation)
         self.flow = IAF(config.z_dim, config.hidden[-1], config.flow_layers) if config.guide == "iaf" else None
+        if config.z2_dim:  # q(z2|z) and p(z|z2), Gaussians from dense layers (hierarchical.py)
+            self.top_encoder = Encoder(config.z_dim, hierarchical.TOP_HIDDEN, config.z2_dim, config.activation)
+            self.top_decoder = Encoder(config.z2_dim, hierarchical.TOP_HIDDEN[::-1], config.z_dim, config.activation)
+        # the networks a checkpoint holds, by attribute name
+        self.parts = ("encoder", "decoder") + (("flow",) if self.flow is not None else ()) + (
+            ("top_encoder", "top_decoder") if config.z2_dim else ())
         # One bound method each for the VAE's lifetime: Pyro's JIT ELBOs key their compiled traces by
         # id(model) and id(guide), and every `vae.model` lookup would otherwise make a new object with
         # a new id, so the JIT would retrace at every step (measured: 5x slower than no JIT).
@@ -59,10 +65,17 @@ class VAE(nn.Module):
             (self.model, self.guide) if self.flow is None else (self.base_model, self.base_guide))
 
     def model(self, x: Tensor | None, size: int | None = None, subsample: Tensor | None = None) -> None:
-        model(x, self.decoder, self.likelihood, self.config.z_dim, size, subsample)
+        if self.config.z2_dim:
+            hierarchical.model(x, self.top_decoder, self.decoder, self.likelihood, self.config.z2_dim, size,
+                               subsample)
+        else:
+            model(x, self.decoder, self.likelihood, self.config.z_dim, size, subsample)
 
     def guide(self, x: Tensor, size: int | None = None, subsample: Tensor | None = None) -> None:
-        guide(x, self.encoder, size, subsample, self.flow)
+        if self.config.z2_dim:
+            hierarchical.guide(x, self.encoder, self.top_encoder, size, subsample)
+        else:
+            guide(x, self.encoder, size, subsample, self.flow)
 
     def base_model(self, x: Tensor, size: int | None = None, subsample: Tensor | None = None) -> None:
         """A flow guide's AIS target: the model as a density over the flow's base variable (flows.py)."""
@@ -73,12 +86,21 @@ class VAE(nn.Module):
         """A flow guide's AIS start: the encoder's Gaussian, over the flow's base variable (flows.py)."""
         flows.base_guide(x, self.encoder, size, subsample)
 
-    def annealing_latents(self, x: Tensor, z: Tensor) -> dict[str, Tensor]:
-        """Latents z (N, Z) of images x as the sites of the annealing pair: z itself, or for a flow guide
-        u = f_x^-1(z) (exact). Reverse AIS starts there."""
+    def annealing_latents(self, x: Tensor, latents: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The model's latents of images x (site -> (N, ...): z, and z2 with two layers) as the sites of the
+        annealing pair: themselves, or for a flow guide u = f_x^-1(z) (exact). Reverse AIS starts there."""
         if self.flow is None:
-            return {LATENT: z}
-        return {flows.BASE: flows.pull_back(self._flow_of(x)[1], z)}
+            return latents
+        return {flows.BASE: flows.pull_back(self._flow_of(x)[1], latents[LATENT])}
+
+    def prior_z(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+        """z ~ p(z): N(0, I), or with two layers z2 ~ N(0, I) through p(z|z2); at ``temperature`` T every
+        standard normal draw is scaled by T (one layer: N(0, T^2 I)).   -> (n, Z)"""
+        if self.config.z2_dim:
+            return hierarchical.prior_draw(self.top_decoder, n, self.config.z2_dim, generator, temperature)
+        weight = next(self.decoder.parameters())
+        return temperature * torch.randn(n, self.config.z_dim, generator=generator, dtype=weight.dtype).to(
+            weight.device)
 
     def _flow_of(self, x: Tensor) -> tuple[Tensor, list]:
         """The encoder's mean (B, Z) and the flow's transforms conditioned on x's features."""

@@ -122,7 +122,8 @@ def run_training(
     start = time.perf_counter() if started is None else started
     run_config = run_config or RunConfig()
     # refuses a bad pairing (e.g. jit with iwae, meanfield with a flow guide) before any work
-    make_elbo(train_config.elbo, train_config.num_particles, train_config.jit, model_config.guide)
+    make_elbo(train_config.elbo, train_config.num_particles, train_config.jit, model_config.guide,
+              2 if model_config.z2_dim else 1)
     resume_path = Path(resume) if resume is not None else None
     board_folder = None if tensorboard is None else Path(tensorboard)
     # a TensorBoard folder it cannot use, or another run's, is one line before start-up; a failed start leaves

@@ -64,7 +64,7 @@ def plot_reconstructions(x: Tensor, reconstruction: Tensor, image_shape: tuple[i
 
 
 def plot_samples(images: Tensor, image_shape: tuple[int, int, int], path: str | Path,
-                 metadata: dict[str, str | None] | None = None, title: str = "mean of p(x|z), z ~ N(0, I)") -> None:
+                 metadata: dict[str, str | None] | None = None, title: str = "mean of p(x|z), z ~ p(z)") -> None:
     """Means of p(x|z) for z drawn from the prior.   (N, D)"""
     save_grid(image_grid(images, image_shape, 8), title, path, metadata)
 

@@ -148,11 +148,11 @@ def write_figures(vae: VAE, data: PreparedData, out: Path) -> list[str]:
 
     x, z_dim = data.test[:32], vae.config.z_dim
     plot_reconstructions(x, vae.reconstruct(x), data.image_shape, out / "reconstructions.png")
-    plot_samples(vae.decode_mean(torch.randn(64, z_dim, device=x.device)), data.image_shape, out / "samples.png")
+    plot_samples(vae.decode_mean(vae.prior_z(64)), data.image_shape, out / "samples.png")
     loc = torch.cat([vae.guide_center(batch) for batch in data.test.split(1000)])  # (M, Z)
     plot_latent(loc, data.test_labels, out / "latent.png")
     written = ["reconstructions.png", "samples.png", "latent.png"]
-    if z_dim == 2:
+    if z_dim == 2 and not vae.config.z2_dim:  # the grid's quantiles are those of N(0, I), one layer's prior
         plot_manifold(vae.decode_mean(manifold_grid().to(x.device)), data.image_shape, out / "manifold.png")
         written.append("manifold.png")
     return written

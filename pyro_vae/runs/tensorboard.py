@@ -62,7 +62,7 @@ class TensorBoardWriter:
         x = data.test[:32]  # (32, D)
         self.writer.add_image("reconstructions", reconstruction_grid(x, vae.reconstruct(x), data.image_shape), step,
                               dataformats="CHW")
-        z = torch.randn(64, vae.config.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(x.device)
+        z = vae.prior_z(64, generator=torch.Generator().manual_seed(SAMPLE_SEED))
         self.writer.add_image("samples", image_grid(vae.decode_mean(z), data.image_shape, 8), step, dataformats="CHW")
 
     def final(self, final: dict[str, Any], step: int, vae: VAE, data: PreparedData) -> None:

@@ -60,7 +60,7 @@ def save(path: str | Path, vae: VAE, optimizer: torch.optim.Optimizer, data_conf
         "x_dim": vae.x_dim,
         "image_shape": None if vae.image_shape is None else list(vae.image_shape),  # (C, H, W)
         **{part: {k.removeprefix(f"{part}."): v for k, v in weights.items() if k.startswith(f"{part}.")}
-           for part in ("encoder", "decoder", "flow") if part != "flow" or vae.flow is not None},
+           for part in vae.parts},
         "optimizer": snapshot.optimizer if snapshot else optimizer.state_dict(),
         "versions": versions(),
         **extra,
@@ -199,11 +199,11 @@ def schema_problem(state: dict) -> str | None:
         return f"x_dim is {x_dim!r}, not a positive integer"
     try:
         shape = state.get("image_shape")
-        expected = VAE(x_dim, model_config, image_shape=None if shape is None else tuple(shape)).state_dict()
+        built = VAE(x_dim, model_config, image_shape=None if shape is None else tuple(shape))
     except UsageError as error:
         return str(error)
-    parts = ("encoder", "decoder", "flow") if model_config.guide == "iaf" else ("encoder", "decoder")
-    for part in parts:
+    expected = built.state_dict()
+    for part in built.parts:
         prefix = f"{part}."
         if problem := _weights_problem(state.get(part), {k.removeprefix(prefix): v for k, v in expected.items()
                                                          if k.startswith(prefix)}, f"the {part}"):
@@ -303,10 +303,8 @@ def restore(vae: VAE, state: dict, kept: bool = True) -> None:
     if best is not None:
         vae.load_state_dict(best)
         return
-    vae.encoder.load_state_dict(state["encoder"])
-    vae.decoder.load_state_dict(state["decoder"])
-    if vae.flow is not None:
-        vae.flow.load_state_dict(state["flow"])
+    for part in vae.parts:
+        getattr(vae, part).load_state_dict(state[part])
 
 
 def check_data(state: dict, data_used: DataConfig, name: str = "the checkpoint") -> None:

@@ -142,7 +142,7 @@ def fit(
                          "pass data that holds both")
     check_data_support(vae, data)
     forget_networks()
-    elbo = make_elbo(config.elbo, config.num_particles, config.jit, vae.config.guide)
+    elbo = make_elbo(config.elbo, config.num_particles, config.jit, vae.config.guide, 2 if vae.config.z2_dim else 1)
     loss = loss_module(vae, elbo, context)
     name = objective_name(config.elbo, config.num_particles)
     state = state or TrainState()

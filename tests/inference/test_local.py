@@ -154,5 +154,5 @@ def test_models_that_ais_refuses_are_refused_with_the_same_errors(problem):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("c", dist.Bernoulli(0.3 * torch.ones(x.shape[0], dtype=x.dtype)))
 
-    with pytest.raises(ValueError, match="continuous latents: guide site 'c'"):
+    with pytest.raises(ValueError, match="guide site 'c' is discrete: q. of the gap decomposition"):
         local_elbo(discrete_model, discrete_guide, problem["x"], problem["W"], problem["b"], local_steps=20)

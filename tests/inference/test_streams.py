@@ -15,7 +15,8 @@ from scipy import stats
 
 from pyro_vae.config import ModelConfig
 from pyro_vae.inference.ais import ais
-from pyro_vae.inference.estimators import PARTICLES, importance_log_weights, log_mean_exp, vectorized
+from pyro_vae.inference.estimators import importance_log_weights, log_mean_exp
+from pyro_vae.inference.sites import PARTICLES, vectorized
 from pyro_vae.inference.streams import (
     FORWARD_AIS,
     IMPORTANCE_SAMPLING,

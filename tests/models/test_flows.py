@@ -125,10 +125,10 @@ def test_a_vae_with_an_iaf_guide_anneals_in_the_flows_base_space_to_the_same_log
     base = ais_log_marginal_likelihood(vae.annealing_model, vae.annealing_guide, x, **options)
     direct = ais_log_marginal_likelihood(vae.model, vae.guide, x[:2], **options)  # slow: the inverse at each step
     upper = reverse_ais_log_marginal_likelihood(vae.annealing_model, vae.annealing_guide, x,
-                                                latents=vae.annealing_latents(x, z), **options)
+                                                latents=vae.annealing_latents(x, {"z": z}), **options)
     torch.testing.assert_close(base, exact, rtol=0, atol=0.15)
     torch.testing.assert_close(direct, exact[:2], rtol=0, atol=0.15)
     assert (upper > exact - 0.15).all(), upper - exact
-    u = vae.annealing_latents(x, z)["z_base"]  # and back: f(f^-1(z)) = z
+    u = vae.annealing_latents(x, {"z": z})["z_base"]  # and back: f(f^-1(z)) = z
     loc, scale, h = vae.encoder.with_features(x)
     torch.testing.assert_close(flows.push_forward(vae.flow.distribution(loc, scale, h).transforms, u)[0], z)

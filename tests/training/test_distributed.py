@@ -91,12 +91,14 @@ def test_sharding_covers_every_index_once():
     assert torch.equal(SINGLE.shard(index), index)
 
 
-@pytest.mark.parametrize("guide", [[], ["--guide", "iaf"], ["--arch", "conv"]], ids=["gaussian", "iaf", "conv"])
+@pytest.mark.parametrize("guide", [["--z-dim", "2"], ["--z-dim", "2", "--guide", "iaf"],
+                                   ["--z-dim", "2", "--arch", "conv"], ["--latents", "4,2"]],
+                         ids=["gaussian", "iaf", "conv", "two-layers"])
 def test_torchrun_trains_and_evaluates_end_to_end(tiny_mnist, tmp_path, guide):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(ROOT / "scripts" / "train_svi.py"), "--data-dir", str(tiny_mnist), "--out", str(out),
-               "--epochs", "2", "--z-dim", "2", "--hidden", "16", "--batch-size", "16", "--eval-samples", "20",
+               "--epochs", "2", "--hidden", "16", "--batch-size", "16", "--eval-samples", "20",
                "--no-download", "--no-progress", "--device", "cpu", *guide]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -26,8 +26,9 @@ def trained(out):
 
 def assert_same_run(a, b):
     (state_a, final_a, history_a), (state_b, final_b, history_b) = a, b
-    assert ("flow" in state_a) == ("flow" in state_b)
-    for part in ("encoder", "decoder", "flow") if "flow" in state_a else ("encoder", "decoder"):
+    parts = [part for part in ("encoder", "decoder", "flow", "top_encoder", "top_decoder") if part in state_a]
+    assert parts == [part for part in ("encoder", "decoder", "flow", "top_encoder", "top_decoder") if part in state_b]
+    for part in parts:
         for name, tensor in state_a[part].items():
             assert torch.equal(tensor, state_b[part][name]), (part, name)  # bit for bit
     for group_a, group_b in zip(state_a["optimizer"]["state"].values(), state_b["optimizer"]["state"].values()):
@@ -58,9 +59,11 @@ def test_same_seed_same_numbers(tiny_mnist, tmp_path):
     assert trained(tmp_path / "c")[1] != trained(tmp_path / "a")[1]
 
 
-@pytest.mark.parametrize("guide", [[], ["--guide", "iaf"]], ids=["gaussian", "iaf"])
+@pytest.mark.parametrize("guide", [[], ["--guide", "iaf"], ["--latents", "4,2"]], ids=["gaussian", "iaf", "two-layers"])
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_mnist, tmp_path, monkeypatch, capsys, guide):
-    argv = ["--data-dir", tiny_mnist, *TINY, "--epochs", "4", *guide]
+    at = TINY.index("--z-dim")
+    tiny = TINY if "--latents" not in guide else TINY[:at] + TINY[at + 2:]  # --z-dim or --latents, not both
+    argv = ["--data-dir", tiny_mnist, *tiny, "--epochs", "4", *guide]
     assert run_in_process("train_svi", [*argv, "--out", tmp_path / "whole"]) == 0
 
     interrupt_in_epoch(monkeypatch, 3)
