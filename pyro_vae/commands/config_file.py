@@ -63,6 +63,12 @@ def flattened(config: dict[str, Any]) -> dict[str, Any]:
 
 def _fields_as_flags(table: str, fields: dict[str, Any]) -> dict[str, Any]:
     fields = dict(fields)
+    if table == "model" and fields.get("z2_dim"):  # two stochastic layers: --latents Z1,Z2 (not with --z-dim)
+        if "z_dim" not in fields:
+            raise UsageError("[model] z2_dim = ... (a second stochastic layer) needs z_dim, the first's size; or "
+                             "write latents = [Z1, Z2]")
+        fields["latents"] = [fields.pop("z_dim"), fields.pop("z2_dim")]
+    fields.pop("z2_dim", None)  # 0: one layer, --z-dim alone
     if table == "data":
         fields.pop("sha256", None)  # measured on the data used, not a setting
         if "download" in fields:

@@ -32,6 +32,16 @@ def test_trained_checkpoint_holds_both_layers(two_layers):
     assert math.isfinite(metrics["final"]["test_log_likelihood"]["mean"])
 
 
+def test_a_two_layer_runs_metrics_json_repeats_it(two_layers, tmp_path):
+    """--config <run>/metrics.json: the model block's z_dim and z2_dim become --latents 4,2."""
+    run, data = two_layers
+    assert run_in_process("train_svi", ["--config", run / "metrics.json", "--data-dir", data, "--out",
+                                        tmp_path / "again", "--no-progress"]) == 0
+    first, again = (json.loads((folder / "metrics.json").read_text()) for folder in (run, tmp_path / "again"))
+    assert again["config"]["model"] == first["config"]["model"]
+    assert again["final"]["test_bound"] == first["final"]["test_bound"]  # the same run, to the last digit
+
+
 def test_evaluate_bdmc_and_gaps_run_on_two_layers(two_layers, tmp_path, capsys):
     run, data = two_layers
     common = ["--checkpoint", run / "checkpoint.pt", "--data-dir", data, "--no-progress"]
