@@ -90,7 +90,7 @@ class Assign(Messenger):
         batch = fn.batch_shape
         first = len(batch) - (self.nesting + 1)  # the particle plate's position in the batch shape
         event = value.shape[1:]
-        blocks = value.reshape(*batch[:first], len(value), 1, *(1,) * (len(batch) - first - 1), *event)
+        blocks = value.reshape(*(1,) * first, len(value), 1, *(1,) * (len(batch) - first - 1), *event)
         blocks = blocks.expand(*batch[:first], len(value), batch[first] // len(value), *batch[first + 1:], *event)
         msg["value"] = blocks.reshape(batch + event)
 
@@ -125,7 +125,7 @@ def enumerated_log_weights(model: Callable, guide: Callable, args: tuple, kwargs
         first = poutine.trace(vectorized(guide, 1, nesting)).get_trace(*args, **kwargs)
     supports = discrete_latents(first, (plate, PARTICLES), "guide")
     count, values = joint_values(supports)  # Y
-    with Assign(values, nesting):  # particle y k + j draws z ~ q(z|x, y)
+    with Assign(values, nesting):  # particle y K + k draws z ~ q(z|x, y)
         guide_trace = poutine.trace(vectorized(guide, count * num_samples, nesting)).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(vectorized(model, count * num_samples, nesting), trace=guide_trace)
                                 ).get_trace(*args, **kwargs)
