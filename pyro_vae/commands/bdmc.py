@@ -75,6 +75,20 @@ def run(a: argparse.Namespace) -> None:
     distributed.in_process_group(lambda context, device: bdmc(a, context, device), a.device)
 
 
+def inverted_sandwiches(rows: list[dict], chains: int) -> list[str]:
+    """A line for each row whose reverse bound sits below its forward bound by more than two standard errors:
+    each is a stochastic bound, so a few chains can cross by chance, but an inverted sandwich beyond its noise
+    says that neither bound holds yet at that many steps and chains."""
+    lines = []
+    for r in rows:
+        gap, se = r["gap"]["mean"], r["gap"]["se"]
+        if se is not None and gap + 2 * se < 0:
+            lines.append(f"at {r['num_steps']} steps the sandwich is inverted: reverse AIS sits {-gap:.2f} ± {se:.2f} "
+                         f"nats below forward AIS, beyond its noise; with {chains} chains and this few steps neither "
+                         "bound holds yet: raise --ais-steps (and --ais-chains)")
+    return lines
+
+
 def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> None:
     pyro.set_rng_seed(a.seed)  # the same simulated images in every process
     vae, _, state = load_run(a.checkpoint, device, a.data_dir)
@@ -149,6 +163,8 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
                   f"{r['acceptance']:.2f}")
         if a.images == 1:
             print("(one image: no standard errors)")
+        for line in inverted_sandwiches(rows, a.ais_chains):
+            print(line)
         tightest = rows[-1]
         for name, value in bounds.items():
             print(f"{name:>20}  {value:10.2f}   {tightest['lower']['mean'] - value:.2f} nats below forward AIS and "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from pyro_vae.commands.cli import startup_done
+from pyro_vae.errors import UsageError
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
 from pyro_vae.inference.local import CONVERGED_NATS, LocalFit
@@ -141,6 +143,9 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
         v = scored.values
         gaps = InferenceGaps(v["log_px"], v["elbo"], local_fit(v), a.local_steps, a.local_starts)
         summary = gaps.summary()
+        if not all(math.isfinite(summary[name][0]) for name in ("log_px", "local_elbo", "elbo")):
+            raise UsageError(f"{a.checkpoint}: the model's bounds are not finite on these images (ELBO "
+                             f"{summary['elbo'][0]}): its weights are damaged or diverged; use another checkpoint")
         for name, label in ROWS:
             mean, se = summary[name]
             print(f"{label:>32}  {mean:10.2f}" + ("" if se is None else f" ± {se:.2f}"))

@@ -315,15 +315,20 @@ def test_resume_with_fewer_epochs_than_the_checkpoint_holds_is_one_line(tiny_mni
                      "--epochs 2 or more"], lines
 
 
-def test_evaluating_non_finite_weights_is_one_line_not_nan_results(tiny_mnist, tmp_path, capsys):
+@pytest.mark.parametrize("command, flags, result", [
+    ("evaluate", ["--eval-samples", "5"], "evaluation.json"),
+    ("gaps", ["--images", "2", "--ais-steps", "2", "--ais-chains", "2", "--local-steps", "2", "--elbo-samples", "4"],
+     "gaps.json"),  # it exited 0 with an all-NaN gaps.json (issue 38)
+])
+def test_evaluating_non_finite_weights_is_one_line_not_nan_results(tiny_mnist, tmp_path, capsys, command, flags,
+                                                                    result):
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]) == 0
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     state["decoder"]["net.0.bias"][0] = float("nan")
     state.pop("checksum")  # as a checkpoint written by other code, or before checksums
     torch.save(state, tmp_path / "nan.pt")
     capsys.readouterr()
-    assert run_in_process("evaluate", ["--checkpoint", tmp_path / "nan.pt", "--eval-samples", "5", "--out",
-                                       tmp_path / "eval"]) == 2
+    assert run_in_process(command, ["--checkpoint", tmp_path / "nan.pt", *flags, "--out", tmp_path / "eval"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error:") and "not finite" in line, line
-    assert not (tmp_path / "eval" / "evaluation.json").exists()
+    assert not (tmp_path / "eval" / result).exists()
