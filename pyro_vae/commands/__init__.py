@@ -6,6 +6,7 @@ the imports is the one-line interrupt of every other moment, and nothing heavy l
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from importlib import import_module
@@ -13,6 +14,18 @@ from typing import NoReturn
 
 from pyro_vae.commands.cli import exit_now, main, pause_collection
 from pyro_vae.commands.parsers import DEFAULT_THREADS, parse
+
+
+def capped_threads(threads: int) -> int:
+    """``threads``, or the cores there are when it asks for more, said in one line: OpenMP starts every thread
+    asked for (--threads 1000 started 1000; 100000 crashed the process), and more threads than cores only slow
+    the work."""
+    cores = os.cpu_count() or 1
+    if threads <= cores:
+        return threads
+    logging.getLogger("pyro_vae").warning("--threads %d is more than the %d cores here: using %d", threads, cores,
+                                          cores)
+    return cores
 
 
 def runner(name: str) -> Callable[[list[str] | None], None]:
@@ -31,7 +44,7 @@ def runner(name: str) -> Callable[[list[str] | None], None]:
 
         before = torch.get_num_threads()
         if args.threads is not None or "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(args.threads or DEFAULT_THREADS)
+            torch.set_num_threads(capped_threads(args.threads or DEFAULT_THREADS))
         try:
             command.run(args)
         finally:

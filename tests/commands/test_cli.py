@@ -173,3 +173,21 @@ def test_help_says_what_the_command_does_whole_and_names_the_console_commands(co
     description = " ".join(text.split("\n\n")[1].split())
     assert description.endswith("."), description
     assert "train_svi.py" not in text
+
+
+def test_threads_beyond_the_cores_are_capped_with_one_line(monkeypatch, caplog):
+    """--threads 100000 crashed the process (rc 139) and 1000 started 1000 OpenMP threads (issue 38): a command
+    runs on at most the cores there are, and says so."""
+    import torch
+
+    from pyro_vae import commands
+
+    seen = []
+    monkeypatch.setattr(commands.import_module("pyro_vae.commands.plot"), "run",
+                        lambda args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    with caplog.at_level("WARNING", logger="pyro_vae"):
+        commands.runner("plot")(["--checkpoint", "x.pt", "--threads", "100000"])
+    cores = os.cpu_count() or 1
+    assert seen == [cores] and torch.get_num_threads() == before
+    assert f"--threads 100000 is more than the {cores} cores here: using {cores}" in caplog.text
