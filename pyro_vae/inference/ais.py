@@ -190,9 +190,9 @@ def ais_log_marginal_likelihood(
     Geometric path from the guide q(z|x) to p(x, z), sigmoid schedule, ``num_steps`` HMC transitions of
     ``num_leapfrog`` leapfrog steps (step sizes per datapoint tuned by a pilot run towards an acceptance rate
     of 0.65, then frozen), ``num_chains`` chains per datapoint. ``num_steps=0`` is importance sampling with
-    K = num_chains. Latent sites must be continuous and inside ``plate``; a constrained one (positive, unit
-    interval, simplex, ...) is moved in the unconstrained space of its support (hmc.Latents). Gradients are not
-    propagated.
+    K = num_chains. Latent sites must be inside ``plate``; a constrained one (positive, unit interval, simplex,
+    ...) is moved in the unconstrained space of its support (hmc.Latents), and a discrete one of finite support
+    is summed out of q and p (enumeration.py). Gradients are not propagated.
     """
     return ais(model, guide, *args, num_steps=num_steps, num_chains=num_chains, plate=plate,
                num_leapfrog=num_leapfrog, step_size=step_size, chunk_size=chunk_size,

@@ -1,6 +1,7 @@
-"""HMC on the latent sites of any Pyro model/guide, for every datapoint of a data plate at once: the latents
-as (C, N, F) tensors (chains, datapoints, flattened values; a constrained site in the unconstrained space of
-its support), the geometric path's energy
+"""HMC on the latent sites of any Pyro model/guide, for every datapoint of a data plate at once: the continuous
+latents as (C, N, F) tensors (chains, datapoints, flattened values; a constrained site in the unconstrained space
+of its support; discrete sites of finite support summed out of both densities, enumeration.py), the geometric
+path's energy
 -log f_b(z) = -(1 - b) log q(z|x_n) - b log p(x_n, z) with its gradient, and one HMC transition leaving f_b
 invariant with a Metropolis test per chain and datapoint. Annealed importance sampling (ais.py) walks them
 along its schedule."""
