@@ -98,7 +98,7 @@ def inference_gaps(
     is cheap anywhere, or a broader guide); with another model its chains live in other coordinates and are
     not used as starts. ``chunk_size``
     bounds how many datapoints run at once (positional tensor arguments are split along dim 0). Latent sites
-    must be continuous (a discrete one is refused: its q* is not defined here, local.check_continuous) and inside
+    must be continuous (a discrete one is refused: its q* is not defined here, enumeration.check_continuous) and inside
     ``plate`` (constrained ones are moved, and q* is Gaussian, in the unconstrained space of their support)."""
     check_continuous(model, guide, args, kwargs)  # before AIS's long run, not after it
     chains_in_z = ais_model in (None, model)  # AIS moved the model's own latents: its chains can start q*

@@ -36,14 +36,12 @@ class Latents:
     def __init__(self, guide_trace: poutine.Trace, plate: str) -> None:
         self.sites: dict[str, tuple[torch.Size, int]] = {}  # name -> (u's shape with the data dim at 1, data dim)
         self.transforms: dict[str, Transform] = {}  # constrained sites: name -> T, unconstrained u -> value z
-        self.discrete: list[str] = []  # discrete sites, which HMC does not move
         self.supports: dict[str, constraints.Constraint] = {}  # constrained sites: name -> support
         for name, site in sample_sites(guide_trace).items():
             if site["is_observed"] or name == PARTICLES:
                 continue
             fn = site["fn"]
             if fn.support.is_discrete:  # summed out by enumeration (Target), not moved
-                self.discrete.append(name)
                 continue
             value = site["value"]
             position = value.dim() - len(fn.event_shape) + data_dim(site, plate)  # of the data plate in value
@@ -156,7 +154,7 @@ class Target:
         check_sites_match(self.first, model_trace, summed=self.summed["model"][2])
         if not self.latents.sites:
             raise ValueError(f"AIS anneals continuous latents, and the guide has none besides the discrete sites "
-                             f"{self.latents.discrete}: summed out, they give log p(x) exactly, with no AIS "
+                             f"{list(self.summed['guide'][2])}: summed out, they give log p(x) exactly, with no AIS "
                              "(log_marginal_likelihood with enumerate=True)")
 
     def start(self, start: dict[str, Tensor] | None, fresh: bool = False) -> list[Tensor]:
@@ -195,8 +193,9 @@ class Target:
         """log q(z|x) (who = "guide") or log p(x, z) ("model") at the continuous values ``conditioned``, their
         discrete sites summed out: (C|1, N)."""
         count, fn, values = self.summed[who]
-        repeated = {name: v.repeat(count, *(1,) * (v.dim() - 1)) for name, v in conditioned.items()}  # (J C, ...)
-        return summed_log_prob(poutine.condition(fn, data=repeated), self.args, self.kwargs, values=values,
+        if count > 1:  # C values for each of the J blocks: (J C, ...)
+            conditioned = {name: v.repeat(count, *(1,) * (v.dim() - 1)) for name, v in conditioned.items()}
+        return summed_log_prob(poutine.condition(fn, data=conditioned), self.args, self.kwargs, values=values,
                                plate=self.plate, nesting=self.nesting)
 
     def energy_and_grad(self, z: list[Tensor], beta: float) -> tuple[Tensor, Tensor, list[Tensor]]:
