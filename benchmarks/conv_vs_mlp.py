@@ -24,7 +24,7 @@ from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.evaluation.bounds import datapoint_bounds
 from pyro_vae.inference.streams import IMPORTANCE_SAMPLING, DatapointStreams
 from pyro_vae.runs.experiment import load_run, run_training
-from pyro_vae.runs.parts import choose_images
+from pyro_vae.runs.per_image import choose_images
 
 ARCHS = ("mlp", "conv")
 

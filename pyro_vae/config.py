@@ -30,7 +30,7 @@ def _require_int(**values: object) -> None:
 # parsers answer --help before the library loads); tests/test_config.py checks them against the registries
 # that implement them (data.DATASETS, models.LIKELIHOODS, ...).
 DATASET_NAMES = ("mnist", "fashion-mnist", "binarized-mnist", "mnist5k", "cifar10", "folder", "array")
-LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian")
+LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian", "correlated-gaussian")
 ACTIVATION_NAMES = ("relu", "tanh", "softplus", "elu", "leaky-relu")
 ELBO_NAMES = ("trace", "meanfield", "iwae")
 GUIDES = ("gaussian", "iaf")
@@ -134,10 +134,15 @@ class TrainConfig:
     lr_schedule: str = "constant"
     patience: int = 0  # stop after this many epochs without a better validation bound; 0: never
     jit: bool = False  # use Pyro's JIT-compiled ELBO (drops the partial last batch, see training.loop.fit)
+    # > 0: train this many optimizer steps, rounded up to whole epochs (epochs follows from the training images and
+    # batch_size: Run.create sets it); for small folders of images, where an epoch is a few steps; 0: ``epochs``
+    steps: int = 0
 
     def __post_init__(self) -> None:
         _require_int(epochs=self.epochs, batch_size=self.batch_size, num_particles=self.num_particles,
-                     patience=self.patience)
+                     patience=self.patience, steps=self.steps)
+        if self.steps < 0:
+            raise UsageError(f"`steps` must be >= 0 (0 trains `epochs` epochs), got {self.steps}")
         _require_positive(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, num_particles=self.num_particles
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Generator
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pyro_vae.errors import OutputError
+from pyro_vae.errors import OutputError, UsageError
 
 TEMPORARY = ".pyro_vae.tmp"  # suffix of atomic_write's temporary files, ".<name>.<8 random>.pyro_vae.tmp": a name
 #                             no user's file has, so that cleaning up after a killed write removes only ours
@@ -117,3 +118,21 @@ def save_figure(fig: Any, path: str | Path, metadata: dict[str, str | None] | No
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata=metadata)
     atomic_write(path, buffer.getvalue())
+
+
+def special_file(path: str | Path) -> str | None:
+    """What ``path`` is when it exists and is no regular file or folder (a FIFO, a device, a socket): reading one
+    blocks forever or never ends. None for a regular file, a folder, or nothing there (its reader says so)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
+def require_regular(path: str | Path, what: str) -> None:
+    """A UsageError naming ``what`` ``path`` should be when it is a FIFO, a device or a socket (special_file)."""
+    if kind := special_file(path):
+        raise UsageError(f"{what} {path} is {kind}, not a file: pass a regular file")

@@ -74,9 +74,9 @@ def write_tiny_amat(folder: Path, sizes: tuple[int, int, int] = (60, 20, 20), se
 @pytest.fixture
 def tiny_amat_sizes(monkeypatch):
     """Binarized MNIST's known split sizes as write_tiny_amat writes them (the real ones are 50k/10k/10k)."""
-    import pyro_vae.data.datasets
+    import pyro_vae.data.mnist
 
-    monkeypatch.setattr(pyro_vae.data.datasets, "BINARIZED_MNIST_SIZES", {"train": 60, "valid": 20, "test": 20})
+    monkeypatch.setattr(pyro_vae.data.mnist, "BINARIZED_MNIST_SIZES", {"train": 60, "valid": 20, "test": 20})
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """pyro-vae-bdmc: bidirectional Monte Carlo, log p(x) sandwiched between forward and reverse AIS on images simulated
-from a model (its flags: parsers.bdmc_parser)."""
+from a model (its flags: flags/bdmc.py)."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ from pyro_vae.inference.sites import sample_sites
 from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, REVERSE_AIS, DatapointStreams
 from pyro_vae.models.model import OBSERVED
 from pyro_vae.runs.experiment import load_run
-from pyro_vae.runs.parts import Scored, figure_stamp, file_hash, projected_time, score_in_parts, tensor_hash, write_csv
-from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
+from pyro_vae.runs.parts import Scored, file_hash, projected_time, score_in_parts, tensor_hash, timed_part_size
+from pyro_vae.runs.per_image import figure_stamp, write_csv
+from pyro_vae.runs.run_folder import check_results, held_folder, require_own_folder, writable_dir
 from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
@@ -95,6 +96,7 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     pyro.enable_validation(False)
     out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
+    require_own_folder(out, a.checkpoint, a.overwrite)
     with torch.no_grad():
         trace = poutine.trace(vae.model).get_trace(None, size=a.images)  # z ~ p(z), x ~ p(x|z)
     sites = sample_sites(trace)
@@ -109,10 +111,11 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
                           "eval_samples", batch_setting="images_per_pass")
     require_ais_memory(vae, x.shape[-1], a.images, steps_rows[-1], a.ais_chains, a.images_per_pass, x.device,
                        "ais_steps", "images_per_pass")
-    if context.is_main:  # a K or a step count that fits may still take days: say so before it starts
-        # both ways
-        work = a.eval_samples + sum(2 * ais_work(steps, a.ais_chains, a.ais_leapfrog) for steps in steps_rows)
-        projected_time(a.images * work, samples_per_second(vae, x), context.world_size)
+    work = a.eval_samples + sum(2 * ais_work(steps, a.ais_chains, a.ais_leapfrog) for steps in steps_rows)  # both ways
+    rate = samples_per_second(vae, x) if context.is_main else None
+    if rate is not None:  # a K or a step count that fits may still take days: say so before it starts
+        projected_time(a.images * work, rate, context.world_size)
+    part_size = timed_part_size(a.images_per_pass, None if rate is None else work / rate, context)
     options = dict(num_chains=a.ais_chains, num_leapfrog=a.ais_leapfrog, chunk_size=a.images_per_pass,
                    max_plate_nesting=1)
 
@@ -139,7 +142,7 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
     # no training run or other command writes here meanwhile; results of other settings are refused before the work
     with held_folder(out, context, lambda: check_results(out / "bdmc.json", settings, a.overwrite)):
         index = torch.arange(a.images)
-        scored = score_in_parts(score, index, a.images_per_pass, out / "bdmc.parts", settings, resume=a.resume,
+        scored = score_in_parts(score, index, part_size, out / "bdmc.parts", settings, resume=a.resume,
                                 context=context, progress=not a.no_progress)
         if not context.is_main:
             return

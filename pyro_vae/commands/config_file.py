@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pyro_vae.errors import UsageError
+from pyro_vae.files import require_regular
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,6 +29,7 @@ CONFIG_TABLES = ("model", "data", "train", "run")  # metrics.json's config block
 def read(path: str | Path) -> dict[str, Any]:
     """The settings in ``path``: a TOML file, or the ``config`` block of a run's metrics.json."""
     path = Path(path)
+    require_regular(path, "the config file")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
@@ -49,19 +51,23 @@ def read(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def flattened(config: dict[str, Any]) -> dict[str, Any]:
+def flattened(config: dict[str, Any], where: str | Path = "the config") -> dict[str, Any]:
     """Flags by name from ``config``, its [model]/[data]/[train]/[run] tables (metrics.json's fields) mapped to
-    the flags that set them; other keys are flags already."""
+    the flags that set them; other keys are flags already. A flag set twice (a key and the same key in a table)
+    is a UsageError naming ``where``: which of the two was meant is not for the reader to guess."""
     flags: dict[str, Any] = {}
     for key, value in config.items():
-        if key in CONFIG_TABLES and isinstance(value, dict):
-            flags.update(_fields_as_flags(key, value))
-        else:
-            flags[key] = value
+        given = _fields_as_flags(key, value, where) if key in CONFIG_TABLES and isinstance(value, dict) else {
+            key: value}
+        for name, setting in given.items():
+            if name.replace("-", "_") in {k.replace("-", "_") for k in flags}:
+                raise UsageError(f"{where}: '{name}' is set twice (at the top and in a table, or in two tables): "
+                                 "keep one")
+            flags[name] = setting
     return flags
 
 
-def _fields_as_flags(table: str, fields: dict[str, Any]) -> dict[str, Any]:
+def _fields_as_flags(table: str, fields: dict[str, Any], where: str | Path) -> dict[str, Any]:
     fields = dict(fields)
     if table == "model" and fields.get("z2_dim"):  # two stochastic layers: --latents Z1,Z2 (not with --z-dim)
         if "z_dim" not in fields:
@@ -69,9 +75,15 @@ def _fields_as_flags(table: str, fields: dict[str, Any]) -> dict[str, Any]:
                              "write latents = [Z1, Z2]")
         fields["latents"] = [fields.pop("z_dim"), fields.pop("z2_dim")]
     fields.pop("z2_dim", None)  # 0: one layer, --z-dim alone
+    if table == "train" and fields.get("steps"):  # a run of N steps: --steps N, its epochs followed from them
+        fields.pop("epochs", None)
+    elif table == "train":
+        fields.pop("steps", None)  # 0: --epochs
     if table == "data":
         fields.pop("sha256", None)  # measured on the data used, not a setting
         if "download" in fields:
+            if not isinstance(fields["download"], bool):  # "no" is a true string: downloads stayed on
+                raise UsageError(f"{where}: [data] download = {fields['download']!r}: write download = true or false")
             fields["no_download"] = not fields.pop("download")
         # the default run (fallback) names no dataset: it is mnist, falling back to mnist5k offline
         if fields.pop("fallback", False) and fields.get("dataset") == "mnist":
@@ -89,7 +101,7 @@ def flags_from(path: str | Path, parser: argparse.ArgumentParser) -> list[str]:
             for option in action.option_strings:
                 by_name[option.lstrip("-").replace("-", "_")] = action
     words: list[str] = []
-    for key, value in flattened(read(path)).items():
+    for key, value in flattened(read(path), path).items():
         found = by_name.get(key.replace("-", "_"))
         if found is None or found.dest in ("config", "help"):
             raise UsageError(f"{path}: '{key}' is not a setting of {parser.prog} (see {parser.prog} --help)")

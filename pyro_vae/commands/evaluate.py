@@ -1,5 +1,5 @@
 """pyro-vae-evaluate: the ELBO beside importance-weighted bounds for growing K, and AIS, on the test set, image by
-image (its flags: parsers.evaluate_parser)."""
+image (its flags: flags/evaluate.py)."""
 
 from __future__ import annotations
 
@@ -33,21 +33,10 @@ from pyro_vae.files import atomic_write_text
 from pyro_vae.inference.estimators import KHAT_MIN_SAMPLES
 from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, DatapointStreams
 from pyro_vae.runs.experiment import load_run
-from pyro_vae.runs.parts import (
-    Scored,
-    choose_images,
-    figure_stamp,
-    file_hash,
-    paired_differences,
-    projected_time,
-    read_csv,
-    score_in_parts,
-    shared_images,
-    tensor_hash,
-    write_csv,
-)
+from pyro_vae.runs.parts import Scored, file_hash, projected_time, score_in_parts, tensor_hash, timed_part_size
+from pyro_vae.runs.per_image import choose_images, figure_stamp, paired_differences, read_csv, shared_images, write_csv
 from pyro_vae.runs.plots import plot_bounds
-from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
+from pyro_vae.runs.run_folder import check_results, held_folder, require_own_folder, writable_dir
 from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
@@ -65,6 +54,7 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     # so Pyro's per-call argument checks, a pass over every (samples x images x pixels) tensor, can go
     pyro.enable_validation(False)
     out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)  # before the long evaluation
+    require_own_folder(out, a.checkpoint, a.overwrite)
     index, chosen = choose_images(len(data.test), images=a.images, limit=a.limit, seed=a.seed)
     other = None if a.compare is None else read_csv(a.compare)  # a bad file refused before the long work
     if other is not None:
@@ -79,9 +69,11 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     if ais_steps:
         require_ais_memory(vae, x.shape[-1], len(x), ais_steps[-1], a.ais_chains, a.images_per_pass, x.device,
                            "ais_steps", "images_per_pass")
-    if context.is_main:  # a K or a step count that fits may still take days: say so before it starts
-        work = a.eval_samples + sum(ais_work(steps, a.ais_chains, a.ais_leapfrog) for steps in ais_steps)
-        projected_time(len(x) * work, samples_per_second(vae, x), context.world_size)
+    work = a.eval_samples + sum(ais_work(steps, a.ais_chains, a.ais_leapfrog) for steps in ais_steps)
+    rate = samples_per_second(vae, x) if context.is_main else None
+    if rate is not None:  # a K or a step count that fits may still take days: say so before it starts
+        projected_time(len(x) * work, rate, context.world_size)
+    part_size = timed_part_size(a.images_per_pass, None if rate is None else work / rate, context)
     log.info("%s: %d test images of %s (%s), K = %s%s", a.checkpoint, len(x), state["data_config"]["dataset"],
              chosen["selection"], ",".join(map(str, ks)), f"; AIS with {','.join(map(str, ais_steps))} steps x "
              f"{a.ais_chains} chains ({a.ais_leapfrog} leapfrog steps)" if ais_steps else "")
@@ -106,7 +98,7 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
     # no training run or other command writes here meanwhile; results of other settings are refused before the work
     with held_folder(out, context, lambda: check_results(out / "evaluation.json", settings, a.overwrite)):
         start = time.perf_counter()
-        scored = score_in_parts(score, index, a.images_per_pass, out / "evaluation.parts", settings, resume=a.resume,
+        scored = score_in_parts(score, index, part_size, out / "evaluation.parts", settings, resume=a.resume,
                                 context=context, progress=not a.no_progress)
         wall = time.perf_counter() - start  # the scoring's wall time, every process's part gathered
         if not context.is_main:

@@ -1,5 +1,5 @@
 """pyro-vae-gaps: each test image's inference gap split into approximation and amortization gaps (Cremer et al.
-2018) (its flags: parsers.gaps_parser)."""
+2018) (its flags: flags/gaps.py)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,15 @@ from torch import Tensor
 
 from pyro_vae.commands.cli import startup_done
 from pyro_vae.errors import UsageError
+from pyro_vae.evaluation.bounds import ais_work, samples_per_second
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
 from pyro_vae.inference.local import CONVERGED_NATS, LocalFit
 from pyro_vae.inference.streams import LOCAL_FIT, stream_seed
 from pyro_vae.runs.experiment import load_run
-from pyro_vae.runs.parts import Scored, choose_images, figure_stamp, file_hash, score_in_parts, tensor_hash
-from pyro_vae.runs.run_folder import check_results, held_folder, writable_dir
+from pyro_vae.runs.parts import Scored, file_hash, projected_time, score_in_parts, tensor_hash
+from pyro_vae.runs.per_image import choose_images, figure_stamp
+from pyro_vae.runs.run_folder import check_results, held_folder, require_own_folder, writable_dir
 from pyro_vae.training import distributed
 
 log = logging.getLogger("pyro_vae")
@@ -112,11 +114,18 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     pyro.enable_validation(False)
     out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
+    require_own_folder(out, a.checkpoint, a.overwrite)
     index, _ = choose_images(len(data.test), images=a.images, seed=a.seed)
     x = data.test[index.to(data.test.device)]
     log.info("%s: %d random test images of %s; q* by %d local steps from %d starts, AIS with %d steps x %d chains",
              a.checkpoint, len(x), state["data_config"]["dataset"], a.local_steps, a.local_starts, a.ais_steps,
              a.ais_chains)
+    if context.is_main:  # `local_steps=1e9` fits in memory and runs for years: say so before it starts
+        # each local step: 16 particles of every start, forward and backward; the ELBOs: num_samples draws of
+        # L[q], and of L[q*] per start; AIS
+        work = (3 * 16 * a.local_starts * a.local_steps + a.elbo_samples * (a.local_starts + 2)
+                + ais_work(a.ais_steps, a.ais_chains, a.ais_leapfrog))
+        projected_time(len(x) * work, samples_per_second(vae, x), context.world_size)
     part_size = a.images_per_pass
 
     def score(rows: Tensor) -> Scored:  # the images at dataset indices ``rows``

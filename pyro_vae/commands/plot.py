@@ -1,4 +1,4 @@
-"""pyro-vae-plot: a trained VAE's figures, drawn again from its checkpoint (its flags: parsers.plot_parser)."""
+"""pyro-vae-plot: a trained VAE's figures, drawn again from its checkpoint (its flags: flags/plot.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pyro_vae.models.vae import VAE
 from pyro_vae.runs.experiment import load_run
 from pyro_vae.runs.plots import plot_history
 from pyro_vae.runs.report import plot_learning_curve, write_figures
-from pyro_vae.runs.run_folder import held_folder, writable_dir
+from pyro_vae.runs.run_folder import held_folder, require_own_folder, writable_dir
 from pyro_vae.training import checkpoint
 from pyro_vae.training.distributed import SINGLE
 from pyro_vae.training.state import EpochRecord
@@ -45,6 +45,7 @@ def run(a: argparse.Namespace) -> None:
     vae, data, state = load_run(a.checkpoint, a.device, a.data_dir)
     startup_done()  # the garbage collector, paused through start-up (cli.pause_collection), resumes
     out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
+    require_own_folder(out, a.checkpoint, a.overwrite)
     with held_folder(out, SINGLE):  # no training run or evaluation writes here meanwhile
         redraw(a, vae, data, state, out)
 

@@ -1,5 +1,5 @@
 """pyro-vae-sample: prior samples, reconstructions and latent interpolations of a trained VAE, as PNG grids and a .pt
-of the tensors (its flags: parsers.sample_parser)."""
+of the tensors (its flags: flags/sample.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from pyro_vae.errors import UsageError
 from pyro_vae.files import atomic_write
 from pyro_vae.models.vae import VAE
 from pyro_vae.runs.experiment import load_run
-from pyro_vae.runs.parts import figure_stamp, file_hash
+from pyro_vae.runs.parts import file_hash
+from pyro_vae.runs.per_image import figure_stamp
 from pyro_vae.runs.plots import image_grid, plot_reconstructions, plot_samples, save_grid
-from pyro_vae.runs.run_folder import held_folder, writable_dir
+from pyro_vae.runs.run_folder import held_folder, require_own_folder, writable_dir
 from pyro_vae.training.distributed import SINGLE
 
 log = logging.getLogger("pyro_vae")
@@ -53,6 +54,7 @@ def run(a: argparse.Namespace) -> None:
         if a.steps < 2:
             raise UsageError(f"--steps {a.steps}: an interpolation needs at least its two ends, --steps 2")
     out = writable_dir(Path(a.checkpoint).parent / "samples" if a.out is None else a.out)
+    require_own_folder(out, a.checkpoint, a.overwrite)
     stamp = figure_stamp(file_hash(a.checkpoint), state.get("epoch"))
     vae.eval()
     with held_folder(out, SINGLE):  # no training run or other command writes here meanwhile

@@ -1,4 +1,4 @@
-"""pyro-vae-train: train a VAE by SVI and report its test ELBO and log p(x) (its flags: parsers.train_parser)."""
+"""pyro-vae-train: train a VAE by SVI and report its test ELBO and log p(x) (its flags: flags/train.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ log = logging.getLogger("pyro_vae")
 
 
 def configs(a: argparse.Namespace) -> tuple[ModelConfig, DataConfig, TrainConfig, RunConfig]:
-    """The configs that train's flags (parsers.train_parser) set."""
+    """The configs that train's flags (flags/train.py) set."""
     z_dim, z2_dim = (a.z_dim, 0) if a.latents is None else (a.latents[0], a.latents[1] if len(a.latents) > 1 else 0)
     model = ModelConfig(z_dim=z_dim, z2_dim=z2_dim, hidden=a.hidden, activation=a.activation, likelihood=a.likelihood,
                         scale_floor=a.scale_floor, guide=a.guide, flow_layers=a.flow_layers, arch=a.arch)
@@ -27,7 +27,7 @@ def configs(a: argparse.Namespace) -> tuple[ModelConfig, DataConfig, TrainConfig
                       dequantize=a.dequantize, download=not a.no_download, seed=a.seed, fallback=a.dataset is None,
                       channels=a.channels, image_size=a.image_size)
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, elbo=a.elbo, num_particles=a.num_particles,
-                        lr_schedule=a.lr_schedule, patience=a.patience, jit=a.jit)
+                        lr_schedule=a.lr_schedule, patience=a.patience, jit=a.jit, steps=a.steps or 0)
     run = RunConfig(device=a.device, init_output_bias=a.init_output_bias, eval_samples=a.eval_samples)
     return model, data, train, run
 

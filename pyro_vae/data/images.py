@@ -29,8 +29,11 @@ log = logging.getLogger("pyro_vae")
 
 # what Pillow reads without plugins, by suffix (torchvision's IMG_EXTENSIONS, and .gif and .tiff)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp")
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow's modes of one colour channel (LA: grey with alpha)
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")  # Pillow's modes of one colour channel
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B")  # 16-bit grey (a 16-bit colour PNG Pillow reads as 8-bit RGB itself)
+UNREAD_MODES = {"I": "32-bit integer", "F": "floating-point"}  # no range to scale by: refused, naming the file
 CHANNELS = (1, 3)
+MAX_CLASSES = 1000  # labels are class numbers 0..999: a figure's colours and legend are drawn per class
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,11 @@ def read_folder(root: str | Path, channels: int | None = None, image_size: tuple
         with opened(path) as image:
             sizes.append((image.height, image.width))
             modes.append(image.mode)
+        if modes[-1] in UNREAD_MODES:
+            raise UsageError(f"{path}: its pixels are {UNREAD_MODES[modes[-1]]} values (Pillow mode {modes[-1]}), "
+                             "which have no fixed range to scale to [0, 1]: save it as an 8-bit or 16-bit image")
+        if path.suffix.lower() == ".png":
+            check_png_rows(path)
     colour = [mode not in GREY_MODES for mode in modes]
     native = 3 if any(colour) else 1
     chosen = channels or native
@@ -122,8 +130,14 @@ def read_folder(root: str | Path, channels: int | None = None, image_size: tuple
     require_memory(4 * len(paths) * chosen * height * width * 2, "cpu",
                    f"{len(paths)} images of {chosen}x{height}x{width} pixels", "pass a smaller `image_size`")
     pixels = np.empty((len(paths), height, width, chosen), dtype=np.uint8)
+    from PIL import Image
+
+    if sixteen := sum(mode in SIXTEEN_BIT for mode in modes):
+        log.info("%s: %d 16-bit grey image%s scaled to 8 bits (k / 257, rounded)", root, sixteen, "s" * (sixteen != 1))
     for i, path in enumerate(paths):
         with opened(path) as image:
+            if image.mode in SIXTEEN_BIT:  # Pillow's convert clips 16-bit values at 255: scale by the true range
+                image = Image.fromarray(np.rint(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8), "L")
             image = image.convert("RGB" if chosen == 3 else "L")
             if (image.height, image.width) != (height, width):
                 image = resize_and_crop(image, height, width)
@@ -140,6 +154,52 @@ def read_folder(root: str | Path, channels: int | None = None, image_size: tuple
              f" in {len(classes)} classes" if classes else "")
     return Images(x, (chosen, height, width), None if labels is None else torch.from_numpy(labels), classes,
                   content_hash(chw, labels))
+
+
+SPLITS = ("train", "test")  # a folder of just these subfolders keeps its split (load_folder)
+
+
+def split_folders(root: str | Path) -> tuple[Path, Path] | None:
+    """``root``/train and ``root``/test when those are the only folders in ``root`` and no image lies directly in
+    it: a folder already split into training and test images, as many published image sets come. None otherwise."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    entries = list(root.iterdir())
+    folders = {p.name for p in entries if p.is_dir()}
+    if folders != set(SPLITS) or any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in entries):
+        return None
+    return root / SPLITS[0], root / SPLITS[1]
+
+
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each PNG colour type
+
+
+def check_png_rows(path: Path) -> None:
+    """A UsageError when the PNG at ``path`` (not interlaced) holds fewer rows than its header declares: Pillow fills
+    the missing rows with black without a word (a file cut short in a copy, its compressed stream ended early)."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    try:
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+        if interlace or colour not in PNG_CHANNELS:
+            return  # Adam7 passes: not counted here
+        stream, at = bytearray(), 8
+        while at + 8 <= len(data):
+            length, kind = struct.unpack(">I4s", data[at:at + 8])
+            if kind == b"IDAT":
+                stream += data[at + 8:at + 8 + length]
+            at += 12 + length
+        held = len(zlib.decompressobj().decompress(bytes(stream)))
+    except (struct.error, zlib.error):
+        return  # not decodable: Pillow says so, in opened()
+    expected = height * (1 + -(-width * depth * PNG_CHANNELS[colour] // 8))
+    if held < expected:
+        rows = held // max(1, expected // max(height, 1))
+        raise UsageError(f"{path}: not a whole image: it holds {rows} of the {height} rows its header declares "
+                         "(truncated in a copy?): remove or replace it")
 
 
 def resize_and_crop(image, height: int, width: int):  # type: ignore[no-untyped-def]
@@ -159,6 +219,9 @@ def as_images(array: np.ndarray, name: str) -> np.ndarray:
     3, uint8 0-255 or floats in [0, 1]."""
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise UsageError(f"{name}: expected numbers, got an array of {array.dtype}")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise UsageError(f"{name}: holds complex numbers ({array.dtype}): pixels are real; pass the magnitudes "
+                         "(np.abs) or the real parts, scaled to [0, 1]")
     if array.ndim == 3:
         array = array[:, None]
     elif array.ndim == 4 and array.shape[-1] in CHANNELS and array.shape[1] not in CHANNELS:
@@ -168,6 +231,8 @@ def as_images(array: np.ndarray, name: str) -> np.ndarray:
                          f"shape {array.shape}")
     if len(array) == 0:
         raise UsageError(f"{name}: holds no images (shape {array.shape})")
+    if array.dtype == bool:
+        return array.astype(np.float32)  # True is white (1.0), as a binary image means it
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise UsageError(f"{name}: holds NaN or infinite values: every pixel must be a number in [0, 1]")
@@ -213,6 +278,9 @@ def read_array(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.nd
         if value.shape != (len(images[split]),) or not np.issubdtype(value.dtype, np.integer):
             raise UsageError(f"{path}: the labels of {split} must be {len(images[split])} integers, got "
                              f"{value.dtype} of shape {value.shape}")
+        if len(value) and not 0 <= int(value.min()) <= int(value.max()) < MAX_CLASSES:
+            raise UsageError(f"{path}: the labels of {split} must be class numbers 0-{MAX_CLASSES - 1}, got values "
+                             f"in [{int(value.min())}, {int(value.max())}]: number the classes from 0")
     pixels = {split: as_images(value, f"{path}[{split}]") for split, value in images.items()}
     shapes = {value.shape[1:] for value in pixels.values()}
     if len(shapes) > 1:

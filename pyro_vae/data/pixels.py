@@ -23,7 +23,8 @@ from pyro_vae.models.likelihoods import Likelihood, in_unit_interval, make_likel
 log = logging.getLogger("pyro_vae")
 
 
-def likelihood_for(config: ModelConfig, binarize: str, data_is_binary: bool) -> tuple[Likelihood, str]:
+def likelihood_for(config: ModelConfig, binarize: str, data_is_binary: bool,
+                   image_shape: tuple[int, int, int] | None = None) -> tuple[Likelihood, str]:
     """Which likelihood on which pixels, decided here and nowhere else: the likelihood that
     ``config`` names and the binarization ``binarize`` resolves to (see resolve_binarize).
 
@@ -31,7 +32,7 @@ def likelihood_for(config: ModelConfig, binarize: str, data_is_binary: bool) -> 
     cross-entropy targets, as pytorch/examples does, with a logged warning: that is not a
     normalized density on [0, 1], so its ELBO and log p(x) are not comparable with others'.
     """
-    likelihood = make_likelihood(config)
+    likelihood = make_likelihood(config, image_shape=image_shape)
     binarize = resolve_binarize(binarize, likelihood, data_is_binary)
     grey_targets = binarize == "none" and not data_is_binary
     if grey_targets and likelihood.wants_binary_data:
@@ -63,6 +64,7 @@ class PreparedData:
     image_shape: tuple[int, int, int]  # (C, H, W) with C * H * W = D, for figures and convolutional networks
     test_labels: Tensor | None = None  # (M,) class labels of the test set, for figures, when known
     dequantize: bool = False  # training pixels get fresh uniform noise every minibatch (see dequantize)
+    classes: tuple[str, ...] = ()  # the name of each label, when the data names them (a folder's subfolders)
 
     def minibatch(self, index: Tensor) -> Tensor:
         """Training images at ``index``, freshly binarized or dequantized as configured.   (B,) -> (B, D)"""
@@ -162,4 +164,4 @@ def prepare_data(
             raise UsageError(f"{dataset.name} {split} set: {error}") from None
     train, valid, test = (x.to(device) for x in splits.values())
     labels = None if dataset.labels is None else dataset.labels["test"]
-    return PreparedData(train, valid, test, binarize, dataset.image_shape, labels, dequantize_pixels)
+    return PreparedData(train, valid, test, binarize, dataset.image_shape, labels, dequantize_pixels, dataset.classes)

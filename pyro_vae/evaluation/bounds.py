@@ -18,7 +18,7 @@ from pyro.infer import ELBO
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from pyro_vae.evaluation.memory import FLOAT, estimator_bytes, require_memory
+from pyro_vae.evaluation.memory import FLOAT, require_ais_memory, require_bounds_memory  # noqa: F401 (FLOAT: moved names)
 from pyro_vae.inference.ais import PILOT_STEPS, PILOT_TRANSITIONS, AISResult, ais
 from pyro_vae.inference.estimators import KHAT_MIN_SAMPLES, importance_log_weights, iwae_bound, pareto_khat
 from pyro_vae.inference.streams import GLOBAL, Noise
@@ -149,41 +149,6 @@ class DatapointBounds:
         )
 
 
-def require_bounds_memory(vae: VAE, x_dim: int, num_images: int, num_samples: int, batch_size: int,
-                          chunk_size: int, device: torch.device | str, samples_setting: str = "num_samples",
-                          sizes_settable: bool = True, batch_setting: str = "batch_size") -> None:
-    """A UsageError, up front, when datapoint_bounds cannot fit in free memory: one pass decodes ``chunk_size``
-    samples for ``batch_size`` images, and the K = ``num_samples`` log-weights of those images are kept. The
-    message names the setting that makes it too large (``samples_setting`` and ``batch_setting``: how the caller
-    calls K and batch_size; ``sizes_settable``: whether the caller's user can set batch_size and chunk_size at
-    all)."""
-    images, chunk = min(batch_size, num_images), min(chunk_size, num_samples)
-    decoding, weights = estimator_bytes(vae, x_dim, images, chunk), FLOAT * num_samples * images
-    if not sizes_settable:
-        remedy = f"lower `{samples_setting}` (K)"
-    elif weights > decoding:
-        remedy = f"lower `{samples_setting}` (K) or `{batch_setting}`"
-    else:
-        remedy = f"lower `chunk_size` or `{batch_setting}`"
-    require_memory(decoding + weights, device, f"importance sampling with K = {num_samples} ({chunk} samples of z "
-                   f"at a time) for {images} images at once", remedy)
-
-
-def require_ais_memory(vae: VAE, x_dim: int, num_images: int, num_steps: int, num_chains: int, batch_size: int,
-                       device: torch.device | str, steps_setting: str = "num_steps",
-                       batch_setting: str = "batch_size") -> None:
-    """A UsageError, up front, when AIS cannot fit in free memory: a pass holds ``num_chains`` chains for
-    ``batch_size`` images with their gradients, and the schedule (T + 2 float64) and the frozen step sizes (T per
-    image) are kept for the whole run, which with an absurd T is what does not fit. The message names the setting
-    that makes it too large, as the caller calls it (``steps_setting``, ``batch_setting``)."""
-    images = min(batch_size, num_images)
-    chains = 2 * estimator_bytes(vae, x_dim, images, num_chains)  # the HMC gradients as well
-    schedule = 8 * (num_steps + 2) + FLOAT * num_steps * images
-    remedy = f"lower `{steps_setting}`" if schedule > chains else f"lower `num_chains` or `{batch_setting}`"
-    require_memory(chains + schedule, device, f"AIS with {num_steps} steps and {num_chains} chains for {images} "
-                   "images at once", remedy)
-
-
 def ais_work(num_steps: int, num_chains: int, num_leapfrog: int) -> int:
     """An AIS run of one image in samples_per_second's unit: every chain's leapfrog steps, over the run's
     transitions and the pilot's, each a forward and a backward pass (about three samples' worth)."""
@@ -217,6 +182,7 @@ def _check_sizes(x: Tensor, **sizes: int) -> None:
 def datapoint_bounds(
     vae: VAE, x: Tensor, ks: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 100,
     chunk_size: int = CHUNK_SIZE, diagnose: bool = True, noise: Noise = GLOBAL, progress: bool = False,
+    first_batch: Callable[[float, int], None] | None = None,
 ) -> DatapointBounds:
     """ELBO, IWAE bounds for each k in ``ks`` and PSIS k^ of ``vae`` on each image of ``x`` (N, D).
 
@@ -225,6 +191,8 @@ def datapoint_bounds(
     chunk_size * batch_size samples at once, and (max(ks), batch_size) log-weights are kept. The samples
     come from ``noise`` (streams.py): with a DatapointStreams of x's images, each image's bounds do not
     depend on ``batch_size`` or ``chunk_size``. ``progress``: a bar over the batches on a terminal.
+    ``first_batch(seconds, batches)`` is called once the first of the batches is scored (to say how long the rest
+    will take).
     """
     ks = sorted(set(ks))
     if not ks or ks[0] < 1:
@@ -238,6 +206,7 @@ def datapoint_bounds(
     khat: list[Tensor] = []
     bounds: dict[int, list[Tensor]] = {k: [] for k in ks}
     batches = range(0, len(x), batch_size)
+    start = time.perf_counter()
     for lo in tqdm(batches, desc=f"log p^(x), K={num_samples}", unit="batch", leave=False,
                    disable=None if progress else True):  # None: off when stderr is not a terminal
         batch = x[lo:lo + batch_size]
@@ -249,6 +218,8 @@ def datapoint_bounds(
             bounds[k].append(iwae_bound(log_w, k))
         if fit_khat:
             khat.append(pareto_khat(log_w))
+        if first_batch is not None and lo == 0:
+            first_batch(time.perf_counter() - start, len(batches))
 
     def joined(parts: list[Tensor]) -> Tensor:  # (N,); empty for no images (a process's part may be)
         return torch.cat(parts) if parts else x.new_zeros(0)

@@ -66,3 +66,38 @@ def training_bytes(vae: VAE, batch_size: int, num_particles: int) -> int:
 def estimator_bytes(vae: VAE, x_dim: int, batch_size: int, chunk_size: int) -> int:
     """One pass of the importance-sampling estimator: ``chunk_size`` samples for ``batch_size`` images."""
     return FLOAT * batch_size * chunk_size * sample_floats(vae, x_dim)
+
+
+def require_bounds_memory(vae: VAE, x_dim: int, num_images: int, num_samples: int, batch_size: int,
+                          chunk_size: int, device: torch.device | str, samples_setting: str = "num_samples",
+                          sizes_settable: bool = True, batch_setting: str = "batch_size") -> None:
+    """A UsageError, up front, when datapoint_bounds cannot fit in free memory: one pass decodes ``chunk_size``
+    samples for ``batch_size`` images, and the K = ``num_samples`` log-weights of those images are kept. The
+    message names the setting that makes it too large (``samples_setting`` and ``batch_setting``: how the caller
+    calls K and batch_size; ``sizes_settable``: whether the caller's user can set batch_size and chunk_size at
+    all)."""
+    images, chunk = min(batch_size, num_images), min(chunk_size, num_samples)
+    decoding, weights = estimator_bytes(vae, x_dim, images, chunk), FLOAT * num_samples * images
+    if not sizes_settable:
+        remedy = f"lower `{samples_setting}` (K)"
+    elif weights > decoding:
+        remedy = f"lower `{samples_setting}` (K) or `{batch_setting}`"
+    else:
+        remedy = f"lower `chunk_size` or `{batch_setting}`"
+    require_memory(decoding + weights, device, f"importance sampling with K = {num_samples} ({chunk} samples of z "
+                   f"at a time) for {images} images at once", remedy)
+
+
+def require_ais_memory(vae: VAE, x_dim: int, num_images: int, num_steps: int, num_chains: int, batch_size: int,
+                       device: torch.device | str, steps_setting: str = "num_steps",
+                       batch_setting: str = "batch_size") -> None:
+    """A UsageError, up front, when AIS cannot fit in free memory: a pass holds ``num_chains`` chains for
+    ``batch_size`` images with their gradients, and the schedule (T + 2 float64) and the frozen step sizes (T per
+    image) are kept for the whole run, which with an absurd T is what does not fit. The message names the setting
+    that makes it too large, as the caller calls it (``steps_setting``, ``batch_setting``)."""
+    images = min(batch_size, num_images)
+    chains = 2 * estimator_bytes(vae, x_dim, images, num_chains)  # the HMC gradients as well
+    schedule = 8 * (num_steps + 2) + FLOAT * num_steps * images
+    remedy = f"lower `{steps_setting}`" if schedule > chains else f"lower `num_chains` or `{batch_setting}`"
+    require_memory(chains + schedule, device, f"AIS with {num_steps} steps and {num_chains} chains for {images} "
+                   "images at once", remedy)

@@ -133,3 +133,71 @@ class ContinuousBernoulliLogits(dist.ContinuousBernoulli):
         negative = torch.where(arg <= 0.5, torch.log1p(-arg) / -a, 1 - positive(a, 1 - u))
         series = u + eta * u * (1 - u) / 2 + eta.square() * u * (1 - u) * (1 - 2 * u) / 6
         return torch.where(small, series, torch.where(eta < 0, negative, positive(a, u))).clamp(0, 1)
+
+
+class ChannelCorrelatedNormal(dist.TorchDistribution):
+    """Images (..., C*H*W) whose pixels are independent, each a C-variate normal over its colour channels with a
+    full covariance: x_p ~ N(loc_p, L_p L_p^T), L_p lower triangular with diagonal ``diag`` (> 0) and the entries
+    below it ``lower`` times their row's diagonal (rows (1, 0), (2, 0), (2, 1) for C = 3). The residuals of an image
+    about a smooth reconstruction are correlated across R, G and B (on photographs a full covariance is 0.8 bits
+    a dimension shorter than three independent ones); C = 1 is the Gaussian.
+
+    loc, diag: (..., C*H*W) in the images' layout (channel c of pixel p at c*P + p); lower: (..., C(C-1)/2 * P).
+    The triangular solve is written out per channel, elementwise, for C <= 3."""
+
+    arg_constraints: dict = {}
+    support = dist.constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, loc: Tensor, diag: Tensor, lower: Tensor, channels: int,
+                 validate_args: bool | None = None) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.loc, self.diag, self.lower, self.channels = loc, diag, lower, channels
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=validate_args)
+
+    def _by_channel(self, t: Tensor) -> list[Tensor]:
+        """(..., k*P) -> k tensors (..., P): the maps of a channel-major layout, k = C for loc and diag."""
+        pixels = self.loc.shape[-1] // self.channels
+        return list(t.chunk(t.shape[-1] // pixels, dim=-1))
+
+    def _triangle(self) -> tuple[list[Tensor], list[Tensor]]:
+        """The diagonal of L per channel and its entries below, (1, 0), (2, 0), (2, 1), each (..., P)."""
+        d = self._by_channel(self.diag)
+        if self.channels == 1:
+            return d, []
+        o = self._by_channel(self.lower)
+        return d, [o[0] * d[1], o[1] * d[2], o[2] * d[2]]
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        d, below = self._triangle()
+        r = self._by_channel(value - self.loc)
+        y0 = r[0] / d[0]
+        square, log_det = y0.square(), d[0].log()
+        if self.channels == 3:  # y = L^-1 r by forward substitution
+            y1 = (r[1] - below[0] * y0) / d[1]
+            y2 = (r[2] - below[1] * y0 - below[2] * y1) / d[2]
+            square = square + y1.square() + y2.square()
+            log_det = log_det + d[1].log() + d[2].log()
+        return -0.5 * square.sum(-1) - log_det.sum(-1) - 0.5 * value.shape[-1] * math.log(2 * math.pi)
+
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
+        eps = self._by_channel(torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device))
+        d, below = self._triangle()
+        if self.channels == 1:
+            return self.loc + d[0] * eps[0]
+        noise = [d[0] * eps[0], below[0] * eps[0] + d[1] * eps[1],
+                 below[1] * eps[0] + below[2] * eps[1] + d[2] * eps[2]]  # L eps
+        return self.loc + torch.cat(noise, dim=-1)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc
+
+    def expand(self, batch_shape: torch.Size | list[int] | tuple[int, ...],
+               _instance: Any = None) -> ChannelCorrelatedNormal:
+        shape = torch.Size(batch_shape)
+        return ChannelCorrelatedNormal(self.loc.expand(shape + self.loc.shape[-1:]),
+                                       self.diag.expand(shape + self.diag.shape[-1:]),
+                                       self.lower.expand(shape + self.lower.shape[-1:]), self.channels)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from pyro_vae.config import ModelConfig
 from pyro_vae.errors import UsageError
-from pyro_vae.models.distributions import BernoulliLogits, ContinuousBernoulliLogits
+from pyro_vae.models.distributions import BernoulliLogits, ChannelCorrelatedNormal, ContinuousBernoulliLogits
 
 CHECK_CHUNK = 1 << 20  # values per pass of the support checks
 MEAN_CLAMP = 1e-3  # logit of a pixel mean clamped to [1e-3, 1 - 1e-3]: always-black borders start at -6.9
@@ -134,15 +134,52 @@ class Gaussian:
         return torch.cat([x.mean(0), 2 * spread.log()])  # loc, log sigma^2
 
 
-Likelihood = Bernoulli | ContinuousBernoulli | Gaussian
+class CorrelatedGaussian:
+    """Each pixel's colour x_p ~ N(mu_p, L_p L_p^T), a full covariance over its C channels (ChannelCorrelatedNormal),
+    pixels independent given z; the decoder emits mu, log diag(L)^2 and L's entries below the diagonal (scaled by
+    their row's diagonal), 3 maps of C*H*W for C = 3, 2 for C = 1 (where it is the Gaussian). The diagonal is
+    scale_floor + exp(log diag^2 / 2), as the Gaussian's sigma. For colour photographs: their residuals about a
+    reconstruction are correlated across R, G and B, and three independent Gaussians pay for that in bits."""
+
+    name = "correlated-gaussian"
+    wants_binary_data = False
+
+    def __init__(self, image_shape: tuple[int, int, int] | None, scale_floor: float = ModelConfig.scale_floor) -> None:
+        if image_shape is None:
+            raise UsageError("`likelihood=correlated-gaussian` correlates each pixel's colour channels, so it needs "
+                             "the images' shape (C, H, W): pass `image_shape`, or use `likelihood=gaussian`")
+        if image_shape[0] not in (1, 3):
+            raise UsageError(f"`likelihood=correlated-gaussian` is for grey or RGB images (1 or 3 channels), and these "
+                             f"have {image_shape[0]}: use `likelihood=gaussian`")
+        self.channels, self.scale_floor = image_shape[0], scale_floor
+        self.params_per_pixel = 3 if self.channels == 3 else 2
+
+    def distribution(self, out: Tensor) -> dist.TorchDistribution:
+        maps = out.chunk(self.params_per_pixel, dim=-1)  # loc, log diag^2 (and the entries below it), (..., D) each
+        lower = maps[2] if self.channels == 3 else maps[0][..., :0]
+        return ChannelCorrelatedNormal(maps[0], self.scale_floor + torch.exp(0.5 * maps[1]), lower, self.channels)
+
+    def check_support(self, x: Tensor) -> None:
+        if not holds_everywhere(x, torch.isfinite):
+            raise UsageError(f"the {self.name} likelihood needs finite data, got NaN or infinite values")
+
+    def output_bias(self, x: Tensor) -> Tensor:
+        """The Gaussian's (each pixel's mean and standard deviation over ``x``), uncorrelated.   (N, D) -> (P*D,)"""
+        start = Gaussian(self.scale_floor).output_bias(x)
+        return torch.cat([start, torch.zeros(x.shape[1] * (self.params_per_pixel - 2), dtype=x.dtype)])
+
+
+Likelihood = Bernoulli | ContinuousBernoulli | Gaussian | CorrelatedGaussian
 
 LIKELIHOODS: dict[str, type[Likelihood]] = {
-    cls.name: cls for cls in (Bernoulli, ContinuousBernoulli, Gaussian)
+    cls.name: cls for cls in (Bernoulli, ContinuousBernoulli, Gaussian, CorrelatedGaussian)
 }
 
 
-def make_likelihood(config: ModelConfig, grey_targets: bool = False) -> Likelihood:
-    """The likelihood named by ``config.likelihood``; ``grey_targets`` only applies to Bernoulli."""
+def make_likelihood(config: ModelConfig, grey_targets: bool = False,
+                    image_shape: tuple[int, int, int] | None = None) -> Likelihood:
+    """The likelihood named by ``config.likelihood``; ``grey_targets`` only applies to Bernoulli, ``image_shape``
+    (C, H, W) to the correlated Gaussian, which needs it."""
     if config.likelihood not in LIKELIHOODS:
         raise UsageError(
             f"unknown likelihood {config.likelihood!r}: choose one of {', '.join(LIKELIHOODS)}"
@@ -151,4 +188,6 @@ def make_likelihood(config: ModelConfig, grey_targets: bool = False) -> Likeliho
         return Bernoulli(grey_targets=grey_targets)
     if config.likelihood == Gaussian.name:
         return Gaussian(scale_floor=config.scale_floor)
+    if config.likelihood == CorrelatedGaussian.name:
+        return CorrelatedGaussian(image_shape, scale_floor=config.scale_floor)
     return ContinuousBernoulli()

@@ -33,9 +33,9 @@ class VAE(nn.Module):
             raise UsageError(f"`image_shape={tuple(image_shape)}` holds {math.prod(image_shape)} pixels, not "
                              f"`x_dim={x_dim}`")
         self.x_dim = x_dim
-        self.image_shape = None if image_shape is None else tuple(image_shape)  # (C, H, W)
+        self.image_shape = None if image_shape is None else (image_shape[0], image_shape[1], image_shape[2])  # C, H, W
         self.config = config
-        self.likelihood = likelihood or make_likelihood(config)
+        self.likelihood = likelihood or make_likelihood(config, image_shape=self.image_shape)
         self.encoder: Encoder
         self.decoder: Decoder
         if config.arch == "conv":

@@ -30,7 +30,7 @@ from pyro_vae.runs.run_folder import continues, owned_run_folder, remove_results
 from pyro_vae.training import checkpoint
 from pyro_vae.training.distributed import SINGLE, Context
 from pyro_vae.training.loop import fit, forget_networks, make_optimizer
-from pyro_vae.training.schedule import too_few_steps
+from pyro_vae.training.schedule import epochs_of_steps, too_few_steps
 from pyro_vae.training.state import EpochRecord, Snapshot, TrainState
 
 log = logging.getLogger("pyro_vae")
@@ -66,7 +66,7 @@ def build(
         raise UsageError(f"{data_config.data_dir}: the images changed since the model was trained on them (their "
                          f"SHA-256 was {data_config.sha256[:12]}..., is {(dataset.sha256 or '')[:12]}...): "
                          "evaluate on the images it was trained on (`data_dir`)")
-    likelihood, binarize = likelihood_for(model_config, data_config.binarize, dataset.is_binary)
+    likelihood, binarize = likelihood_for(model_config, data_config.binarize, dataset.is_binary, dataset.image_shape)
     dequantize = data_config.dequantize
     if new:
         dequantize = continuous_pixels(likelihood, binarize, dataset, dequantize)
@@ -203,6 +203,7 @@ class Run:
             device = torch.device("cuda", torch.cuda.current_device())  # this process's GPU (distributed.init)
         saved = checkpoint.read(resume, device) if resume is not None else None
         vae, data, data_used = build(model_config, data_config, device)
+        train_config = epochs_of_steps(train_config, len(data.train))
         if data_used.dataset != data_config.dataset:
             log.info("dataset used: %s (%d training, %d validation, %d test images)", data_used.dataset,
                      len(data.train), len(data.valid), len(data.test))

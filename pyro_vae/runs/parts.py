@@ -29,7 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pyro_vae.errors import UsageError
-from pyro_vae.files import atomic_write, atomic_write_text
+from pyro_vae.files import atomic_write, atomic_write_text, special_file
 from pyro_vae.training.distributed import SINGLE, Context
 
 log = logging.getLogger("pyro_vae")
@@ -65,24 +65,44 @@ def score_in_parts(
     """``score`` applied to the images at ``index`` (N,), ``part_size`` at a time, shared across the processes of
     ``context``, each part saved into ``folder``; returns the values of all N images in order (and the seconds,
     summed over parts) on every process. ``settings`` (JSON) fingerprints what the numbers depend on: a resume
-    with other settings is refused; without ``resume``, so is a folder that holds parts (UsageError)."""
-    fingerprint = json.loads(json.dumps(settings))  # as it reads back from the file
-    parts = index.split(part_size)
+    with other settings is refused; without ``resume``, so is a folder that holds parts (UsageError). A resume
+    cuts the images into the parts of the run it resumes (``part_size`` may have been set by time, timed_part_size).
+    """
+    fingerprint = json.loads(json.dumps({**settings, "part_size": part_size}))  # as it reads back from the file
     if resume:
-        check_resumable(folder, fingerprint)
+        fingerprint["part_size"] = part_size = check_resumable(folder, fingerprint)
     else:
-        if earlier := len(list(folder.glob("part-*.pt"))):  # hours of work, perhaps: never removed unasked
-            raise UsageError(f"{folder} holds {earlier} saved parts of an interrupted evaluation: add `resume` to go "
-                             f"on with them (with the same settings), or delete {folder} to start over")
-        if context.is_main:
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            atomic_write_text(folder / SETTINGS, json.dumps(fingerprint, indent=2) + "\n")
-        context.gather(None)  # every process waits for the fresh folder
+        fresh_folder(folder, fingerprint, context)
+    parts = index.split(part_size)
+    done, loaded = score_mine(score, parts, folder, fingerprint, resume, context, progress)
+    if resume:
+        log.info("resumed: %d of %d parts were saved by the earlier run", sum(context.gather(loaded)), len(parts))
+    return gathered(context.gather(done), len(parts))
+
+
+def fresh_folder(folder: Path, fingerprint: dict[str, Any], context: Context) -> None:
+    """``folder`` made empty but for the settings file, on the main process, while every process waits; a
+    UsageError when it holds saved parts (hours of work, perhaps: never removed unasked)."""
+    if earlier := len(list(folder.glob("part-*.pt"))):
+        raise UsageError(f"{folder} holds {earlier} saved parts of an interrupted evaluation: add `resume` to go "
+                         f"on with them (with the same settings), or delete {folder} to start over")
+    if context.is_main:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        atomic_write_text(folder / SETTINGS, json.dumps(fingerprint, indent=2) + "\n")
+    context.gather(None)  # every process waits for the fresh folder
+
+
+def score_mine(score: Callable[[Tensor], Scored], parts: tuple[Tensor, ...], folder: Path,
+               fingerprint: dict[str, Any], resume: bool, context: Context, progress: bool,
+               ) -> tuple[dict[int, Scored], int]:
+    """This process's parts (j = rank, rank + R, ...): each loaded when a resume finds it saved and intact, else
+    scored and saved; with a progress bar on the main process's terminal. Returns them by number, and how many
+    were loaded. Ctrl-C says how many are saved and how to go on."""
     mine = range(context.rank, len(parts), context.world_size)
     done: dict[int, Scored] = {}
     loaded = 0
-    bar = tqdm(total=len(parts), desc=f"parts of {part_size} images", unit="part",
+    bar = tqdm(total=len(parts), desc=f"parts of {len(parts[0]) if parts else 0} images", unit="part",
                disable=None if progress and context.is_main else True)  # None: off when not a terminal
     try:
         for j in mine:
@@ -101,16 +121,20 @@ def score_in_parts(
             done[j] = saved
             bar.update(min(context.world_size, len(parts) - bar.n))  # every process's part, as rank 0 sees it
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"interrupted: {len(done)} of this process's {len(mine)} parts of {part_size} images "
-                                f"are saved in {folder}; add `resume` to the same command to go on") from None
+        raise KeyboardInterrupt(f"interrupted: {len(done)} of this process's {len(mine)} parts of "
+                                f"{len(parts[0])} images are saved in {folder}; add `resume` to the same command to "
+                                "go on") from None
     finally:
         bar.close()
-    if resume:
-        log.info("resumed: %d of %d parts were saved by the earlier run", sum(context.gather(loaded)), len(parts))
-    gathered: dict[int, Scored] = {}
-    for own in context.gather(done):
-        gathered.update(own)
-    ordered = [gathered[j] for j in range(len(parts))]
+    return done, loaded
+
+
+def gathered(by_process: list[dict[int, Scored]], count: int) -> Scored:
+    """Every process's parts, 0 .. count - 1, joined in order: each value concatenated, the seconds summed."""
+    parts: dict[int, Scored] = {}
+    for own in by_process:
+        parts.update(own)
+    ordered = [parts[j] for j in range(count)]
     names = ordered[0].values if ordered else {}
     values = {name: torch.cat([part.values[name] for part in ordered]) for name in names}
     seconds: dict[str, float] = {}
@@ -121,6 +145,16 @@ def score_in_parts(
 
 
 LONG = 600.0  # seconds: an evaluation projected to take longer says so, before it starts and after its first part
+PART_SECONDS = 60.0  # a saved part holds about this much work at most: an interruption loses no more than that
+
+
+def timed_part_size(limit: int, seconds_per_image: float | None, context: Context = SINGLE) -> int:
+    """Images per saved part: at most ``limit`` (``images_per_pass``), and few enough that a part takes about
+    PART_SECONDS at ``seconds_per_image`` (measured on the main process; None elsewhere), so that stopping a slow
+    evaluation after a minute or two keeps work (66 images of a conv VAE were one part of 11 minutes). The main
+    process's choice, on every process."""
+    size = limit if not seconds_per_image else max(1, min(limit, int(PART_SECONDS / seconds_per_image)))
+    return int(context.gather(size)[0])
 
 
 def duration(seconds: float) -> str:
@@ -148,8 +182,9 @@ def say_how_long(first: float, mine: int, parts: int) -> None:
                  "stop it at any time and go on with `resume`)", parts, first, duration(total))
 
 
-def check_resumable(folder: Path, fingerprint: dict[str, Any]) -> None:
-    """A UsageError unless ``folder`` holds parts of an evaluation with these settings."""
+def check_resumable(folder: Path, fingerprint: dict[str, Any]) -> int:
+    """The part size of the evaluation whose parts ``folder`` holds; a UsageError unless its settings are these
+    (all but the part size, which the resumed run keeps)."""
     try:
         earlier = json.loads((folder / SETTINGS).read_text())
     except FileNotFoundError:
@@ -158,11 +193,17 @@ def check_resumable(folder: Path, fingerprint: dict[str, Any]) -> None:
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot resume from {folder}: its {SETTINGS} is unreadable ({error}); drop `resume` to "
                          "start over") from None
+    part_size = earlier.get("part_size") if isinstance(earlier, dict) else None
+    if not isinstance(part_size, int) or isinstance(part_size, bool) or part_size < 1:
+        raise UsageError(f"cannot resume from {folder}: its {SETTINGS} names no part size (written by an older "
+                         "version, or edited); drop `resume` to start over")
+    fingerprint = {**fingerprint, "part_size": part_size}
     changed = [k for k in sorted(set(earlier) | set(fingerprint)) if earlier.get(k) != fingerprint.get(k)]
     if changed:
         what = ", ".join(f"{k} was {short(earlier.get(k))}, now {short(fingerprint.get(k))}" for k in changed)
         raise UsageError(f"cannot resume the evaluation in {folder}: {what}; pass the earlier settings, or drop "
                          "`resume` to start over")
+    return part_size
 
 
 def short(value: Any) -> str:
@@ -170,16 +211,30 @@ def short(value: Any) -> str:
     return text if len(text) <= 24 else text[:12] + "…"
 
 
+def part_checksum(settings: str, index: Tensor, values: dict[str, Tensor], seconds: dict[str, float]) -> str:
+    """SHA-256 of a saved part's content: an edited value, a NaN written in or a column dropped changes it."""
+    digest = hashlib.sha256(settings.encode())
+    digest.update(tensor_hash(index).encode())
+    for name in sorted(values):
+        digest.update(f"{name}:{values[name].dtype}:{tuple(values[name].shape)}:{tensor_hash(values[name])}".encode())
+    digest.update(json.dumps(seconds, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
 def write_part(path: Path, fingerprint: dict[str, Any], index: Tensor, scored: Scored) -> None:
+    settings, values = json.dumps(fingerprint, sort_keys=True), {k: v.detach().cpu() for k, v in scored.values.items()}
     buffer = io.BytesIO()
-    torch.save({"settings": json.dumps(fingerprint, sort_keys=True), "index": index.cpu(),
-                "values": {k: v.detach().cpu() for k, v in scored.values.items()}, "seconds": scored.seconds}, buffer)
+    torch.save({"settings": settings, "index": index.cpu(), "values": values, "seconds": scored.seconds,
+                "sha256": part_checksum(settings, index.cpu(), values, scored.seconds)}, buffer)
     atomic_write(path, buffer.getvalue())
 
 
 def read_part(path: Path, fingerprint: dict[str, Any], index: Tensor) -> Scored | None:
     """The part saved at ``path``, or None when there is none, or it is of other settings or images (a part
     written atomically is whole or absent; one that cannot be read is scored again)."""
+    if kind := special_file(path):
+        log.warning("%s is %s, not a saved part: scoring its images again", path, kind)
+        return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -187,87 +242,14 @@ def read_part(path: Path, fingerprint: dict[str, Any], index: Tensor) -> Scored 
     except Exception as error:  # noqa: BLE001 - damaged: score it again, and say so
         log.warning("%s is unreadable (%s): scoring its images again", path, type(error).__name__)
         return None
-    if saved.get("settings") != json.dumps(fingerprint, sort_keys=True) or not torch.equal(saved.get("index"),
-                                                                                          index.cpu()):
+    try:
+        intact = saved["sha256"] == part_checksum(saved["settings"], saved["index"], saved["values"], saved["seconds"])
+    except (KeyError, TypeError, AttributeError, RuntimeError):
+        intact = False  # not the dict write_part saves
+    if not intact:
+        log.warning("%s does not match its checksum (edited or damaged): scoring its images again", path)
+        return None
+    if saved["settings"] != json.dumps(fingerprint, sort_keys=True) or not torch.equal(saved["index"], index.cpu()):
         log.warning("%s holds other images or settings: scoring its images again", path)
         return None
     return Scored(saved["values"], saved["seconds"])
-
-
-def choose_images(total: int, *, images: int | None = None, limit: int | None = None, seed: int = 0,
-                  of: str = "test images") -> tuple[Tensor, dict[str, Any]]:
-    """Which of ``total`` images to score, as sorted indices (N,), and how they were chosen, for the results:
-    ``images`` drawn at random with ``seed`` (the same ones every time), the first ``limit``, or all."""
-    if images is not None and limit is not None:
-        raise UsageError("`images` draws images at random and `limit` takes the first ones: pass one of them")
-    wanted = images if images is not None else limit
-    if wanted is not None and wanted > total:
-        raise UsageError(f"`{'images' if images is not None else 'limit'}={wanted}` is more than the {total} {of}; "
-                         f"pass at most {total}")
-    if images is not None:
-        index = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:images].sort().values
-        return index, {"selection": "random", "seed": seed, "count": images, "index": index.tolist()}
-    if limit is not None:
-        return torch.arange(limit), {"selection": "first", "count": limit}
-    return torch.arange(total), {"selection": "all", "count": total}
-
-
-def write_csv(path: Path, index: Tensor, values: dict[str, Tensor]) -> None:
-    """One row per image: its index, then each value (as Python writes a float: the shortest text that reads back
-    to the same float64)."""
-    names = list(values)
-    lines = [",".join(["index", *names])]
-    columns = [values[name].double().tolist() for name in names]
-    for row, i in enumerate(index.tolist()):
-        lines.append(",".join([str(i), *(repr(column[row]) for column in columns)]))
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def read_csv(path: str | Path) -> tuple[Tensor, dict[str, Tensor]]:
-    """What write_csv wrote: the indices (N,) and each column (N,) float64; a UsageError for another file."""
-    try:
-        lines = Path(path).read_text().splitlines()
-        names = lines[0].split(",")
-        rows = [[float(v) for v in line.split(",")] for line in lines[1:]]
-        if names[0] != "index" or any(len(row) != len(names) for row in rows):
-            raise ValueError("not a table of images")
-    except (OSError, ValueError, IndexError) as error:
-        raise UsageError(f"{path} is not a per-image results file of evaluate.py ({error})") from None
-    table = torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(names))
-    return table[:, 0].long(), {name: table[:, i] for i, name in enumerate(names) if i}
-
-
-def shared_images(index: Tensor, other_index: Tensor) -> list[int]:
-    """The images two evaluations both scored, by index; a UsageError for fewer than two."""
-    shared = sorted(set(index.tolist()) & set(other_index.tolist()))
-    if len(shared) < 2:
-        raise UsageError(f"the two evaluations share {len(shared)} images: a paired difference needs at least 2 "
-                         "(use the same `images` and `seed`, or `limit`)")
-    return shared
-
-
-def paired_differences(index: Tensor, values: dict[str, Tensor], other_index: Tensor,
-                       other: dict[str, Tensor]) -> tuple[int, dict[str, dict[str, float]]]:
-    """This evaluation minus another, image by image, on the images both scored, for each column both have:
-    the mean difference, its paired SE (the SD of the differences / sqrt n) and, for contrast, the SE of the
-    difference of the two means as if the images were independent samples. Returns (images shared, column ->
-    those three)."""
-    shared = shared_images(index, other_index)
-    where = {i: n for n, i in enumerate(index.tolist())}
-    other_where = {i: n for n, i in enumerate(other_index.tolist())}
-    mine, theirs = torch.tensor([where[i] for i in shared]), torch.tensor([other_where[i] for i in shared])
-    out: dict[str, dict[str, float]] = {}
-    for name in values:
-        if name not in other or name == "khat" or name.endswith("acceptance"):
-            continue
-        a, b = values[name].double()[mine], other[name].double()[theirs]
-        n = len(shared)
-        out[name] = {"mean": (a - b).mean().item(), "se": ((a - b).std() / n**0.5).item(),
-                     "unpaired_se": ((a.var() + b.var()) / n).sqrt().item()}
-    return len(shared), out
-
-
-def figure_stamp(checkpoint_sha256: str, checkpoint_epoch: int | None) -> dict[str, str | None]:
-    """The text a results figure carries (PNG text chunks, which image viewers show as its properties): which
-    checkpoint, and which epoch of it, its numbers are of, as the JSON beside it records them."""
-    return {"checkpoint_sha256": checkpoint_sha256, "checkpoint_epoch": str(checkpoint_epoch), "Software": None}

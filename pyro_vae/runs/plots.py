@@ -81,9 +81,15 @@ def project_2d(z: Tensor) -> tuple[Tensor, tuple[str, str]]:
     return centred @ v[:2].T, (first, second)
 
 
-def plot_latent(loc: Tensor, labels: Tensor | None, path: str | Path, title: str = "") -> None:
+def plot_latent(loc: Tensor, labels: Tensor | None, path: str | Path, title: str = "",
+                classes: Sequence[str] = ()) -> None:
     """The test set's posterior means E_q[z|x] (N, Z): a scatter for Z = 2, else their 2-D PCA
-    projection, coloured by class label when there are labels; for Z = 1, their histogram (stacked by class)."""
+    projection, coloured by class label when there are labels; for Z = 1, their histogram (stacked by class).
+    ``classes`` names label i (a folder's class subfolders); without it the labels are shown as numbers."""
+
+    def name(label: int) -> str:
+        return classes[label] if label < len(classes) else str(label)
+
     fig = Figure(figsize=(6, 5.2))
     ax = fig.add_subplot()
     if loc.shape[1] == 1:
@@ -91,9 +97,9 @@ def plot_latent(loc: Tensor, labels: Tensor | None, path: str | Path, title: str
         if labels is None:
             ax.hist(z, bins=60, color="C0")
         else:
-            classes = labels.cpu().numpy()
-            present = sorted(set(classes.tolist()))
-            ax.hist([z[classes == c] for c in present], bins=60, stacked=True, label=[str(c) for c in present],
+            label_of = labels.cpu().numpy()
+            present = sorted(set(label_of.tolist()))
+            ax.hist([z[label_of == c] for c in present], bins=60, stacked=True, label=[name(c) for c in present],
                     color=[class_colour(c) for c in present])
             ax.legend(title="class", fontsize=7, ncols=2)
         ax.set_xlabel("$z_1$")
@@ -111,7 +117,9 @@ def plot_latent(loc: Tensor, labels: Tensor | None, path: str | Path, title: str
         colours = matplotlib.colors.ListedColormap([class_colour(c) for c in range(count)])
         points = ax.scatter(xy[:, 0], xy[:, 1], c=labels.cpu().numpy(), cmap=colours, vmin=-0.5, vmax=count - 0.5,
                             s=3, alpha=0.7)
-        fig.colorbar(points, ax=ax, ticks=range(count) if count <= 20 else None, label="class")
+        bar = fig.colorbar(points, ax=ax, ticks=range(count) if count <= 20 else None, label="class")
+        if classes and count <= 20:
+            bar.ax.set_yticklabels([name(c) for c in range(count)], fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     projected = "" if loc.shape[1] == 2 else f", {loc.shape[1]}-D projected by PCA"

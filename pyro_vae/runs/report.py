@@ -20,6 +20,7 @@ from pyro_vae.evaluation.bounds import datapoint_bounds, images_per_pass
 from pyro_vae.files import atomic_write_text
 from pyro_vae.inference.objectives import objective_name
 from pyro_vae.models.vae import VAE
+from pyro_vae.runs.parts import LONG, duration
 from pyro_vae.training import checkpoint
 from pyro_vae.training.distributed import SINGLE, Context
 from pyro_vae.training.loop import held_out_bound
@@ -43,9 +44,13 @@ def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config:
     final.update(reconstruction_error(vae, data))
     report = None
     if eval_samples:
-        batch_size = images_per_pass(eval_samples, at_least=100)  # 100 images: datapoint_bounds' default
-        report = datapoint_bounds(vae, context.shard(data.test), ks=(eval_samples,), batch_size=batch_size,
-                                  progress=progress and context.is_main).map(
+        mine = context.shard(data.test)
+        # 100 images a pass (datapoint_bounds' default), and at least PROGRESS_STEPS passes: a bar that moves
+        batch_size = max(1, min(images_per_pass(eval_samples, at_least=100), -(-len(mine) // PROGRESS_STEPS)))
+        report = datapoint_bounds(vae, mine, ks=(eval_samples,), batch_size=batch_size,
+                                  progress=progress and context.is_main,
+                                  first_batch=lambda seconds, batches: say_final_time(
+                                      seconds * batches, eval_samples, len(data.test), context.is_main)).map(
             context.cat).report()
     if report is not None and train_config.elbo != "iwae":
         # an ELBO objective's test bound is the importance samples' mean log-weight: the same ELBO,
@@ -66,6 +71,17 @@ def final_numbers(vae: VAE, data: PreparedData, state: TrainState, train_config:
     log.info("test log p^(x) %s nats/image (K=%d importance samples); test ELBO %.2f; gap %.2f",
              str(report.log_likelihood).strip(), report.num_samples, report.elbo.mean, report.gap.mean)
     return final
+
+
+PROGRESS_STEPS = 20  # the final estimate scores the test set in at least this many passes, for its progress bar
+
+
+def say_final_time(seconds: float, eval_samples: int, images: int, is_main: bool) -> None:
+    """After the final estimate's first pass: one line when the whole will take longer than parts.LONG (66 images
+    of a conv VAE at K = 1,000 ran 11.5 minutes without a word), naming how to skip it and do it later."""
+    if seconds > LONG and is_main:
+        log.info("the final estimate (K = %d on %d test images) will take about %s: `eval_samples=0` skips it, and "
+                 "pyro-vae-evaluate does it later, saved part by part", eval_samples, images, duration(seconds))
 
 
 LEARNED_LITTLE = 0.9  # reconstructions whose squared error is above this fraction of the mean image's: said so
@@ -101,6 +117,7 @@ def metrics(final: dict[str, Any], state: TrainState, data: PreparedData, config
         "num_train": len(data.train),
         "num_valid": len(data.valid),
         "num_test": len(data.test),
+        **({"classes": list(data.classes)} if data.classes else {}),
         "final": final,
         "history": [asdict(record) for record in state.history],
         "processes": processes,
@@ -150,7 +167,7 @@ def write_figures(vae: VAE, data: PreparedData, out: Path) -> list[str]:
     plot_reconstructions(x, vae.reconstruct(x), data.image_shape, out / "reconstructions.png")
     plot_samples(vae.decode_mean(vae.prior_z(64)), data.image_shape, out / "samples.png")
     loc = torch.cat([vae.guide_center(batch) for batch in data.test.split(1000)])  # (M, Z)
-    plot_latent(loc, data.test_labels, out / "latent.png")
+    plot_latent(loc, data.test_labels, out / "latent.png", classes=data.classes)
     written = ["reconstructions.png", "samples.png", "latent.png"]
     if z_dim == 2 and not vae.config.z2_dim:  # the grid's quantiles are those of N(0, I), one layer's prior
         plot_manifold(vae.decode_mean(manifold_grid().to(x.device)), data.image_shape, out / "manifold.png")

@@ -52,6 +52,21 @@ def writable_dir(out: str | Path) -> Path:
     return out
 
 
+def require_own_folder(out: Path, checkpoint: str | Path, overwrite: bool) -> None:
+    """A UsageError when ``out`` holds another run (a checkpoint.pt that is not ``checkpoint``): figures and results
+    of ``checkpoint`` written there would replace that run's, or sit beside it as if they were its own. With
+    ``overwrite`` that is asked for."""
+    theirs = out / "checkpoint.pt"
+    try:
+        same = not theirs.exists() or os.path.samefile(theirs, checkpoint)
+    except OSError:
+        same = False
+    if not same and not overwrite:
+        raise UsageError(f"`out={out}` holds another run (its checkpoint.pt is not {checkpoint}): what this command "
+                         "writes would replace that run's files or pass for them; choose another `out`, or add "
+                         "`overwrite`")
+
+
 @contextmanager
 def run_folder(out: str | Path, context: Context) -> Generator[Path, None, None]:
     """``out``, created if needed and writable (writable_dir). A folder this call created goes again when the

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import replace
 
 from pyro_vae.config import LR_SCHEDULES, TrainConfig
 from pyro_vae.errors import UsageError
+
+log = logging.getLogger("pyro_vae")
 
 BURDA_STAGES = 8  # stage i lasts 3^i epochs at lr * 10^(-i/7): 3,280 epochs in all
 MIN_STEPS = 500  # optimizer steps below which a run is said to be too short to learn: 90 steps (a folder of 279
@@ -13,18 +17,37 @@ MIN_STEPS = 500  # optimizer steps below which a run is said to be too short to 
 #                  the default run on mnist5k takes 810
 
 
+def steps_per_epoch(train_images: int, config: TrainConfig) -> int:
+    """The optimizer steps of one epoch: a minibatch each (the JIT-compiled ELBO drops a partial last one)."""
+    full, rest = divmod(train_images, config.batch_size)
+    return max(1, full if config.jit and full else full + (rest > 0))
+
+
+def epochs_of_steps(config: TrainConfig, train_images: int) -> TrainConfig:
+    """``config`` with ``epochs`` enough for its ``steps`` optimizer steps on ``train_images`` images (a whole last
+    epoch), logged; unchanged when ``steps`` is 0 (train ``epochs``)."""
+    if not config.steps:
+        return config
+    per_epoch = steps_per_epoch(train_images, config)
+    epochs = math.ceil(config.steps / per_epoch)
+    log.info("%d optimizer steps: %d epochs of %d steps (%d training images at `batch_size=%d`)", config.steps,
+             epochs, per_epoch, train_images, config.batch_size)
+    return replace(config, epochs=epochs)
+
+
 def too_few_steps(train_images: int, config: TrainConfig) -> str | None:
     """One line when ``config`` gives ``train_images`` images fewer than MIN_STEPS optimizer steps in all, naming
     what fixes it; None otherwise."""
-    per_epoch = math.ceil(train_images / config.batch_size)
+    per_epoch = steps_per_epoch(train_images, config)
     steps = per_epoch * config.epochs
     if steps >= MIN_STEPS or train_images == 0:
         return None
     batch = max(1, 2 ** math.floor(math.log2(max(1, train_images * config.epochs // MIN_STEPS))))
     batch_steps = math.ceil(train_images / batch) * config.epochs
     epochs = math.ceil(MIN_STEPS / per_epoch)
-    fixes = (f"lower `batch_size` (`batch_size={batch}` gives {batch_steps}) or raise `epochs` (`epochs={epochs}`)"
-             if batch_steps >= MIN_STEPS else f"raise `epochs` (`epochs={epochs}`)")
+    fixes = (f"lower `batch_size` (`batch_size={batch}` gives {batch_steps}) or raise `epochs` (`epochs={epochs}`), "
+             f"or give the steps (`steps={MIN_STEPS}` or more)" if batch_steps >= MIN_STEPS else
+             f"raise `epochs` (`epochs={epochs}`), or give the steps (`steps={MIN_STEPS}` or more)")
     return (f"this run takes only {steps} optimizer steps ({per_epoch} per epoch x {config.epochs} epochs of "
             f"{train_images} training images at `batch_size={config.batch_size}`), fewer than the {MIN_STEPS} a VAE "
             f"needs to learn more than the mean image: {fixes}")

@@ -49,6 +49,20 @@ def test_the_config_block_of_metrics_json_maps_to_flags(tmp_path):
     config["data"]["fallback"] = False
     path.write_text(toml(config))
     assert parse("train", ["--config", str(path)]).dataset == "mnist"
+    # a run of --steps records the epochs they came to beside them: the file gives --steps, not both (refused)
+    config["train"]["steps"] = 500
+    path.write_text(toml(config))
+    given = parse("train", ["--config", str(path)])
+    assert (given.steps, given.epochs) == (500, 30)  # epochs at its default, set again from the steps
+    config["train"]["steps"] = 0  # an --epochs run's
+    path.write_text(toml(config))
+    assert (parse("train", ["--config", str(path)]).steps, parse("train", ["--config", str(path)]).epochs) == (None, 2)
+
+
+def test_steps_and_epochs_are_one_or_the_other(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        parse("train", ["--epochs", "3", "--steps", "500"])
+    assert stopped.value.code == 2 and "--steps: not allowed with argument --epochs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text, message", [
@@ -60,6 +74,9 @@ def test_the_config_block_of_metrics_json_maps_to_flags(tmp_path):
     ("epochs = 3\nepochs = 4\n", "is not TOML"),
     ('config = "other.toml"\n', "'config' is not a setting"),
     ("[model]\nz_dimm = 3\n", "'z_dimm' is not a setting"),
+    ('[data]\ndownload = "no"\n', "\\[data\\] download = 'no': write download = true or false"),  # was: downloads on
+    ("z_dim = 3\n[model]\nz_dim = 4\n", "'z_dim' is set twice"),  # was: the table's value, silently
+    ("seed = 3\n[data]\nseed = 4\n", "'seed' is set twice"),
 ])
 def test_a_bad_file_is_one_line_naming_it_and_the_setting(tmp_path, text, message, capsys):
     path = tmp_path / "bad.toml"

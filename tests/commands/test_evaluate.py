@@ -6,6 +6,7 @@ number of threads may round differently, and the claims are exact (byte-equal pe
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -215,3 +216,39 @@ def test_a_resumed_run_removes_the_evaluation_of_its_old_checkpoint_once_allowed
     assert (run / "evaluation.json").exists() and (run / "per_image.csv").exists()
     assert run_in_process("train_svi", [*train, "--epochs", "3"]) == 0
     assert not (run / "evaluation.json").exists() and not (run / "per_image.csv").exists()
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("plot", []), ("sample", ["--num", "4"]), ("evaluate", ["--eval-samples", "5", "--ks", "1,5", "--limit", "4"]),
+])
+def test_another_runs_folder_is_refused_as_out_unless_overwrite(trained, tmp_path, capsys, command, flags):
+    # plot and sample replaced another run's figures, evaluate wrote checkpoint A's results beside run B
+    checkpoint, data = trained
+    other = tmp_path / "other_run"
+    other.mkdir()
+    shutil.copy(checkpoint, other / "checkpoint.pt")  # another run's checkpoint (a copy is another file)
+    (other / "samples.png").write_bytes(b"run B's figure")
+    argv = ["--checkpoint", checkpoint, "--data-dir", data, "--out", other, *flags]
+    assert run_in_process(command, argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"error: --out {other} holds another run (its checkpoint.pt is not " \
+        f"{checkpoint}): what this command writes would replace that run's files or pass for them; choose another " \
+        "--out, or add --overwrite", err
+    assert (other / "samples.png").read_bytes() == b"run B's figure"
+    assert run_in_process(command, [*argv, "--overwrite"]) == 0
+
+
+def test_gaps_says_up_front_how_long_a_huge_local_optimization_takes(trained, tmp_path, monkeypatch, caplog):
+    # `--local-steps 1e9` fitted in memory and ran without a word; now the projection comes before any work
+    from pyro_vae.commands import gaps
+
+    checkpoint, data = trained
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt("stopped before the work")
+
+    monkeypatch.setattr(gaps, "score_in_parts", stop)
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        assert run_in_process("gaps", ["--checkpoint", checkpoint, "--data-dir", data, "--images", "2",
+                                       "--local-steps", "1000000000", "--out", tmp_path]) == 130
+    assert re.search(r"this evaluation will take about \d+ h \d+ min", caplog.text), caplog.text

@@ -131,3 +131,36 @@ def test_grey_files_asked_for_in_rgb_are_converted_and_the_log_says_so(tmp_path,
                                         tmp_path / "run", *SMALL]) == 0
     assert "24 grey images converted to RGB (--channels 3)" in capsys.readouterr().err
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["x_dim"] == 3 * 8 * 8
+
+
+def test_an_own_data_evaluation_stopped_after_its_first_minutes_keeps_its_parts(tmp_path, monkeypatch, capsys):
+    # the case: a slow conv model on a small test set, one part of every image at the default
+    # --images-per-pass 100, and Ctrl-C saved nothing. Parts now hold about a minute of work each: here the probe
+    # is made to measure 30 s an image (so a part is 2 images), and Ctrl-C comes during the third part.
+    from pyro_vae.commands import evaluate
+
+    images, run = write_folder(tmp_path / "images", n=15), tmp_path / "run"
+    assert run_in_process("train_svi", ["--dataset", "folder", "--data-dir", images, "--out", run, "--arch", "conv",
+                                        "--likelihood", "continuous-bernoulli", *SMALL]) == 0
+    flags = ["--checkpoint", run / "checkpoint.pt", "--eval-samples", "20", "--ks", "1,20", "--no-progress"]
+    monkeypatch.setattr(evaluate, "samples_per_second", lambda vae, x: 20 / 30)  # K = 20 in 30 s: 30 s an image
+    scored = []
+    real = evaluate.datapoint_bounds
+
+    def stopped_in_the_third_part(vae, x, **options):
+        if len(scored) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+        scored.append(len(x))
+        return real(vae, x, **options)
+
+    monkeypatch.setattr(evaluate, "datapoint_bounds", stopped_in_the_third_part)
+    assert run_in_process("evaluate", flags) == 130  # as a shell reports Ctrl-C
+    assert "interrupted: 2 of this process's 3 parts of 2 images are saved" in capsys.readouterr().err
+    assert scored == [2, 2]  # 5 test images in parts of 2
+    parts = run / "evaluation.parts"
+    assert sorted(p.name for p in parts.glob("part-*.pt")) == ["part-000000.pt", "part-000001.pt"]
+    monkeypatch.setattr(evaluate, "datapoint_bounds", real)
+    monkeypatch.setattr(evaluate, "samples_per_second", lambda vae, x: 1e9)  # a faster machine: the saved size kept
+    assert run_in_process("evaluate", [*flags, "--resume"]) == 0
+    assert "resumed: 2 of 3 parts were saved by the earlier run" in capsys.readouterr().err
+    assert json.loads((run / "evaluation.json").read_text())["settings"]["index"]["count"] == 5

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae.data import datasets as data_module
+from pyro_vae.data import mnist as data_module
 from pyro_vae.data import readers
 from pyro_vae.data.datasets import MNIST5K_TEST, VALID_FRACTION, load_dataset
 from pyro_vae.data.readers import read_amat

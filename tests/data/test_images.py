@@ -45,6 +45,37 @@ def test_a_folder_of_rgb_pngs_in_class_subfolders(tmp_path, caplog):
     assert read_folder(tmp_path / "images").sha256 != images.sha256  # a changed file changes the hash
 
 
+def test_a_folder_split_into_train_and_test_keeps_its_split(tmp_path, caplog):
+    # the photo benchmark's layout: test images from photos never trained on, so a shuffle must not mix them
+    train = write_pngs(tmp_path / "photos" / "train", n=15, classes=("sky", "street"), seed=1)
+    test = write_pngs(tmp_path / "photos" / "test", n=3, classes=("street",), seed=2)
+    dataset = load_dataset("folder", tmp_path / "photos", seed=5)
+    assert len(dataset.train) + len(dataset.valid) == 30 and len(dataset.test) == 3
+    expected = torch.from_numpy(test.transpose(0, 3, 1, 2).reshape(3, -1)).float() / 255
+    assert torch.equal(dataset.test, expected)  # the test folder's images, in its order, none of train's
+    rows = {tuple(row.tolist()) for row in torch.cat([dataset.train, dataset.valid])}
+    assert rows == {tuple(r) for r in (torch.from_numpy(train.transpose(0, 3, 1, 2).reshape(30, -1)).float() / 255)
+                    .tolist()}
+    # classes by name across the two folders: test's only class is "street", label 1 of ("sky", "street")
+    assert dataset.classes == ("sky", "street") and dataset.labels["test"].tolist() == [1, 1, 1]
+    (tmp_path / "photos" / "extra").mkdir()  # a third folder: one folder of classes, shuffled as before
+    write_pngs(tmp_path / "photos" / "extra", n=3, classes=None)
+    shuffled = load_dataset("folder", tmp_path / "photos")
+    assert shuffled.classes == ("extra", "test", "train") and len(shuffled.test) == (30 + 3 + 3) // 6
+
+
+def test_the_class_names_of_a_folder_reach_the_dataset_and_an_array_has_a_summary_line(tmp_path, caplog):
+    write_pngs(tmp_path / "images")
+    assert load_dataset("folder", tmp_path / "images").classes == ("cats", "dogs")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", train=rng.integers(0, 256, (24, 4, 4, 3), dtype=np.uint8),
+             test=rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8), train_labels=np.arange(24) % 3,
+             test_labels=np.arange(6) % 3)
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        load_dataset("array", tmp_path / "d.npz")
+    assert f"{tmp_path / 'd.npz'}: 30 images of 3x4x4 (24 train, 6 test) in 3 classes" in caplog.text
+
+
 def test_folder_channels_and_sizes(tmp_path, caplog):
     write_pngs(tmp_path / "grey", mode="L", classes=None, size=(20, 20))
     grey = read_folder(tmp_path / "grey")
@@ -66,7 +97,8 @@ def test_folder_channels_and_sizes(tmp_path, caplog):
 @pytest.mark.parametrize("make, message", [
     (lambda root: None, "no image files"),
     (lambda root: (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really"), "bad.png: not a readable image"),
-    (lambda root: (root / "cut.png").write_bytes(_png_bytes()[:60]), "cut.png: not a readable image"),
+    (lambda root: (root / "cut.png").write_bytes(_png_bytes()[:60]),
+     "cut.png: not a whole image: it holds 0 of the 30 rows"),
 ])
 def test_a_bad_folder_is_one_line_naming_the_file(tmp_path, make, message):
     root = tmp_path / "images"
@@ -198,3 +230,61 @@ def test_a_cifar10_batch_that_names_code_is_refused_without_running_it(tmp_path)
     assert not marker.exists()
     with pytest.raises(UsageError, match=r"cifar10: data_batch_1, .*test_batch not found in .*downloads are disabled"):
         load_dataset("cifar10", tmp_path / "elsewhere", download=False)
+
+
+def png_of_rows(path, width, height, rows):
+    """An 8-bit RGB PNG whose header declares ``height`` rows and whose compressed stream, whole and valid, holds
+    ``rows`` of them: the file a copy cut short leaves, which Pillow reads with the rest black."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + bytes(range(3 * width)) for _ in range(rows))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_image_modes_are_scaled_by_their_true_range_or_refused(tmp_path, caplog):
+    # 16-bit grey: Pillow's convert clipped it at 255 (mean 0.998 for data of mean 0.5); now k / 257, rounded
+    (tmp_path / "deep").mkdir()
+    values = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    for i, name in enumerate(("little.png", "big.tif")):
+        image = Image.fromarray(values)
+        if i:  # a big-endian 16-bit TIFF became all 1.0
+            image = Image.frombytes("I;16B", (8, 8), values.astype(">u2").tobytes())
+        image.save(tmp_path / "deep" / name)
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        deep = read_folder(tmp_path / "deep")
+    expected = torch.from_numpy(np.rint(values / 257).reshape(1, -1)).float() / 255
+    assert torch.equal(deep.x, expected.expand(2, -1)) and "2 16-bit grey images scaled to 8 bits" in caplog.text
+    # float pixels (a float TIFF in [0, 1] became all 0) have no range to scale by: refused, naming the file
+    (tmp_path / "float").mkdir()
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / "float" / "f.tif")
+    with pytest.raises(UsageError, match=r"f.tif: its pixels are floating-point values \(Pillow mode F\)"):
+        read_folder(tmp_path / "float")
+
+
+def test_a_png_cut_short_is_refused_not_filled_with_black(tmp_path):
+    (tmp_path / "cut").mkdir()
+    png_of_rows(tmp_path / "cut" / "whole.png", 8, 8, 8)
+    assert read_folder(tmp_path / "cut").x.shape == (1, 3 * 8 * 8)
+    png_of_rows(tmp_path / "cut" / "short.png", 8, 8, 1)
+    with pytest.raises(UsageError, match=r"short.png: not a whole image: it holds 1 of the 8 rows its header declares"):
+        read_folder(tmp_path / "cut")
+
+
+def test_bool_complex_and_label_arrays(tmp_path):
+    mask = np.random.default_rng(0).random((20, 4, 4)) > 0.5
+    np.save(tmp_path / "mask.npy", mask)
+    pixels, _ = read_array(tmp_path / "mask.npy")
+    assert np.array_equal(pixels["all"][:, 0], mask.astype(np.float32))  # True is 1.0, not 1/255
+    np.save(tmp_path / "complex.npy", np.full((20, 4, 4), 0.5 + 0.5j))
+    with pytest.raises(UsageError, match="holds complex numbers"):
+        read_array(tmp_path / "complex.npy")
+    for labels, shown in ((np.full(20, 5 * 10**11), r"\[500000000000, 500000000000\]"),
+                          (np.arange(20) - 1, r"\[-1, 18\]")):
+        np.savez(tmp_path / "labelled.npz", images=mask, labels=labels)
+        with pytest.raises(UsageError, match=f"labels of all must be class numbers 0-999, got values in {shown}"):
+            read_array(tmp_path / "labelled.npz")

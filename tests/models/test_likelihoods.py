@@ -91,10 +91,35 @@ def test_in_support_data_passes():
 
 
 def test_make_likelihood_by_name():
-    assert set(LIKELIHOODS) == {"bernoulli", "continuous-bernoulli", "gaussian"}
+    assert set(LIKELIHOODS) == {"bernoulli", "continuous-bernoulli", "gaussian", "correlated-gaussian"}
     for name, cls in LIKELIHOODS.items():
-        assert isinstance(make_likelihood(ModelConfig(likelihood=name)), cls)
+        assert isinstance(make_likelihood(ModelConfig(likelihood=name), image_shape=(3, 2, 2)), cls)
     assert make_likelihood(ModelConfig(likelihood="gaussian", scale_floor=0.2)).scale_floor == 0.2
     assert make_likelihood(ModelConfig(), grey_targets=True).grey_targets
     with pytest.raises(UsageError, match="unknown likelihood"):
         make_likelihood(ModelConfig(likelihood="poisson"))
+
+
+def test_the_correlated_gaussian_reads_three_maps_for_colour_and_two_for_grey():
+    from pyro_vae.models.likelihoods import CorrelatedGaussian
+
+    colour = CorrelatedGaussian((3, 2, 2), scale_floor=0.01)
+    assert colour.params_per_pixel == 3 and CorrelatedGaussian((1, 2, 2)).params_per_pixel == 2
+    torch.manual_seed(0)
+    out = torch.randn(5, 3 * 12)  # loc, log diag^2, below-diagonal entries: a map of C*H*W = 12 each
+    x = torch.rand(5, 12)
+    d = colour.distribution(out)
+    assert d.batch_shape == (5,) and d.event_shape == (12,) and torch.equal(d.mean, out[:, :12])
+    # with the entries below the diagonal at 0 it is the Gaussian with the same loc and log-variance
+    uncorrelated = torch.cat([out[:, :24], torch.zeros(5, 12)], dim=1)
+    assert torch.allclose(colour.distribution(uncorrelated).log_prob(x),
+                          Gaussian(scale_floor=0.01).distribution(out[:, :24]).log_prob(x), rtol=1e-5)
+    bias = colour.output_bias(x)
+    assert bias.shape == (36,) and torch.equal(bias[:24], Gaussian(scale_floor=0.01).output_bias(x)) and \
+        not bias[24:].any()
+    with pytest.raises(UsageError, match="needs the images' shape"):
+        make_likelihood(ModelConfig(likelihood="correlated-gaussian"))
+    with pytest.raises(UsageError, match="grey or RGB images .* have 4"):
+        CorrelatedGaussian((4, 2, 2))
+    with pytest.raises(UsageError, match="needs finite data"):
+        colour.check_support(torch.full((1, 12), float("nan")))

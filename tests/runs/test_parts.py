@@ -8,16 +8,8 @@ import torch
 
 from pyro_vae.errors import UsageError
 from pyro_vae.runs import parts as parts_module
-from pyro_vae.runs.parts import (
-    Scored,
-    choose_images,
-    paired_differences,
-    projected_time,
-    read_csv,
-    read_part,
-    score_in_parts,
-    write_csv,
-)
+from pyro_vae.runs.parts import PART_SECONDS, Scored, projected_time, read_part, score_in_parts, timed_part_size
+from pyro_vae.runs.per_image import choose_images, paired_differences, read_csv, write_csv
 from pyro_vae.training.distributed import Context
 
 
@@ -65,8 +57,8 @@ def test_an_interrupted_evaluation_resumes_where_it_stopped(tmp_path):
 
     with pytest.raises(UsageError, match=r"cannot resume .*steps was 100, now 1000; pass the earlier settings"):
         score_in_parts(Scorer(), index, 3, folder, {**settings, "steps": 1000}, resume=True, progress=False)
-    resumed = Scorer()
-    result = score_in_parts(resumed, index, 3, folder, settings, resume=True, progress=False)
+    resumed = Scorer()  # asked for parts of 5 (a part size set by time differs from run to run): the saved 3 kept
+    result = score_in_parts(resumed, index, 5, folder, settings, resume=True, progress=False)
     assert resumed.scored == [[16, 17, 18], [19]]  # only the parts the first run did not finish
     assert torch.equal(result.values["value"], index.double() ** 0.5)
 
@@ -77,14 +69,37 @@ def test_an_interrupted_evaluation_resumes_where_it_stopped(tmp_path):
     result = score_in_parts(again, index, 3, folder, settings, resume=True, progress=False)
     assert again.scored == [[10, 11, 12], [16, 17, 18]]
     assert torch.equal(result.values["value"], index.double() ** 0.5)
-    assert read_part(folder / "part-000001.pt", settings, torch.arange(13, 16)) is not None
-    assert read_part(folder / "part-000001.pt", settings, torch.arange(16, 19)) is None  # another part's images
+    fingerprint = {**settings, "part_size": 3}
+    assert read_part(folder / "part-000001.pt", fingerprint, torch.arange(13, 16)) is not None
+    assert read_part(folder / "part-000001.pt", fingerprint, torch.arange(16, 19)) is None  # another part's images
+    # an edited part (a value +5 nats, a NaN written in, a column dropped) fails its checksum: scored again
+    for edit in (lambda v: v["value"].add_(5.0), lambda v: v["value"].fill_(float("nan")), lambda v: v.pop("twice")):
+        saved = torch.load(folder / "part-000001.pt", weights_only=True)
+        edit(saved["values"])
+        torch.save(saved, folder / "part-000001.pt")
+        assert read_part(folder / "part-000001.pt", fingerprint, torch.arange(13, 16)) is None
+        again = Scorer()
+        result = score_in_parts(again, index, 3, folder, settings, resume=True, progress=False)
+        assert again.scored == [[13, 14, 15]] and torch.equal(result.values["value"], index.double() ** 0.5)
     # without `resume`, saved parts (perhaps hours of work) are not removed unasked
     with pytest.raises(UsageError, match=r"holds 4 saved parts of an interrupted evaluation: add `resume`"):
         score_in_parts(Scorer(), index, 3, folder, settings, progress=False)
     assert len(list(folder.glob("part-*.pt"))) == 4
     with pytest.raises(UsageError, match="nothing to resume"):
         score_in_parts(Scorer(), index, 3, tmp_path / "none", settings, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("seconds, expected", [(None, 100), (0.01, 100), (2.0, 30), (600.0, 1)])
+def test_a_part_holds_about_a_minute_of_work(seconds, expected):
+    # at 2 s an image, 30 images a part: stopping after a minute or two keeps work (not one part of 11 minutes)
+    assert PART_SECONDS == 60.0 and timed_part_size(100, seconds) == expected
+
+
+def test_settings_that_name_no_part_size_are_not_resumed(tmp_path):
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "settings.json").write_text('{"steps": 100}')  # an older version's folder
+    with pytest.raises(UsageError, match=r"names no part size .* drop `resume` to start over"):
+        score_in_parts(Scorer(), torch.arange(4), 2, tmp_path / "parts", {"steps": 100}, resume=True, progress=False)
 
 
 def test_random_images_are_the_same_for_a_seed_and_recorded():
@@ -130,6 +145,46 @@ def test_paired_differences_by_hand(tmp_path):
     (tmp_path / "bad.csv").write_text("not,a\ntable")
     with pytest.raises(UsageError, match="is not a per-image results file"):
         read_csv(tmp_path / "bad.csv")
+    with pytest.raises(UsageError, match=r"share no column to compare \(this one has ais_5; the other elbo, khat\)"):
+        paired_differences(torch.tensor([2, 3]), {"ais_5": torch.zeros(2)}, index, values)
+
+
+@pytest.mark.parametrize("table, fault", [
+    ("index,elbo\n1,-3.0\n2,nan\n", "its column elbo holds NaN or infinite values"),
+    ("index,elbo\n1,-3.0\n2,-inf\n", "its column elbo holds NaN or infinite values"),
+    ("index,elbo\n1,-3.0\n1,-4.0\n", "its index column names an image twice"),
+    ("index,elbo\n1,-3.0\n66.5,-4.0\n", "its index column holds a value that is no image number"),
+    ("index,elbo\n-1,-3.0\n2,-4.0\n", "its index column holds a value that is no image number"),
+])
+def test_an_edited_results_file_is_refused_in_one_line(tmp_path, table, fault):
+    (tmp_path / "edited.csv").write_text(table)
+    with pytest.raises(UsageError, match=f"edited.csv is not a per-image results file .*: {fault}"):
+        read_csv(tmp_path / "edited.csv")
+    (tmp_path / "khat.csv").write_text("index,elbo,khat\n1,-3.0,inf\n2,-4.0,0.5\n")  # k^ may be inf (too few samples)
+    assert read_csv(tmp_path / "khat.csv")[1]["khat"][0] == float("inf")
+
+
+def test_a_fifo_is_refused_or_scored_again_not_read_forever(tmp_path, caplog):
+    import os
+
+    from pyro_vae.commands.config_file import read as read_config
+    from pyro_vae.training.checkpoint import read as read_checkpoint
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for read, what in ((read_csv, "the per-image results file"), (read_config, "the config file"),
+                       (read_checkpoint, "checkpoint")):
+        with pytest.raises(UsageError, match=f"{what} {fifo} is a FIFO, not a file: pass a regular file"):
+            read(fifo)
+    index, folder = torch.arange(4), tmp_path / "parts"
+    score_in_parts(Scorer(stop_at=None), index, 2, folder, {}, progress=False)  # folder removed at the end? kept here
+    (folder / "part-000001.pt").unlink()
+    os.mkfifo(folder / "part-000001.pt")
+    again = Scorer()
+    with caplog.at_level(logging.WARNING, logger="pyro_vae"):
+        score_in_parts(again, index, 2, folder, {}, resume=True, progress=False)
+    assert again.scored == [[2, 3]] and "part-000001.pt is a FIFO, not a saved part: scoring its images again" in \
+        caplog.text
 
 
 def test_a_long_evaluation_says_how_long_after_its_first_part(tmp_path, monkeypatch, caplog):

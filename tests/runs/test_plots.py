@@ -34,6 +34,19 @@ def test_latent_and_manifold_figures_are_written(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
 
 
+@pytest.mark.parametrize("dims", [1, 3])
+def test_the_latent_figure_names_the_classes_of_a_folder(tmp_path, monkeypatch, dims):
+    # a folder's class subfolders are the legend (the figure said 0 and 1 for "circles" and "squares")
+    from pyro_vae.runs import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig))
+    plot_latent(torch.randn(40, dims), torch.arange(40) % 2, tmp_path / "latent.png", classes=("circles", "squares"))
+    texts = [t.get_text() for ax in drawn[0].axes for t in [*ax.get_yticklabels(), *(
+        ax.get_legend().get_texts() if ax.get_legend() else [])]]
+    assert "circles" in texts and "squares" in texts
+
+
 @pytest.mark.parametrize("n, nrow", [(64, 8), (16, 8), (10, 4), (3, 8), (1, 8)])
 def test_image_grid_lays_images_out_as_torchvisions_make_grid(n, nrow):
     from torchvision.utils import make_grid

@@ -1,9 +1,12 @@
+import logging
 import math
+from dataclasses import replace
 
 import pytest
 
 from pyro_vae.config import TrainConfig
-from pyro_vae.training.schedule import MIN_STEPS, learning_rate, too_few_steps
+from pyro_vae.errors import UsageError
+from pyro_vae.training.schedule import MIN_STEPS, epochs_of_steps, learning_rate, too_few_steps
 
 
 def test_burda_schedule_exact_and_shrunk():
@@ -43,9 +46,29 @@ def test_a_run_too_short_to_learn_is_said_before_it_starts():
     line = too_few_steps(279, TrainConfig(epochs=30, batch_size=128))
     assert line == ("this run takes only 90 optimizer steps (3 per epoch x 30 epochs of 279 training images at "
                     "`batch_size=128`), fewer than the 500 a VAE needs to learn more than the mean image: lower "
-                    "`batch_size` (`batch_size=16` gives 540) or raise `epochs` (`epochs=167`)")
+                    "`batch_size` (`batch_size=16` gives 540) or raise `epochs` (`epochs=167`), or give the steps "
+                    "(`steps=500` or more)")
     assert 3 * 167 >= MIN_STEPS and math.ceil(279 / 16) * 30 >= MIN_STEPS
     assert too_few_steps(3334, TrainConfig(epochs=30, batch_size=128)) is None
     # where no batch size reaches 500 (54 images, 2 epochs: 108 at a batch of 1), only the epochs are named
-    assert too_few_steps(54, TrainConfig(epochs=2, batch_size=16)).endswith(": raise `epochs` (`epochs=125`)")
+    assert too_few_steps(54, TrainConfig(epochs=2, batch_size=16)).endswith(
+        ": raise `epochs` (`epochs=125`), or give the steps (`steps=500` or more)")
     assert too_few_steps(0, TrainConfig()) is None
+    # the JIT-compiled ELBO drops the partial last minibatch: 279 images at 128 are 2 steps an epoch there
+    assert "only 60 optimizer steps (2 per epoch" in too_few_steps(279, TrainConfig(batch_size=128, jit=True))
+
+
+@pytest.mark.parametrize("images, batch_size, jit, epochs", [
+    (279, 32, False, 556),  # 9 steps an epoch (8 full minibatches and one of 23): 5000 / 9 = 555.6, rounded up
+    (279, 32, True, 625),  # 8 steps an epoch under the JIT (the partial one dropped)
+    (20, 32, True, 5000),  # fewer images than a minibatch: one step an epoch, of all of them
+    (50_000, 100, False, 10),
+])
+def test_steps_set_the_epochs_from_the_training_images(images, batch_size, jit, epochs, caplog):
+    config = TrainConfig(batch_size=batch_size, jit=jit, steps=5000)
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        assert epochs_of_steps(config, images) == replace(config, epochs=epochs)
+    assert f"5000 optimizer steps: {epochs} epochs of" in caplog.text
+    assert epochs_of_steps(TrainConfig(epochs=7), images).epochs == 7  # steps=0: the epochs as given
+    with pytest.raises(UsageError, match="`steps` must be >= 0"):
+        TrainConfig(steps=-1)
