@@ -75,19 +75,39 @@ def write_crops(folder: Path) -> dict[str, list[float]]:
     from PIL import Image
 
     floor: dict[str, list[float]] = {}
+    written = (folder / "test").exists()  # a second run reads the same files (a run may be reading them now)
     for split, names in (("train", TRAIN_PHOTOS + GREY_PHOTOS), ("test", TEST_PHOTOS)):
         for name in names:
             stem = Path(name).stem
             (folder / split / stem).mkdir(parents=True, exist_ok=True)
             pieces = crops(photo(name))
             orders = PERMUTATIONS if split == "train" and name in TRAIN_PHOTOS else PERMUTATIONS[:1]
-            for i, crop in enumerate(pieces):
+            for i, crop in enumerate(pieces if not written else []):
                 for k, order in enumerate(orders):
                     Image.fromarray(np.ascontiguousarray(crop[..., list(order)])).save(
                         folder / split / stem / f"{i:04d}-{k}.png")
             if split == "test":
                 floor[stem] = [png_bits_per_dim(c) for c in pieces]
     return floor
+
+
+def write_shapes(root: Path, n: int = 200, size: int = 48, seed: int = 0) -> None:
+    """The coloured-shapes folder of the issue: ``n`` images per class (circles, squares) of ``size`` x ``size``,
+    each a shape of a random colour (channels 40-255) and size at a random place on dark grey (as the test of
+    tests/commands/test_own_images.py draws them, smaller)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for label, shape in enumerate(("circles", "squares")):
+        (root / shape).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            image = Image.new("RGB", (size, size), (16, 16, 16))
+            side = int(rng.integers(size // 3, size // 2))
+            left, top = (int(v) for v in rng.integers(0, size - side, 2))
+            colour = tuple(int(v) for v in rng.integers(40, 256, 3))
+            draw = ImageDraw.Draw(image)
+            (draw.ellipse if label == 0 else draw.rectangle)((left, top, left + side - 1, top + side - 1), fill=colour)
+            image.save(root / shape / f"{i:03d}.png")
 
 
 def command(name: str, flags: list[str]) -> None:
@@ -112,7 +132,9 @@ def colour(run: Path) -> dict[str, Any]:
         reconstruction = torch.cat([vae.reconstruct(batch) for batch in x.split(200)])
     shape = (len(x), 3, -1)
     error = (reconstruction - x).abs().reshape(shape).mean(dim=(0, 2))
-    return {"mae_per_channel": error.tolist(), "channel_spread_data": x.reshape(shape).std(dim=1).mean().item(),
+    mean_image = (data.train.mean(0) - x).abs().reshape(shape).mean(dim=(0, 2))
+    return {"mae_per_channel": error.tolist(), "mean_image_mae_per_channel": mean_image.tolist(),
+            "channel_spread_data": x.reshape(shape).std(dim=1).mean().item(),
             "channel_spread_reconstructions": reconstruction.reshape(shape).std(dim=1).mean().item()}
 
 
@@ -144,8 +166,25 @@ def main() -> None:
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--ais-images", type=int, default=100, help="AIS on this many test crops, first likelihood only")
     p.add_argument("--ais-steps", type=int, default=500)
+    p.add_argument("--shapes", action="store_true", help="also the coloured-shapes folder, first likelihood only")
+    p.add_argument("--shapes-only", action="store_true", help="the coloured-shapes folder alone")
     a = p.parse_args()
     out = Path(a.out)
+    if a.shapes or a.shapes_only:  # 400 images of 48x48 in two classes, trained with the documented command
+        write_shapes(out / "shapes")
+        likelihood = a.likelihoods.split(",")[0]
+        run = out / "shapes_run"
+        if not (run / "metrics.json").exists():
+            command("train", [*DOCUMENTED, "--likelihood", likelihood, "--data-dir", str(out / "shapes"),
+                              *shlex.split(a.train_flags), "--eval-samples", "0", "--out", str(run), "--no-progress"])
+        shapes = colour(run)
+        print(f"coloured shapes, {likelihood}: mean absolute error per channel " + ", ".join(
+            f"{v:.4f}" for v in shapes["mae_per_channel"]) + " (the mean image's " + ", ".join(
+            f"{v:.4f}" for v in shapes["mean_image_mae_per_channel"]) + f"); spread across channels: data "
+            f"{shapes['channel_spread_data']:.4f}, reconstructions {shapes['channel_spread_reconstructions']:.4f}")
+        (out / "shapes.json").write_text(json.dumps(shapes, indent=2) + "\n")
+        if a.shapes_only:
+            return
     floor = write_crops(out / "crops")
     everything = np.concatenate([floor[Path(n).stem] for n in TEST_PHOTOS])
     results: dict[str, Any] = {"png": float(everything.mean()),

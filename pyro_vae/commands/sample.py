@@ -30,7 +30,15 @@ def prior_samples(vae: VAE, num: int, temperature: float) -> tuple[torch.Tensor,
     """z from the prior at temperature T (N(0, T^2 I); with two layers every draw's noise scaled by T), and the
     mean of p(x|z) of each.   -> (num, Z), (num, D)"""
     z = vae.prior_z(num, temperature=temperature)  # (num, Z)
-    return z, vae.decode_mean(z)
+    try:
+        images = vae.decode_mean(z)
+    except ValueError:  # the likelihood's argument check: a NaN output of the decoder
+        images = torch.full((), float("nan"))
+    if not torch.isfinite(images).all():
+        raise UsageError(f"at `temperature={temperature:g}` the decoder's images are not finite (z of size up to "
+                         f"{z.abs().max().item():.3g}, far outside the N(0, I) it was trained on): lower `temperature` "
+                         "(1 is the prior)")
+    return z, images
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
-"""Your own images: a folder of image files, read through Pillow as torchvision's ImageFolder reads them, or an
-array in a .npy or .npz file. Both become (N, C*H*W) pixels in [0, 1] with their image shape (C, H, W).
+"""Your own images: a folder of image files, read through Pillow as torchvision's ImageFolder reads them (an array
+in a .npy or .npz file: arrays.py). Both become (N, C*H*W) pixels in [0, 1] with their image shape (C, H, W).
 
 Every problem is one UsageError naming the file: an unreadable or damaged image, images of several sizes
 without ``image_size``, values outside [0, 1] or 0-255, NaN, no images at all, more pixels than free memory.
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import zipfile
+import os
+import stat
 from collections import Counter
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -33,7 +34,6 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")  # Pillow's mo
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B")  # 16-bit grey (a 16-bit colour PNG Pillow reads as 8-bit RGB itself)
 UNREAD_MODES = {"I": "32-bit integer", "F": "floating-point"}  # no range to scale by: refused, naming the file
 CHANNELS = (1, 3)
-MAX_CLASSES = 1000  # labels are class numbers 0..999: a figure's colours and legend are drawn per class
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,42 @@ def content_hash(x: np.ndarray, labels: np.ndarray | None) -> str:
     return digest.hexdigest()
 
 
-def image_files(root: Path) -> tuple[list[Path], list[Path]]:
-    """The image files under ``root`` (sorted) and the other files skipped there."""
+def image_files(root: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """The image files under ``root`` (sorted), the other files there, and what is neither a file nor a folder one
+    can read, with why: a broken link, a link back to a folder already read, a FIFO or a device, an unreadable
+    folder. Linked folders are followed, each real folder read once; the walk keeps its own stack, so no depth of
+    folders is too deep for it."""
     images: list[Path] = []
-    skipped: list[Path] = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            (images if path.suffix.lower() in IMAGE_SUFFIXES else skipped).append(path)
-    return images, skipped
+    others: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            real = folder.resolve(strict=True)
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except (OSError, RuntimeError) as error:
+            skipped.append((folder, f"an unreadable folder ({getattr(error, 'strerror', None) or error})"))
+            continue
+        if real in seen:
+            skipped.append((folder, "a link to a folder already read"))
+            continue
+        seen.add(real)
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                mode = os.stat(path).st_mode  # through links
+            except (OSError, ValueError):
+                skipped.append((path, "a broken link" if entry.is_symlink() else "unreadable"))
+                continue
+            if stat.S_ISDIR(mode):
+                stack.append(path)
+            elif not stat.S_ISREG(mode):
+                skipped.append((path, "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket, not a file"))
+            else:
+                (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+    return sorted(images), sorted(others), skipped
 
 
 @contextmanager
@@ -91,11 +119,16 @@ def read_folder(root: str | Path, channels: int | None = None, image_size: tuple
         raise UsageError(f"`data_dir={root}` is not a folder: `dataset=folder` reads the image files under a folder")
     if channels is not None and channels not in CHANNELS:
         raise UsageError(f"`channels={channels}`: choose 1 (grey) or 3 (RGB)")
-    paths, skipped = image_files(root)
+    paths, others, skipped = image_files(root)
+    if others:
+        shown = ", ".join(str(p.relative_to(root)) for p in others[:5]) + (", ..." if len(others) > 5 else "")
+        log.info("%s: skipped %d file%s (%s)", root, len(others),
+                 " that is not an image" if len(others) == 1 else "s that are not images", shown)
     if skipped:
-        shown = ", ".join(str(p.relative_to(root)) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        log.info("%s: skipped %d file%s (%s)", root, len(skipped),
-                 " that is not an image" if len(skipped) == 1 else "s that are not images", shown)
+        shown = ", ".join(f"{p.relative_to(root)}: {why}" for p, why in skipped[:5]) + (
+            ", ..." if len(skipped) > 5 else "")
+        log.warning("%s: skipped %d entr%s that %s no readable file or folder (%s)", root, len(skipped),
+                    "y" if len(skipped) == 1 else "ies", "is" if len(skipped) == 1 else "are", shown)
     if not paths:
         raise UsageError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or its subfolders")
     # headers first (size and mode, no pixels decoded): the size rule and the memory check before the work
@@ -212,85 +245,3 @@ def resize_and_crop(image, height: int, width: int):  # type: ignore[no-untyped-
     image = image.resize(size, Image.Resampling.BILINEAR)
     left, top = (size[0] - width) // 2, (size[1] - height) // 2
     return image.crop((left, top, left + width, top + height))
-
-
-def as_images(array: np.ndarray, name: str) -> np.ndarray:
-    """An array of images as (N, C, H, W) floats in [0, 1]: (N, H, W), (N, H, W, C) or (N, C, H, W) with C of 1 or
-    3, uint8 0-255 or floats in [0, 1]."""
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise UsageError(f"{name}: expected numbers, got an array of {array.dtype}")
-    if np.issubdtype(array.dtype, np.complexfloating):
-        raise UsageError(f"{name}: holds complex numbers ({array.dtype}): pixels are real; pass the magnitudes "
-                         "(np.abs) or the real parts, scaled to [0, 1]")
-    if array.ndim == 3:
-        array = array[:, None]
-    elif array.ndim == 4 and array.shape[-1] in CHANNELS and array.shape[1] not in CHANNELS:
-        array = array.transpose(0, 3, 1, 2)
-    elif not (array.ndim == 4 and array.shape[1] in CHANNELS):
-        raise UsageError(f"{name}: expected images as (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3, got "
-                         f"shape {array.shape}")
-    if len(array) == 0:
-        raise UsageError(f"{name}: holds no images (shape {array.shape})")
-    if array.dtype == bool:
-        return array.astype(np.float32)  # True is white (1.0), as a binary image means it
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise UsageError(f"{name}: holds NaN or infinite values: every pixel must be a number in [0, 1]")
-        low, high = float(array.min()), float(array.max())
-        if low < 0 or high > 1:
-            raise UsageError(f"{name}: float pixels must lie in [0, 1], got values in [{low:g}, {high:g}]: divide "
-                             "8-bit values by 255, or store them as uint8")
-        return array.astype(np.float32)
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high > 255:
-        raise UsageError(f"{name}: integer pixels must lie in 0-255, got values in [{low}, {high}]")
-    return array.astype(np.float32) / 255.0
-
-
-def read_array(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The images and labels in a .npy file (one array of images) or a .npz file (``train`` and ``test`` arrays, or
-    one array; ``labels``, or ``train_labels`` and ``test_labels``), as (N, C, H, W) floats in [0, 1] by split
-    name ('all' for one array), and the labels by the same names."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"`data_dir={path}`: no such file: `dataset=array` reads a .npy or .npz file")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise UsageError(f"{path}: not a readable .npy or .npz file ({error})") from None
-    if isinstance(loaded, np.ndarray):
-        return {"all": as_images(loaded, str(path))}, {}
-    with loaded:
-        arrays = {key: loaded[key] for key in loaded.files}
-    images = {k: arrays[k] for k in ("train", "test") if k in arrays}
-    if not images:
-        others = [k for k in arrays if not k.endswith("labels")]
-        if len(others) != 1:
-            raise UsageError(f"{path}: expected arrays named train and test (and labels), or one array of images; "
-                             f"it holds {', '.join(arrays) or 'nothing'}")
-        images = {"all": arrays[others[0]]}
-    labels = {}
-    for split in images:
-        key = "labels" if split == "all" or "labels" in arrays and len(images) == 1 else f"{split}_labels"
-        if key in arrays:
-            labels[split] = arrays[key]
-    for split, value in labels.items():
-        if value.shape != (len(images[split]),) or not np.issubdtype(value.dtype, np.integer):
-            raise UsageError(f"{path}: the labels of {split} must be {len(images[split])} integers, got "
-                             f"{value.dtype} of shape {value.shape}")
-        if len(value) and not 0 <= int(value.min()) <= int(value.max()) < MAX_CLASSES:
-            raise UsageError(f"{path}: the labels of {split} must be class numbers 0-{MAX_CLASSES - 1}, got values "
-                             f"in [{int(value.min())}, {int(value.max())}]: number the classes from 0")
-    pixels = {split: as_images(value, f"{path}[{split}]") for split, value in images.items()}
-    shapes = {value.shape[1:] for value in pixels.values()}
-    if len(shapes) > 1:
-        raise UsageError(f"{path}: train and test images differ in shape ({', '.join(map(str, shapes))})")
-    return pixels, labels
-
-
-def array_hash(pixels: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for split in sorted(pixels):
-        digest.update(split.encode())
-        digest.update(content_hash(pixels[split], labels.get(split)).encode())
-    return digest.hexdigest()

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyro_vae.data.images import Images, array_hash, read_array, read_folder, split_folders
+from pyro_vae.data.arrays import array_hash, read_array
+from pyro_vae.data.images import Images, read_folder, split_folders
 from pyro_vae.data.splits import Dataset, hold_out, shuffled_hold_out
 from pyro_vae.errors import UsageError
 
@@ -50,7 +51,7 @@ def load_folder(data_dir: str | Path, download: bool, seed: int, channels: int |
 
 
 def load_array(data_dir: str | Path, download: bool, seed: int) -> Dataset:
-    """The images of the .npy or .npz file ``data_dir`` (images.read_array): an npz's train and test arrays, the
+    """The images of the .npy or .npz file ``data_dir`` (arrays.read_array): an npz's train and test arrays, the
     validation set held out of train; one array shuffled with ``seed`` and split three ways."""
     pixels, labels = read_array(data_dir)
     _array_summary(data_dir, pixels, labels)

@@ -91,6 +91,9 @@ def load_run(path: str | Path, device: str = "auto", data_dir: str | None = None
         data_config = replace(data_config, data_dir=data_dir)
     vae, data, _ = build(model_config, data_config, torch_device, new=False)
     checkpoint.restore(vae, state)
+    if not all(torch.isfinite(p).all() for p in vae.parameters()):  # a NaN weight made every figure a traceback
+        raise UsageError(f"{path}: its network weights hold NaN or infinite values (a diverged or damaged run): use "
+                         "another checkpoint, or train again")
     # an earlier VAE of this process (trained or loaded) would shadow this one's parameters in Pyro's param
     # store under the same names: what tools that read the store see (local_guide_elbo, Pyro's JIT)
     forget_networks()

@@ -45,3 +45,14 @@ def test_sample_refuses_an_image_the_test_set_has_not(tiny_mnist, tmp_path):
     done = run_subprocess("sample", ["--checkpoint", run / "checkpoint.pt", "--interpolate", "3"], cwd=tmp_path)
     assert done.returncode == 2 and "expected two test-image indices like 3,7" in done.stderr
     assert not (run / "samples").exists()
+
+
+def test_a_temperature_beyond_the_decoder_is_one_line(tiny_mnist, tmp_path, capsys):
+    # --temperature 1e300 was a traceback from the likelihood's argument check (NaN logits)
+    run = tmp_path / "run"
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", run, *TINY]) == 0
+    assert run_in_process("sample", ["--checkpoint", run / "checkpoint.pt", "--data-dir", tiny_mnist,
+                                     "--temperature", "1e300", "--num", "4"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: at --temperature 1e+300 the decoder's images are not finite") and \
+        line.endswith("lower --temperature (1 is the prior)"), line

@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from pyro_vae.data.arrays import read_array
 from pyro_vae.data.datasets import load_dataset
-from pyro_vae.data.images import read_array, read_folder
+from pyro_vae.data.images import read_folder
 from pyro_vae.errors import UsageError
 
 
@@ -288,3 +289,43 @@ def test_bool_complex_and_label_arrays(tmp_path):
         np.savez(tmp_path / "labelled.npz", images=mask, labels=labels)
         with pytest.raises(UsageError, match=f"labels of all must be class numbers 0-999, got values in {shown}"):
             read_array(tmp_path / "labelled.npz")
+
+
+def test_links_are_followed_and_what_is_no_file_is_said(tmp_path, caplog):
+    # a symlinked class folder lost 12 of 24 images; loops, broken links, /dev/zero and a FIFO went unsaid
+    import os
+
+    write_pngs(tmp_path / "elsewhere", n=12, classes=("dogs",))
+    root = tmp_path / "images"
+    write_pngs(root, n=12, classes=("cats",))
+    (root / "dogs").symlink_to(tmp_path / "elsewhere" / "dogs")  # a linked class folder: followed
+    (root / "cats" / "loop").symlink_to(root / "cats")  # a link back: read once
+    (root / "cats" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "cats" / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(root / "cats" / "pipe.png")
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        images = read_folder(root)
+    assert len(images.x) == 24 and images.classes == ("cats", "dogs")
+    for said in ("skipped 4 entries that are no readable file or folder", "cats/gone.png: a broken link",
+                 "cats/loop: a link to a folder already read", "cats/pipe.png: a FIFO",
+                 "cats/zero.png: a device or socket, not a file"):
+        assert said in caplog.text, said
+
+
+def test_a_folder_nested_deeper_than_python_recurses_is_read(tmp_path):
+    # 1,100 nested folders were a RecursionError
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    folder = deep
+    for _ in range(1100):  # one level at a time: pathlib's mkdir(parents=True) recurses too
+        folder = folder / "d"
+        folder.mkdir()
+    write_pngs(folder, n=2, classes=None)
+    try:
+        assert len(read_folder(deep).x) == 2
+    finally:  # bottom up, one level at a time: shutil.rmtree (pytest's clean-up of old tmp_paths) recurses
+        for png in folder.glob("*.png"):
+            png.unlink()
+        while folder != tmp_path:
+            folder.rmdir()
+            folder = folder.parent

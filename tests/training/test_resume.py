@@ -319,6 +319,8 @@ def test_resume_with_fewer_epochs_than_the_checkpoint_holds_is_one_line(tiny_mni
     ("evaluate", ["--eval-samples", "5"], "evaluation.json"),
     ("gaps", ["--images", "2", "--ais-steps", "2", "--ais-chains", "2", "--local-steps", "2", "--elbo-samples", "4"],
      "gaps.json"),  # it exited 0 with an all-NaN gaps.json (issue 38)
+    ("plot", [], "samples.png"), ("sample", ["--num", "4"], "samples.png"),  # these were tracebacks
+    ("bdmc", ["--images", "2", "--ais-steps", "2", "--ais-chains", "2"], "bdmc.json"),
 ])
 def test_evaluating_non_finite_weights_is_one_line_not_nan_results(tiny_mnist, tmp_path, capsys, command, flags,
                                                                     result):
@@ -330,5 +332,6 @@ def test_evaluating_non_finite_weights_is_one_line_not_nan_results(tiny_mnist, t
     capsys.readouterr()
     assert run_in_process(command, ["--checkpoint", tmp_path / "nan.pt", *flags, "--out", tmp_path / "eval"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith("error:") and "not finite" in line, line
+    assert line == f"error: {tmp_path / 'nan.pt'}: its network weights hold NaN or infinite values (a diverged or " \
+        "damaged run): use another checkpoint, or train again", line
     assert not (tmp_path / "eval" / result).exists()
