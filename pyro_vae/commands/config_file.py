@@ -46,6 +46,9 @@ def read(path: str | Path) -> dict[str, Any]:
             config = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise UsageError(f"{path} is not TOML ({error}): write one `flag = value` per line") from None
+        except RecursionError:  # tables or arrays nested thousands deep
+            raise UsageError(f"{path}: its values are nested too deeply to read: write one `flag = value` per "
+                             "line") from None
     if not isinstance(config, dict):
         raise UsageError(f"{path}: expected settings by name, got {type(config).__name__}")
     return config

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,8 @@ def as_images(array: np.ndarray, name: str) -> np.ndarray:
     elif not (array.ndim == 4 and array.shape[1] in CHANNELS):
         raise UsageError(f"{name}: expected images as (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3, got "
                          f"shape {array.shape}")
-    if len(array) == 0:
-        raise UsageError(f"{name}: holds no images (shape {array.shape})")
+    if 0 in array.shape:
+        raise UsageError(f"{name}: holds no images, or images of no pixels (shape {array.shape})")
     if array.dtype == bool:
         return array.astype(np.float32)  # True is white (1.0), as a binary image means it
     if np.issubdtype(array.dtype, np.floating):
@@ -61,9 +62,17 @@ def read_array(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.nd
         raise UsageError(f"{path}: not a readable .npy or .npz file ({error})") from None
     if isinstance(loaded, np.ndarray):
         return {"all": as_images(loaded, str(path))}, {}
+    arrays: dict[str, np.ndarray] = {}
     with loaded:
-        arrays = {key: loaded[key] for key in loaded.files}
-    images = {k: arrays[k] for k in ("train", "test") if k in arrays}
+        for key in loaded.files:
+            try:
+                arrays[key] = loaded[key]
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+                why = "an array of Python objects, which is not read (no pickles)" if "allow_pickle" in str(error) \
+                    else f"damaged ({type(error).__name__})"
+                raise UsageError(f"{path}: its member {key!r} is {why}: save the images as numbers "
+                                 "(np.savez with uint8 or float arrays)") from None
+    images: dict[str, np.ndarray] = {k: arrays[k] for k in ("train", "test") if k in arrays}
     if not images:
         others = [k for k in arrays if not k.endswith("labels")]
         if len(others) != 1:

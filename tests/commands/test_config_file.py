@@ -77,6 +77,7 @@ def test_steps_and_epochs_are_one_or_the_other(capsys):
     ('[data]\ndownload = "no"\n', "\\[data\\] download = 'no': write download = true or false"),  # was: downloads on
     ("z_dim = 3\n[model]\nz_dim = 4\n", "'z_dim' is set twice"),  # was: the table's value, silently
     ("seed = 3\n[data]\nseed = 4\n", "'seed' is set twice"),
+    ("epochs = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply to read"),  # was a RecursionError
 ])
 def test_a_bad_file_is_one_line_naming_it_and_the_setting(tmp_path, text, message, capsys):
     path = tmp_path / "bad.toml"

@@ -157,6 +157,7 @@ def test_an_npz_with_train_test_and_labels(tmp_path):
     (np.zeros((10, 16)), r"expected images as \(N, H, W\), \(N, H, W, C\) or \(N, C, H, W\)"),
     (np.zeros((10, 5, 4, 4)), r"with C = 1 or 3, got shape \(10, 5, 4, 4\)"),
     (np.zeros((0, 4, 4)), "holds no images"),
+    (np.zeros((10, 0, 4), np.uint8), r"holds no images, or images of no pixels \(shape \(10, 1, 0, 4\)\)"),
     (np.zeros((3, 4, 4)), "3 images are too few to split"),
     (np.array(["a", "b"]), "expected numbers"),
 ])
@@ -329,3 +330,22 @@ def test_a_folder_nested_deeper_than_python_recurses_is_read(tmp_path):
         while folder != tmp_path:
             folder.rmdir()
             folder = folder.parent
+
+
+def test_an_npz_with_an_object_or_a_damaged_member_is_one_line(tmp_path):
+    import zipfile
+
+    images = np.zeros((12, 4, 4), np.uint8)
+    np.savez(tmp_path / "objects.npz", train=images, test=np.array([{"not": "pixels"}] * 3, dtype=object))
+    with pytest.raises(UsageError, match=r"member 'test' is an array of Python objects, which is not read"):
+        read_array(tmp_path / "objects.npz")
+    np.savez_compressed(tmp_path / "damaged.npz", train=np.arange(12 * 16, dtype=np.uint8).reshape(12, 4, 4),
+                        test=images)
+    data = bytearray((tmp_path / "damaged.npz").read_bytes())
+    with zipfile.ZipFile(tmp_path / "damaged.npz") as archive:
+        info = archive.getinfo("train.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)  # the member's deflated bytes
+    data[start + 5:start + 25] = bytes(20)
+    (tmp_path / "damaged.npz").write_bytes(bytes(data))
+    with pytest.raises(UsageError, match=r"member 'train' is damaged"):
+        read_array(tmp_path / "damaged.npz")

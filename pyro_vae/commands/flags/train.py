@@ -75,7 +75,8 @@ def train_parser() -> ArgumentParser:
     p.add_argument("--no-download", action="store_true", help="never try to download; use what is in --data-dir")
     p.add_argument("--likelihood", choices=LIKELIHOOD_NAMES, default=m.likelihood,
                    help="p(x|z): bernoulli for binary pixels, continuous-bernoulli for grey pixels in [0, 1], "
-                        "gaussian for real values (default: %(default)s)")
+                        "gaussian for real values (photographs: see docs/howto.md), correlated-gaussian with a full "
+                        "covariance over each pixel's colour channels (default: %(default)s)")
     p.add_argument("--binarize", choices=BINARIZE, default=d.binarize,
                    help="dynamic: resample pixels as Bernoulli(intensity) every minibatch; threshold: 1 above 0.5 "
                         "(not the "
