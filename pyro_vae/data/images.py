@@ -9,6 +9,7 @@ Files that are not images are skipped, and counted and named in the log; nothing
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import stat
@@ -97,16 +98,29 @@ def image_files(root: Path) -> tuple[list[Path], list[Path], list[tuple[Path, st
 
 
 @contextmanager
-def opened(path: Path) -> Generator[Any, None, None]:
+def opened(path: Path, whole: bool = False) -> Generator[Any, None, None]:
     """The image file ``path`` open through Pillow; anything Pillow cannot read in it, on opening or decoding, is
-    one UsageError naming the file."""
+    one UsageError naming the file. ``whole``: the file read in one go, a PNG's rows counted (check_png_rows), and
+    the image decoded from those bytes: one read of the file for both (without it Pillow reads the header only)."""
     from PIL import Image
 
+    def unreadable(error: Exception) -> UsageError:
+        return UsageError(f"{path}: not a readable image ({error}): remove or replace it")
+
+    source: Path | io.BytesIO = path
+    if whole:
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise unreadable(error) from None
+        if path.suffix.lower() == ".png":
+            check_png_rows(path, data)
+        source = io.BytesIO(data)
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             yield image
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise UsageError(f"{path}: not a readable image ({error}): remove or replace it") from None
+        raise unreadable(error) from None
 
 
 def read_folder(root: str | Path, channels: int | None = None, image_size: tuple[int, int] | None = None) -> Images:
@@ -140,8 +154,6 @@ def read_folder(root: str | Path, channels: int | None = None, image_size: tuple
         if modes[-1] in UNREAD_MODES:
             raise UsageError(f"{path}: its pixels are {UNREAD_MODES[modes[-1]]} values (Pillow mode {modes[-1]}), "
                              "which have no fixed range to scale to [0, 1]: save it as an 8-bit or 16-bit image")
-        if path.suffix.lower() == ".png":
-            check_png_rows(path)
     colour = [mode not in GREY_MODES for mode in modes]
     native = 3 if any(colour) else 1
     chosen = channels or native
@@ -168,7 +180,7 @@ def read_folder(root: str | Path, channels: int | None = None, image_size: tuple
     if sixteen := sum(mode in SIXTEEN_BIT for mode in modes):
         log.info("%s: %d 16-bit grey image%s scaled to 8 bits (k / 257, rounded)", root, sixteen, "s" * (sixteen != 1))
     for i, path in enumerate(paths):
-        with opened(path) as image:
+        with opened(path, whole=True) as image:
             if image.mode in SIXTEEN_BIT:  # Pillow's convert clips 16-bit values at 255: scale by the true range
                 image = Image.fromarray(np.rint(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8), "L")
             image = image.convert("RGB" if chosen == 3 else "L")
@@ -208,13 +220,13 @@ def split_folders(root: str | Path) -> tuple[Path, Path] | None:
 PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each PNG colour type
 
 
-def check_png_rows(path: Path) -> None:
-    """A UsageError when the PNG at ``path`` (not interlaced) holds fewer rows than its header declares: Pillow fills
-    the missing rows with black without a word (a file cut short in a copy, its compressed stream ended early)."""
+def check_png_rows(path: Path, data: bytes) -> None:
+    """A UsageError when the PNG ``data`` of ``path`` (not interlaced) holds fewer rows than its header declares:
+    Pillow fills the missing rows with black without a word (a file cut short in a copy, its compressed stream
+    ended early)."""
     import struct
     import zlib
 
-    data = path.read_bytes()
     try:
         width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
         if interlace or colour not in PNG_CHANNELS:
