@@ -34,7 +34,7 @@ from pyro_vae.inference.sites import sample_sites
 from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, REVERSE_AIS, DatapointStreams
 from pyro_vae.models.model import OBSERVED
 from pyro_vae.runs.experiment import load_run
-from pyro_vae.runs.parts import Scored, file_hash, projected_time, score_in_parts, tensor_hash, timed_part_size
+from pyro_vae.runs.parts import Scored, file_hash, plan_parts, score_in_parts, tensor_hash
 from pyro_vae.runs.per_image import figure_stamp, write_csv
 from pyro_vae.runs.run_folder import check_results, held_folder, require_own_folder, writable_dir
 from pyro_vae.training import distributed
@@ -112,10 +112,7 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
     require_ais_memory(vae, x.shape[-1], a.images, steps_rows[-1], a.ais_chains, a.images_per_pass, x.device,
                        "ais_steps", "images_per_pass")
     work = a.eval_samples + sum(2 * ais_work(steps, a.ais_chains, a.ais_leapfrog) for steps in steps_rows)  # both ways
-    rate = samples_per_second(vae, x) if context.is_main else None
-    if rate is not None:  # a K or a step count that fits may still take days: say so before it starts
-        projected_time(a.images * work, rate, context.world_size)
-    part_size = timed_part_size(a.images_per_pass, None if rate is None else work / rate, context)
+    part_size = plan_parts(a.images, work, a.images_per_pass, lambda: samples_per_second(vae, x), context)
     options = dict(num_chains=a.ais_chains, num_leapfrog=a.ais_leapfrog, chunk_size=a.images_per_pass,
                    max_plate_nesting=1)
 

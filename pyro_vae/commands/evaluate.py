@@ -33,7 +33,7 @@ from pyro_vae.files import atomic_write_text
 from pyro_vae.inference.estimators import KHAT_MIN_SAMPLES
 from pyro_vae.inference.streams import FORWARD_AIS, IMPORTANCE_SAMPLING, DatapointStreams
 from pyro_vae.runs.experiment import load_run
-from pyro_vae.runs.parts import Scored, file_hash, projected_time, score_in_parts, tensor_hash, timed_part_size
+from pyro_vae.runs.parts import Scored, file_hash, plan_parts, score_in_parts, tensor_hash
 from pyro_vae.runs.per_image import choose_images, figure_stamp, paired_differences, read_csv, shared_images, write_csv
 from pyro_vae.runs.plots import plot_bounds
 from pyro_vae.runs.run_folder import check_results, held_folder, require_own_folder, writable_dir
@@ -70,10 +70,7 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
         require_ais_memory(vae, x.shape[-1], len(x), ais_steps[-1], a.ais_chains, a.images_per_pass, x.device,
                            "ais_steps", "images_per_pass")
     work = a.eval_samples + sum(ais_work(steps, a.ais_chains, a.ais_leapfrog) for steps in ais_steps)
-    rate = samples_per_second(vae, x) if context.is_main else None
-    if rate is not None:  # a K or a step count that fits may still take days: say so before it starts
-        projected_time(len(x) * work, rate, context.world_size)
-    part_size = timed_part_size(a.images_per_pass, None if rate is None else work / rate, context)
+    part_size = plan_parts(len(x), work, a.images_per_pass, lambda: samples_per_second(vae, x), context)
     log.info("%s: %d test images of %s (%s), K = %s%s", a.checkpoint, len(x), state["data_config"]["dataset"],
              chosen["selection"], ",".join(map(str, ks)), f"; AIS with {','.join(map(str, ais_steps))} steps x "
              f"{a.ais_chains} chains ({a.ais_leapfrog} leapfrog steps)" if ais_steps else "")

@@ -157,6 +157,16 @@ def timed_part_size(limit: int, seconds_per_image: float | None, context: Contex
     return int(context.gather(size)[0])
 
 
+def plan_parts(images: int, work: float, limit: int, rate: Callable[[], float], context: Context = SINGLE) -> int:
+    """Before scoring ``images`` images of ``work`` samples of z each: on the main process, ``rate()`` (samples per
+    second, measured now) and the projected time logged when long (projected_time); on every process, the images a
+    part holds (timed_part_size, at most ``limit``)."""
+    per_second = rate() if context.is_main else None
+    if per_second is not None:  # a K or a step count that fits may still take days: say so before it starts
+        projected_time(images * work, per_second, context.world_size)
+    return timed_part_size(limit, None if per_second is None else work / per_second, context)
+
+
 def duration(seconds: float) -> str:
     """``seconds`` as a log line says a long time: "2 h 5 min", or "35 min"."""
     hours, minutes = divmod(round(seconds / 60), 60)
