@@ -59,11 +59,21 @@ def summary(doc: str | None) -> str:
     return " ".join((doc or "").strip().split("\n\n")[0].split())
 
 
+def first_process() -> bool:
+    """False in torchrun's processes other than rank 0: every process meets the same bad input, and
+    rank 0 alone says so (torchrun then adds its own report of the failed processes)."""
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line on stderr (no usage dump) and exit status 2."""
+    """argparse, but a bad flag is one line on stderr (no usage dump), from the first process only
+    (first_process), and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n" if first_process() else None)
 
 
 def positive_int(text: str) -> int:
@@ -173,6 +183,7 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(FlagFormatter("%(message)s"))
     logger = logging.getLogger("pyro_vae")  # ours only: ArviZ logs import chatter at INFO on its own
+    handlers_before, level_before = logger.handlers[:], logger.level
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
     global _stopped_by
@@ -182,7 +193,8 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
     try:
         run(argv)
     except UsageError as error:
-        print(f"error: {as_flags(str(error))}", file=sys.stderr)
+        if first_process():
+            print(f"error: {as_flags(str(error))}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:
         print(f"error: {as_flags(str(error))}", file=sys.stderr)
@@ -211,6 +223,8 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
         # (tests, notebooks) get their handlers back
         for signum, before in previous.items():
             signal.signal(signum, signal.SIG_IGN if argv is None else before)
+        if argv is not None:  # and their logging: a handler left on a stream they close would fail later
+            logger.handlers[:], logger.level = handlers_before, level_before
     return 0
 
 

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from pyro_vae.commands.cli import first_process
+from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.errors import UsageError
 from pyro_vae.files import require_regular
 
@@ -24,6 +28,11 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 CONFIG_TABLES = ("model", "data", "train", "run")  # metrics.json's config block: the dataclasses of config.py
+# the settings of a run (its tables) that mean the same to the commands that read its checkpoint; its other settings
+# (the model, the data's preparation, training) are in the checkpoint, and a run's seed seeded training, not them
+SHARED_RUN_SETTINGS = ("data_dir", "no_download", "device", "eval_samples")
+RUN_CONFIGS = (ModelConfig, DataConfig, TrainConfig, RunConfig)
+log = logging.getLogger("pyro_vae")
 
 
 def read(path: str | Path) -> dict[str, Any]:
@@ -54,20 +63,24 @@ def read(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def flattened(config: dict[str, Any], where: str | Path = "the config") -> dict[str, Any]:
+def flattened(config: dict[str, Any], where: str | Path = "the config") -> tuple[dict[str, Any], set[str]]:
     """Flags by name from ``config``, its [model]/[data]/[train]/[run] tables (metrics.json's fields) mapped to
-    the flags that set them; other keys are flags already. A flag set twice (a key and the same key in a table)
-    is a UsageError naming ``where``: which of the two was meant is not for the reader to guess."""
+    the flags that set them; other keys are flags already. Also the names that came from those tables: a run's
+    settings. A flag set twice (a key and the same key in a table) is a UsageError naming ``where``: which of
+    the two was meant is not for the reader to guess."""
     flags: dict[str, Any] = {}
+    from_run: set[str] = set()
     for key, value in config.items():
-        given = _fields_as_flags(key, value, where) if key in CONFIG_TABLES and isinstance(value, dict) else {
-            key: value}
+        in_table = key in CONFIG_TABLES and isinstance(value, dict)
+        given = _fields_as_flags(key, value, where) if in_table else {key: value}
         for name, setting in given.items():
             if name.replace("-", "_") in {k.replace("-", "_") for k in flags}:
                 raise UsageError(f"{where}: '{name}' is set twice (at the top and in a table, or in two tables): "
                                  "keep one")
             flags[name] = setting
-    return flags
+            if in_table:
+                from_run.add(name)
+    return flags, from_run
 
 
 def _fields_as_flags(table: str, fields: dict[str, Any], where: str | Path) -> dict[str, Any]:
@@ -103,13 +116,40 @@ def flags_from(path: str | Path, parser: argparse.ArgumentParser) -> list[str]:
             by_name[action.dest] = action
             for option in action.option_strings:
                 by_name[option.lstrip("-").replace("-", "_")] = action
+    flags, from_run = flattened(read(path), path)
+    reads_a_checkpoint = "checkpoint" in by_name
+    if reads_a_checkpoint and from_run:  # a run's settings, given to a command that reads its checkpoint
+        flags = _for_a_trained_run(path, flags, from_run, set(by_name))
     words: list[str] = []
-    for key, value in flattened(read(path), path).items():
+    for key, value in flags.items():
         found = by_name.get(key.replace("-", "_"))
         if found is None or found.dest in ("config", "help"):
             raise UsageError(f"{path}: '{key}' is not a setting of {parser.prog} (see {parser.prog} --help)")
         words += _words(path, key, value, found)
     return words
+
+
+def _for_a_trained_run(path: str | Path, flags: dict[str, Any], from_run: set[str], has: set[str]) -> dict[str, Any]:
+    """Of a run's settings (``from_run``), those that mean the same to a command reading its checkpoint
+    (SHARED_RUN_SETTINGS) and that it ``has``, with the checkpoint.pt beside a metrics.json; the others, said in
+    one line, are left to the checkpoint. A key of a table that is no setting of a run at all stays an error (a
+    misspelling)."""
+    known = {"latents", "no_download"} | {field.name for config in RUN_CONFIGS for field in fields(config)}
+    unknown = sorted(name for name in from_run if name.replace("-", "_") not in known)
+    if unknown:
+        raise UsageError(f"{path}: '{unknown[0]}' is not a setting of a run (see pyro-vae-train --help)")
+    kept = {name: value for name, value in flags.items()
+            if name not in from_run or name.replace("-", "_") in set(SHARED_RUN_SETTINGS) & has}
+    checkpoint = Path(path).with_name("checkpoint.pt")
+    if Path(path).suffix == ".json" and "checkpoint" not in kept and checkpoint.is_file():
+        kept["checkpoint"] = str(checkpoint)
+    if first_process():
+        left = sorted(set(flags) - set(kept))
+        taken = ", ".join(f"{name} = {value}" for name, value in kept.items()
+                          if name in from_run or name == "checkpoint")
+        log.info("%s: a run's settings: took %s; left the other %d (%s) to the checkpoint", path,
+                 taken or "none", len(left), ", ".join(left))
+    return kept
 
 
 def _words(path: str | Path, key: str, value: Any, action: argparse.Action) -> list[str]:

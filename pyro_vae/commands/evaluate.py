@@ -105,7 +105,8 @@ def evaluate(a: argparse.Namespace, context: distributed.Context, device: str) -
         report = DatapointBounds.from_columns(values, ks).report()
         report = replace(report, ais=tuple(
             AISEstimate(steps, a.ais_chains, Estimate.of(values[f"ais_{steps}"]),
-                        values[f"ais_{steps}_acceptance"].mean().item(), scored.seconds[f"ais_{steps}"])
+                        values[f"ais_{steps}_acceptance"].mean().item(),
+                        scored.seconds[f"ais_{steps}"] / context.world_size, context.world_size)
             for steps in ais_steps))
         if not all(math.isfinite(value) for value in (report.elbo.mean, report.log_likelihood.mean)):
             raise UsageError(f"{a.checkpoint}: the model's bounds are not finite on these images (ELBO "

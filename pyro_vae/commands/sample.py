@@ -59,8 +59,9 @@ def run(a: argparse.Namespace) -> None:
         if max(a.interpolate) >= len(data.test):
             raise UsageError(f"--interpolate {a.interpolate[0]},{a.interpolate[1]}: the test set has "
                              f"{len(data.test)} images, numbered 0 to {len(data.test) - 1}")
-        if a.steps < 2:
-            raise UsageError(f"--steps {a.steps}: an interpolation needs at least its two ends, --steps 2")
+        if a.interpolate_images < 2:
+            raise UsageError(f"--interpolate-images {a.interpolate_images}: an interpolation needs at least its two "
+                             "ends, --interpolate-images 2")
     out = writable_dir(Path(a.checkpoint).parent / "samples" if a.out is None else a.out)
     require_own_folder(out, a.checkpoint, a.overwrite)
     stamp = figure_stamp(file_hash(a.checkpoint), state.get("epoch"))
@@ -79,10 +80,10 @@ def run(a: argparse.Namespace) -> None:
         written = ["samples.png", "reconstructions.png"]
         if a.interpolate is not None:
             first, second = a.interpolate
-            line_z, line = interpolation(vae, data.test[first], data.test[second], a.steps)
+            line_z, line = interpolation(vae, data.test[first], data.test[second], a.interpolate_images)
             tensors.update(interpolation_z=line_z.cpu(), interpolation=line.cpu(), interpolated=a.interpolate)
             ends = torch.stack([data.test[first], data.test[second]])
-            grid = image_grid(torch.cat([ends[:1], line, ends[1:]]), data.image_shape, a.steps + 2)
+            grid = image_grid(torch.cat([ends[:1], line, ends[1:]]), data.image_shape, a.interpolate_images + 2)
             save_grid(grid, f"test image {first}, the decoded line between their latent means, test image {second}",
                       out / "interpolation.png", metadata=stamp)
             written.append("interpolation.png")

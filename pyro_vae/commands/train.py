@@ -48,15 +48,18 @@ def output_folder(out: str | None, resume: str | None, overwrite: bool) -> Path:
 
 
 def run(args: argparse.Namespace) -> None:
-    model, data, train, run_config = configs(args)
-    context, _ = distributed.init(run_config.device)  # under torchrun: join the process group
-    try:
-        pyro.set_rng_seed((args.seed + context.rank) % 2**32)  # each rank its own z and binarization noise
-        out = output_folder(args.out, args.resume, args.overwrite)
-        resume = None if args.resume is None else (args.resume or out / "checkpoint.pt")
-        tensorboard = None if args.tensorboard is None else (args.tensorboard or out / "tensorboard")
-        run_training(model, data, train, out, run_config, progress=not args.no_progress, resume=resume,
-                     checkpoint_every=args.checkpoint_every, context=context, tensorboard=tensorboard,
-                     overwrite=args.overwrite, started=STARTED, after_startup=startup_done)
-    finally:
-        distributed.finish()
+    configs_of_run = configs(args)
+    # under torchrun: inside the process group
+    distributed.in_process_group(lambda context, _: train_in(args, configs_of_run, context), configs_of_run[3].device)
+
+
+def train_in(args: argparse.Namespace, configs_of_run: tuple[ModelConfig, DataConfig, TrainConfig, RunConfig],
+             context: distributed.Context) -> None:
+    model, data, train, run_config = configs_of_run
+    pyro.set_rng_seed((args.seed + context.rank) % 2**32)  # each rank its own z and binarization noise
+    out = output_folder(args.out, args.resume, args.overwrite)
+    resume = None if args.resume is None else (args.resume or out / "checkpoint.pt")
+    tensorboard = None if args.tensorboard is None else (args.tensorboard or out / "tensorboard")
+    run_training(model, data, train, out, run_config, progress=not args.no_progress, resume=resume,
+                 checkpoint_every=args.checkpoint_every, context=context, tensorboard=tensorboard,
+                 overwrite=args.overwrite, started=STARTED, after_startup=startup_done)

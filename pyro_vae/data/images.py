@@ -8,6 +8,7 @@ Files that are not images are skipped, and counted and named in the log; nothing
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -85,8 +86,11 @@ def image_files(root: Path) -> tuple[list[Path], list[Path], list[tuple[Path, st
             path = Path(entry.path)
             try:
                 mode = os.stat(path).st_mode  # through links
-            except (OSError, ValueError):
-                skipped.append((path, "a broken link" if entry.is_symlink() else "unreadable"))
+            except (OSError, ValueError) as error:
+                too_long = getattr(error, "errno", None) == errno.ENAMETOOLONG  # beyond the system's PATH_MAX
+                skipped.append((path, "a broken link" if entry.is_symlink() else
+                                "a path longer than the system allows: move it nearer the data folder" if too_long
+                                else "unreadable"))
                 continue
             if stat.S_ISDIR(mode):
                 stack.append(path)
@@ -95,6 +99,12 @@ def image_files(root: Path) -> tuple[list[Path], list[Path], list[tuple[Path, st
             else:
                 (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
     return sorted(images), sorted(others), skipped
+
+
+def shortened(path: Path, most: int = 100) -> str:
+    """``path`` as a log line shows it: its start and end around "..." when longer than ``most`` characters."""
+    text = str(path)
+    return text if len(text) <= most else f"{text[:most // 2 - 2]}...{text[-(most // 2 - 1):]}"
 
 
 @contextmanager
@@ -135,11 +145,11 @@ def read_folder(root: str | Path, channels: int | None = None, image_size: tuple
         raise UsageError(f"`channels={channels}`: choose 1 (grey) or 3 (RGB)")
     paths, others, skipped = image_files(root)
     if others:
-        shown = ", ".join(str(p.relative_to(root)) for p in others[:5]) + (", ..." if len(others) > 5 else "")
+        shown = ", ".join(shortened(p.relative_to(root)) for p in others[:5]) + (", ..." if len(others) > 5 else "")
         log.info("%s: skipped %d file%s (%s)", root, len(others),
                  " that is not an image" if len(others) == 1 else "s that are not images", shown)
     if skipped:
-        shown = ", ".join(f"{p.relative_to(root)}: {why}" for p, why in skipped[:5]) + (
+        shown = ", ".join(f"{shortened(p.relative_to(root))}: {why}" for p, why in skipped[:5]) + (
             ", ..." if len(skipped) > 5 else "")
         log.warning("%s: skipped %d entr%s that %s no readable file or folder (%s)", root, len(skipped),
                     "y" if len(skipped) == 1 else "ies", "is" if len(skipped) == 1 else "are", shown)

@@ -47,10 +47,12 @@ def _load_idx(folder: str, name: str, data_dir: str | Path, download: bool, get_
     if download and not all(path.exists() for path in paths):
         import torchvision.datasets
 
+        made = [f for f in (Path(data_dir), Path(data_dir) / folder, raw) if not f.exists()]  # by the download
         try:
             getattr(torchvision.datasets, folder)(str(data_dir), train=True, download=True)  # fetches all four
         except (RuntimeError, OSError):
-            pass  # said below, with what is missing, or by the caller's fallback
+            remove_empty(made)  # a failed download left empty folders (data/MNIST/raw) wherever it ran
+            # said below, with what is missing, or by the caller's fallback
     missing = [path.name for path in paths if not os.path.lexists(path)]  # a symlink loop is damaged, not missing
     reason = "the download failed (offline?)" if download else "downloads are disabled"
     if len(missing) == len(paths):
@@ -72,6 +74,15 @@ def _load_idx(folder: str, name: str, data_dir: str | Path, download: bool, get_
                          torch.from_numpy(labels.astype(np.int64)))
     (x_train, y_train), (x_test, y_test) = split["train"], split["t10k"]
     return hold_out(name, x_train, y_train, x_test, y_test, IMAGE_SHAPE)
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove those of ``folders`` that are empty, the deepest first; a folder something was put in stays."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def load_mnist(data_dir: str | Path, download: bool, seed: int, fallback: bool = False) -> Dataset:

@@ -63,7 +63,16 @@ class AISEstimate:
     num_chains: int
     log_likelihood: Estimate  # mean over datapoints of the per-datapoint AIS lower bound, and its SE
     acceptance: float  # mean HMC acceptance probability over datapoints, chains and transitions
-    seconds: float
+    seconds: float  # its wall time: shared by ``processes`` processes, each spent about this long on it
+    processes: int = 1
+
+    @property
+    def process_seconds(self) -> float:
+        """The seconds of every process on this row, summed."""
+        return self.seconds * self.processes
+
+    def timing(self) -> str:
+        return f"{self.seconds:.0f} s" + (f" on each of {self.processes} processes" if self.processes > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -100,7 +109,7 @@ class BoundsReport:
         lines.append(f"{'gap':>14}  {self.gap}   (log p^(x) - ELBO)")
         for row in self.ais:
             lines.append(f"{f'AIS T={row.num_steps}':>14}  {row.log_likelihood}   ({row.num_chains} chains, "
-                         f"acceptance {row.acceptance:.2f}, {row.seconds:.0f} s)")
+                         f"acceptance {row.acceptance:.2f}, {row.timing()})")
         if self.khat_above is not None:
             lines.append(
                 f"{'PSIS k^':>14}  median {self.khat_median:.2f}; {100 * self.khat_above:.1f}% of datapoints "

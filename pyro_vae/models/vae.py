@@ -29,6 +29,10 @@ class VAE(nn.Module):
         super().__init__()
         if isinstance(x_dim, bool) or not isinstance(x_dim, int) or x_dim < 1:
             raise UsageError(f"`x_dim` (pixels per image) must be a positive integer, got {x_dim!r}")
+        if image_shape is not None and not (isinstance(image_shape, (tuple, list)) and len(image_shape) == 3 and all(
+                isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in image_shape)):
+            raise UsageError(f"`image_shape` must be (channels, height, width), three positive integers, got "
+                             f"{image_shape!r}")
         if image_shape is not None and math.prod(image_shape) != x_dim:
             raise UsageError(f"`image_shape={tuple(image_shape)}` holds {math.prod(image_shape)} pixels, not "
                              f"`x_dim={x_dim}`")

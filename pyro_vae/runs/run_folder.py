@@ -126,8 +126,9 @@ def check_run_folder(out: Path, resume: Path | None, overwrite: bool) -> None:
     if not overwrite:
         raise UsageError(f"{out} holds an earlier run ({', '.join(earlier)}): pass `resume` to go on with it, "
                          "`overwrite` to replace it, or choose another `out`")
-    for name in earlier:
-        shutil.rmtree(out / name) if name == TENSORBOARD else (out / name).unlink()
+    for name in earlier:  # a link is removed, not what it points to: that is not this folder's to delete
+        path = out / name
+        shutil.rmtree(path) if name == TENSORBOARD and not path.is_symlink() else path.unlink()
     log.info("`overwrite`: removed the earlier run's %s from %s", ", ".join(earlier), out)
 
 

@@ -110,6 +110,33 @@ def checksum(state: Any, whole: bool = True) -> str:
     return (WHOLE if whole else "") + digest.hexdigest()
 
 
+# What the versions before WHOLE wrote: a checkpoint without a WHOLE checksum holds nothing newer (image_shape,
+# and these configs' fields, came later), and names a version that wrote no checksum (0.1.0 before 3e84a7f) or
+# the tensor-only one (0.1.0 and 0.2.0 until cdf948e)
+SINCE_WHOLE = {"": ("image_shape",), "model_config": ("arch", "z2_dim"), "data_config": ("channels", "image_size",
+                                                                                          "sha256"),
+               "train_config": ("steps",)}
+WROTE = {None: ("0.1.0",), "tensors": ("0.1.0", "0.2.0")}
+
+
+def older_checksum_problem(state: dict, stored: str | None) -> str | None:
+    """Why ``state``, whose checksum ``stored`` is not a WHOLE one, is no checkpoint of the versions that wrote
+    such checksums (None: it may be one, and is loaded as one; its content is still checked by schema_problem)."""
+    if isinstance(stored, str) and stored.startswith(WHOLE):
+        return None
+    kind = None if stored is None else "tensors"
+    what = "no checksum" if stored is None else "a checksum of its tensors alone"
+    newer = [name for part, names in SINCE_WHOLE.items() for name in names
+             if name in (state if part == "" else state.get(part) or {})]
+    if newer:
+        return f"has {what}, as the checkpoints of pyro_vae {' and '.join(WROTE[kind])} had, but holds {newer[0]}, " \
+               "which only later ones hold"
+    version = (state.get("versions") or {}).get("pyro_vae") if isinstance(state.get("versions"), dict) else None
+    if version not in WROTE[kind]:
+        return f"has {what}, which pyro_vae {version} never wrote (only {' and '.join(WROTE[kind])} did)"
+    return None
+
+
 def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
     """The checkpoint dict at ``path``, tensors on ``device``; a UsageError if it is not one: missing, a folder,
     unreadable, corrupt (a torch file that does not load, or whose content does not match its checksum), or
@@ -148,6 +175,9 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
     if damaged or stored is not None and not isinstance(stored, str):
         raise UsageError(f"corrupt checkpoint: the content of {path} does not match the checksum stored with it "
                          "(damaged on disk or in transfer, or edited): use another copy, or train again")
+    if problem := older_checksum_problem(state, stored):
+        raise UsageError(f"corrupt checkpoint: {path} {problem}: its checksum was removed or replaced (edited); use "
+                         "another copy, or train again")
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise UsageError(f"{path} lacks {', '.join(missing)}: it is not a whole pyro_vae checkpoint (edited or written "

@@ -56,7 +56,7 @@ def schema_problem(state: dict) -> str | None:
         return f"x_dim is {x_dim!r}, not a positive integer"
     try:
         shape = state.get("image_shape")
-        built = VAE(x_dim, model_config, image_shape=None if shape is None else tuple(shape))
+        built = VAE(x_dim, model_config, image_shape=shape)
     except UsageError as error:
         return str(error)
     expected = built.state_dict()

@@ -155,18 +155,25 @@ def init(device_name: str) -> tuple[Context, str]:
     return context, f"cuda:{local_rank}" if use_cuda else "cpu"
 
 
-def finish() -> None:
+def finish(completed: bool = True) -> None:
+    """Leave the process group. After work that completed, first wait for every rank to be done with
+    it: a rank that tears gloo down while another is still at work can abort (std::terminate). After
+    a failure, leave at once: the other ranks may be waiting in a collective this one never reaches."""
     if dist.is_initialized():
+        if completed:
+            dist.barrier()
         dist.destroy_process_group()
 
 
 def in_process_group(body: Callable[[Context, str], None], device_name: str) -> None:
     """``body(context, device)`` inside the process group torchrun started (see init), left when it ends."""
     context, device = init(device_name)
+    completed = False
     try:
         body(context, device)
+        completed = True
     finally:
-        finish()
+        finish(completed)
 
 
 class MinibatchLoss(nn.Module):

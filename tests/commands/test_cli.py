@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pyro_vae.commands.cli import as_flags, main, pause_collection, startup_done
+from pyro_vae.commands.cli import ArgumentParser, as_flags, main, pause_collection, startup_done
 from pyro_vae.errors import UsageError
 from pyro_vae.inference.objectives import make_elbo
 
@@ -45,6 +45,30 @@ def test_a_script_prints_a_library_error_with_flags(capsys):
 
     assert main(run, []) == 2
     assert capsys.readouterr().err == "error: --jit is not available with --elbo iwae: drop --jit\n"
+
+
+@pytest.mark.parametrize("rank, printed", [("0", True), ("1", False), ("", True)])
+def test_under_torchrun_rank_0_alone_prints_a_bad_input(capsys, monkeypatch, rank, printed):
+    monkeypatch.setenv("RANK", rank)  # torchrun sets it in each process it starts
+
+    def run(argv):
+        make_elbo("iwae", 5, jit=True)
+
+    parser = ArgumentParser(prog="train_svi.py")
+    parser.add_argument("--epochs", type=int)
+    assert main(run, []) == 2
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["--epochs", "x"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert (err.count("error: ") == 2) if printed else err == ""
+
+
+def test_main_gives_an_in_process_caller_its_logging_back(capsys):
+    logger = logging.getLogger("pyro_vae")
+    before = logger.handlers[:], logger.level
+    assert main(lambda argv: None, []) == 0
+    assert (logger.handlers, logger.level) == before  # none left on a stream the caller may close
 
 
 def test_a_script_logs_library_lines_with_flags(capsys):

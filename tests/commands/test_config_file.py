@@ -2,6 +2,7 @@
 it to the last digit."""
 
 import json
+import logging
 
 import pytest
 
@@ -124,3 +125,29 @@ def test_a_runs_saved_config_repeats_it_to_the_last_digit(tiny_mnist, tmp_path):
     for again in ("b", "c"):
         repeated = json.loads((tmp_path / again / "metrics.json").read_text())
         assert without_timings(repeated) == without_timings(first), again
+
+
+def test_a_runs_metrics_json_gives_the_other_commands_its_checkpoint_and_shared_settings(tiny_mnist, tmp_path,
+                                                                                       caplog):
+    """Every command's --help offers "a run's metrics.json"; evaluate and plot refused it ('z_dim' is not a
+    setting of pyro-vae-evaluate). They take what they share with the run and leave training's to the checkpoint."""
+    run = tmp_path / "run"
+    assert run_in_process("train_svi", [*TINY, "--data-dir", tiny_mnist, "--out", run, "--device", "cpu"]) == 0
+    metrics = run / "metrics.json"
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        given = parse("evaluate", ["--config", str(metrics), "--images", "5"])
+    assert (given.checkpoint, given.eval_samples, given.device, given.data_dir, given.images) == (
+        str(run / "checkpoint.pt"), 20, "cpu", str(tiny_mnist), 5)
+    assert given.seed == 0  # the run's seed seeded its training, not this command's samplers
+    said = [r.getMessage() for r in caplog.records if "a run's settings" in r.getMessage()]
+    assert len(said) == 1 and "z_dim" in said[0] and "eval_samples = 20" in said[0], said
+    for name in ("plot", "sample", "bdmc", "gaps"):
+        assert parse(name, ["--config", str(metrics)]).checkpoint == str(run / "checkpoint.pt"), name
+    assert run_in_process("evaluate", ["--config", metrics, "--images", "4", "--eval-samples", "5",
+                                       "--out", tmp_path / "eval"]) == 0
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["images"]["count"] == 4
+    assert run_in_process("plot", ["--config", metrics, "--out", tmp_path / "plots"]) == 0
+    # a table's key that is no setting of any run is still a misspelling, for every command
+    (tmp_path / "typo.toml").write_text('checkpoint = "c.pt"\n[model]\nz_dimm = 3\n')
+    with pytest.raises(UsageError, match="'z_dimm' is not a setting of a run"):
+        parse("evaluate", ["--config", str(tmp_path / "typo.toml")])

@@ -52,7 +52,8 @@ def without_timings(path):
     result.pop("processes")
     result.pop("seconds", None)
     for row in result.get("ais", []) + result.get("rows", []):
-        row.pop("seconds")
+        for timing in ("seconds", "processes", "process_seconds"):
+            row.pop(timing, None)
     return result
 
 
@@ -65,8 +66,11 @@ def test_two_processes_give_every_image_the_numbers_of_one(trained, tmp_path):
             "--eval-samples", "10", "--images-per-pass", "3"]
     runs = {n: (launch("evaluate", *evaluate, "--out", tmp_path / f"e{n}", processes=n, cwd=tmp_path),
                 launch("bdmc", *bdmc, "--out", tmp_path / f"b{n}", processes=n, cwd=tmp_path)) for n in (1, 2)}
-    for one, two in zip(*runs.values()):  # the printed tables, but for AIS's seconds
-        assert re.sub(r", \d+ s\)", ")", finished(one)) == re.sub(r", \d+ s\)", ")", finished(two))
+    printed = {n: [finished(process) for process in launched] for n, launched in runs.items()}
+    timing = r", \d+ s( on each of 2 processes)?\)"
+    for one, two in zip(printed[1], printed[2]):  # the printed tables, but for AIS's seconds
+        assert re.sub(timing, ")", one) == re.sub(timing, ")", two)
+    assert re.search(r"AIS T=3 .*, \d+ s on each of 2 processes\)", printed[2][0]), printed[2][0]
     per_image = (tmp_path / "e1" / "per_image.csv").read_text()
     assert per_image == (tmp_path / "e2" / "per_image.csv").read_text()
     assert per_image.splitlines()[0] == "index,elbo,iwae_5,iwae_30,khat,ais_3,ais_3_acceptance"
@@ -74,6 +78,11 @@ def test_two_processes_give_every_image_the_numbers_of_one(trained, tmp_path):
     assert without_timings(tmp_path / "e1" / "evaluation.json") == without_timings(tmp_path / "e2" / "evaluation.json")
     result = json.loads((tmp_path / "e2" / "evaluation.json").read_text())
     assert result["processes"] == 2 and result["checkpoint_epoch"] == 2  # which checkpoint the numbers are of
+    # an AIS row's time is each process's share, within the wall time (was: the processes' sum, beyond it)
+    (row,) = result["ais"]
+    assert row["processes"] == 2 and 0 < row["seconds"] <= result["seconds"]
+    for bdmc_row in json.loads((tmp_path / "b2" / "bdmc.json").read_text())["rows"]:
+        assert bdmc_row["process_seconds"] == pytest.approx(2 * bdmc_row["seconds"])
     assert result["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     for figure in (tmp_path / "e2" / "bounds.png", tmp_path / "b2" / "bdmc.png"):  # the figures say it too
         with Image.open(figure) as image:

@@ -12,7 +12,7 @@ def test_sample_writes_its_grids_and_tensors(tiny_mnist, tmp_path, capsys):
     run = tmp_path / "run"
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", run, *TINY]) == 0
     flags = ["--checkpoint", run / "checkpoint.pt", "--data-dir", tiny_mnist, "--num", "12", "--seed", "7"]
-    assert run_in_process("sample", [*flags, "--interpolate", "3,5", "--steps", "6"]) == 0
+    assert run_in_process("sample", [*flags, "--interpolate", "3,5", "--interpolate-images", "6"]) == 0
     out = run / "samples"  # beside the checkpoint, not over training's own samples.png
     assert "wrote" in capsys.readouterr().err
     for name, width in (("samples.png", 8), ("reconstructions.png", 8), ("interpolation.png", 8)):

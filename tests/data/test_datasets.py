@@ -280,3 +280,26 @@ def test_a_failed_download_is_said_once_in_the_error(tmp_path, monkeypatch, capl
         with pytest.raises(UsageError, match=r"files not found: .* the download failed \(<urlopen error \[Errno"):
             load_dataset("binarized-mnist", tmp_path / "none", download=True)
     assert caplog.text == ""
+
+
+def test_a_failed_download_leaves_no_empty_folders_behind(tmp_path, monkeypatch):
+    """The default run, offline, left an empty data/MNIST/raw wherever it ran (torchvision makes the folders,
+    then fails to fill them). Folders that were there before stay, and so does one the user put a file in."""
+    import urllib.error
+
+    import torchvision.datasets.mnist
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", offline)
+    monkeypatch.setattr(torchvision.datasets.mnist.MNIST, "mirrors", ["http://offline.invalid/"])
+    data = tmp_path / "data"
+    with pytest.raises(UsageError, match="the download failed"):
+        load_dataset("mnist", data, download=True)
+    assert not data.exists()  # was: data/MNIST/raw, empty
+    data.mkdir()
+    (data / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="the download failed"):
+        load_dataset("mnist", data, download=True)
+    assert sorted(p.name for p in data.iterdir()) == ["notes.txt"]

@@ -1,6 +1,7 @@
 """Your own images: folders of image files and .npy/.npz arrays, every bad-data case one line."""
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -294,8 +295,6 @@ def test_bool_complex_and_label_arrays(tmp_path):
 
 def test_links_are_followed_and_what_is_no_file_is_said(tmp_path, caplog):
     # a symlinked class folder lost 12 of 24 images; loops, broken links, /dev/zero and a FIFO went unsaid
-    import os
-
     write_pngs(tmp_path / "elsewhere", n=12, classes=("dogs",))
     root = tmp_path / "images"
     write_pngs(root, n=12, classes=("cats",))
@@ -330,6 +329,37 @@ def test_a_folder_nested_deeper_than_python_recurses_is_read(tmp_path):
         while folder != tmp_path:
             folder.rmdir()
             folder = folder.parent
+
+
+def test_a_path_beyond_path_max_is_named_among_the_skipped_and_the_rest_is_read(tmp_path, caplog):
+    """A path longer than the system's PATH_MAX (4,096 bytes on Linux) was a traceback; it is skipped, said
+    in one warning that names why (shortened: the path itself is thousands of characters), and the rest is read."""
+    root = tmp_path / "images"
+    write_pngs(root, n=12, classes=None)
+    here = os.getcwd()
+    try:  # relative steps: no absolute path this long can be made or opened
+        os.chdir(root)
+        for _ in range(25):
+            os.mkdir("x" * 200)
+            os.chdir("x" * 200)
+        write_pngs(Path("."), n=2, classes=None)
+        os.chdir(here)
+        with caplog.at_level(logging.INFO, logger="pyro_vae"):
+            assert len(read_folder(root).x) == 12
+        warning = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+        assert len(warning) == 1 and "a path longer than the system allows" in warning[0]
+        assert len(warning[0]) < 400, warning[0]
+    finally:  # bottom up, by relative steps: shutil.rmtree cannot open these paths
+        os.chdir(root)
+        for _ in range(24):
+            os.chdir("x" * 200)
+        os.chdir("x" * 200)
+        for png in Path(".").glob("*.png"):
+            png.unlink()
+        for _ in range(25):
+            os.chdir("..")
+            os.rmdir("x" * 200)
+        os.chdir(here)
 
 
 def test_an_npz_with_an_object_or_a_damaged_member_is_one_line(tmp_path):

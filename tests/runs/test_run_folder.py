@@ -93,3 +93,19 @@ def test_evaluations_and_plots_hold_the_folder_while_they_write(tmp_path):
         with pytest.raises(UsageError, match="is in use by another run"):
             with RunFolder(tmp_path):
                 pass
+
+
+def test_overwrite_removes_a_linked_tensorboard_folder_as_a_link_and_leaves_its_target(tmp_path):
+    """`train --overwrite` on a run whose tensorboard folder is a link was a traceback (rmtree refuses links);
+    the link goes, and the folder it points to, which may hold anything, stays whole."""
+    out, elsewhere = tmp_path / "run", tmp_path / "my_boards"
+    out.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "events.out.tfevents.1").write_text("curves")
+    (out / "tensorboard").symlink_to(elsewhere, target_is_directory=True)
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(UsageError, match="holds an earlier run"):
+        check_run_folder(out, None, overwrite=False)
+    check_run_folder(out, None, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == []
+    assert (elsewhere / "events.out.tfevents.1").read_text() == "curves"

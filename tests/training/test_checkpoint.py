@@ -81,15 +81,73 @@ def test_the_checksum_covers_every_setting_not_only_the_tensors(tmp_path, edit):
         checkpoint.read(path)
 
 
+def as_written_before_the_whole_checksum(state, version="0.2.0"):
+    """``state`` as pyro_vae 0.1.0-0.2.0 wrote it before the whole-content checksum: without the settings that
+    came later."""
+    for part, names in checkpoint.SINCE_WHOLE.items():
+        for name in names:
+            (state if part == "" else state[part]).pop(name)
+    state["versions"]["pyro_vae"] = version
+    return state
+
+
 def test_a_checkpoint_with_the_tensor_only_checksum_of_earlier_versions_still_loads(tmp_path):
     path = saved_checkpoint(tmp_path / "checkpoint.pt")
-    state = torch.load(path, weights_only=True)
+    state = as_written_before_the_whole_checksum(torch.load(path, weights_only=True))
     state["checksum"] = checkpoint.checksum(state, whole=False)  # as 0.2.0 wrote it
     torch.save(state, path)
     assert checkpoint.read(path)["epoch"] == 2
     state["decoder"]["net.0.bias"][0] += 1  # and a flipped weight there is still caught
     torch.save(state, path)
     with pytest.raises(UsageError, match="^corrupt checkpoint"):
+        checkpoint.read(path)
+
+
+@pytest.mark.parametrize("older, version, message", [
+    (False, "0.2.0", "has no checksum, as the checkpoints of pyro_vae 0.1.0 had, but holds image_shape"),
+    (True, "0.2.0", "has no checksum, which pyro_vae 0.2.0 never wrote"),
+    (False, None, "has a checksum of its tensors alone, .* but holds image_shape"),
+    (True, "0.3.0", "has a checksum of its tensors alone, which pyro_vae 0.3.0 never wrote"),
+])
+def test_a_checkpoint_whose_checksum_was_removed_or_replaced_by_an_older_kind_is_refused(tmp_path, older, version,
+                                                                                            message):
+    """Deleting the checksum, or writing the old tensor-only one, let edited settings load. A checkpoint without
+    the whole-content checksum loads only as one the versions that wrote it could have written."""
+    path = saved_checkpoint(tmp_path / "checkpoint.pt")
+    state = torch.load(path, weights_only=True)
+    state["train_config"]["epochs"] = 10  # the edit
+    if older:
+        state = as_written_before_the_whole_checksum(state, version)
+    if "no checksum" in message:
+        del state["checksum"]
+    else:
+        state["checksum"] = checkpoint.checksum(state, whole=False)
+    torch.save(state, path)
+    with pytest.raises(UsageError, match="^corrupt checkpoint: .*" + message + ".*removed or replaced"):
+        checkpoint.read(path)
+
+
+def test_a_checkpoint_of_0_1_0_without_a_checksum_loads_and_its_content_is_still_checked(tmp_path):
+    path = saved_checkpoint(tmp_path / "checkpoint.pt")
+    state = as_written_before_the_whole_checksum(torch.load(path, weights_only=True), "0.1.0")
+    del state["checksum"]
+    torch.save(state, path)
+    assert checkpoint.read(path)["epoch"] == 2
+    state["model_config"]["z_dim"] = 4  # weights of z_dim 3
+    torch.save(state, path)
+    with pytest.raises(UsageError, match="is not a valid pyro_vae checkpoint: the encoder: .* needs"):
+        checkpoint.read(path)
+
+
+@pytest.mark.parametrize("shape", [[1, 1, 3, 4], [3, 4], 12, [1, 3, 4.0], [True, 3, 4], "134"])
+def test_an_image_shape_that_is_not_three_positive_integers_is_refused(tmp_path, shape):
+    path = saved_checkpoint(tmp_path / "checkpoint.pt")
+    state = torch.load(path, weights_only=True)
+    state["image_shape"] = shape  # a 4-D shape loaded; [3, 4] and 12 were tracebacks
+    state["checksum"] = checkpoint.checksum(state)
+    torch.save(state, path)
+    with pytest.raises(UsageError, match=r"not a valid pyro_vae checkpoint: `image_shape` must be \(channels, "
+                                         r"height, width\), three positive integers"):
         checkpoint.read(path)
 
 

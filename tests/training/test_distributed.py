@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from pyro_vae.config import ModelConfig, TrainConfig
 from pyro_vae.data.pixels import PreparedData
 from pyro_vae.models.vae import VAE
-from pyro_vae.training.distributed import SINGLE, Context
+from pyro_vae.training.distributed import SINGLE, Context, finish
 from pyro_vae.training.loop import fit
 
 from conftest import binary_data
@@ -66,7 +66,7 @@ def worker(rank: int, world_size: int, port: int, out: str, n_train: int) -> Non
         if rank == 0:
             torch.save(result, out)
     finally:
-        dist.destroy_process_group()
+        finish()
 
 
 @pytest.mark.parametrize("n_train", [96, 99])  # 6 full minibatches of 16; or a last one of 3, sharded 2 + 1

@@ -40,6 +40,6 @@ def bdmc_parser() -> ArgumentParser:
     add_parts_arguments(p, "BDMC run")
     add_checkpoint_arguments(p, seeds="the simulated images and every sampler",
                              out="bdmc.json, bdmc_per_image.csv and bdmc.png")
-    add_common(p, progress=True)
+    add_common(p, progress=True, example="ais-steps = 1000, images = 20")
     add_renamed(p, RENAMED["bdmc"])
     return p

@@ -39,6 +39,7 @@ RENAMED = {
     "evaluate": {"--num-samples": "eval_samples", "--batch-size": "images_per_pass"},
     "bdmc": {"--iwae-samples": "eval_samples", "--num-images": "images", "--steps": "ais_steps",
              "--chains": "ais_chains", "--leapfrog": "ais_leapfrog", "--batch-size": "images_per_pass"},
+    "sample": {"--steps": "interpolate_images"},  # renamed in 0.3.x: --steps is training's optimizer steps
     "gaps": {"--num-samples": "elbo_samples", "--num-images": "images", "--batch-size": "images_per_pass"},
 }
 # torch's default, a thread per core, made epochs 4x slower on a 2-core machine with a busy core
@@ -80,14 +81,18 @@ def image_size(text: str) -> tuple[int, int]:
     return values[0], values[-1]
 
 
-def add_common(p: argparse.ArgumentParser, progress: bool) -> None:
-    """What every command has: --config, --threads and, where a bar shows progress, --no-progress."""
+def add_common(p: argparse.ArgumentParser, progress: bool, example: str, trains: bool = False) -> None:
+    """What every command has: --config (``example``: two of the command's own flag = value lines), --threads
+    and, where a bar shows progress, --no-progress. ``trains``: the command that a run's metrics.json repeats."""
+    run_config = ("a run's metrics.json, whose config block repeats that run" if trains else
+                  "a run's metrics.json: its checkpoint, --data-dir, --device and --eval-samples (the rest, training's "
+                  "settings, is in the checkpoint)")
     p.add_argument("--config", metavar="FILE",
-                   help="read flags from FILE: a TOML file of flag = value lines (e.g. epochs = 50, hidden = [200, "
-                        "200]), or a run's metrics.json, whose config block repeats that run; flags given here win")
+                   help=f"read flags from FILE: a TOML file of flag = value lines (e.g. {example}), or {run_config}; "
+                        "flags given here win")
     p.add_argument("--threads", type=positive_int, default=None,
                    help=f"torch CPU threads per process (default: {DEFAULT_THREADS}, or OMP_NUM_THREADS when set; "
-                        "more threads than free cores made epochs 4x slower)")
+                        "more threads than free cores made the work 4x slower), at most the cores there are")
     if progress:
         p.add_argument("--no-progress", action="store_true",
                        help="no progress bar (there is none when stderr is not a terminal, e.g. in a log file)")
@@ -97,7 +102,9 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser, seeds: str, out: str) -
     """The flags of commands that read a trained run: the checkpoint, where its data is, device, seed, out."""
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by pyro-vae-train")
     p.add_argument("--data-dir", help="read the data from here instead of the directory used in training")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="(default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the model runs: auto is the GPU when torch sees one, else the CPU "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=seed, default=0, help=f"seeds {seeds} (default: %(default)s)")
     p.add_argument("--out", help=f"where {out} go (default: beside the checkpoint)")
 
@@ -105,7 +112,8 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser, seeds: str, out: str) -
 def add_parts_arguments(p: argparse.ArgumentParser, what: str) -> None:
     """The flags of commands that score images in saved parts (runs/parts.py)."""
     p.add_argument("--images-per-pass", type=positive_int, default=100,
-                   help="images scored at once, and per saved part (default: %(default)s)")
+                   help="images scored at once, and at most per saved part: a part holds about a minute's work "
+                        "(default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help=f"go on with an interrupted {what}: the parts it saved are kept, the rest scored; refused when "
                         "a setting differs")

@@ -53,6 +53,6 @@ def evaluate_parser() -> ArgumentParser:
     add_parts_arguments(p, "evaluation")
     add_checkpoint_arguments(p, seeds="the choice of --images and every image's random numbers",
                              out="evaluation.json, per_image.csv and bounds.png")
-    add_common(p, progress=True)
+    add_common(p, progress=True, example="eval-samples = 5000, images = 500")
     add_renamed(p, RENAMED["evaluate"])
     return p

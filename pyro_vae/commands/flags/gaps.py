@@ -41,10 +41,11 @@ def gaps_parser() -> ArgumentParser:
                         "guide widened; the best is kept, so a posterior with several modes gets its best one "
                         "(default: %(default)s)")
     p.add_argument("--elbo-samples", type=positive_int, default=1000,
-                   help="draws that estimate each ELBO, L[q] and L[q*] (default: %(default)s)")
+                   help="draws that estimate each ELBO, L[q] and L[q*]: an average of log-weights, not the K of "
+                        "an importance-sampled log p(x) that --eval-samples sets elsewhere (default: %(default)s)")
     add_ais_arguments(p, positive_int, 500, "AIS transitions (default: %(default)s)")
     add_parts_arguments(p, "run")
     add_checkpoint_arguments(p, seeds="the choice of images and every sampler", out="gaps.json and gaps.png")
-    add_common(p, progress=True)
+    add_common(p, progress=True, example="images = 50, ais-steps = 500")
     add_renamed(p, RENAMED["gaps"])
     return p

@@ -23,5 +23,5 @@ def plot_parser() -> ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="write into an --out that holds another run (refused without it)")
     add_checkpoint_arguments(p, seeds="the prior samples", out="the PNGs")
-    add_common(p, progress=False)
+    add_common(p, progress=False, example="seed = 1, device = \"cpu\"")
     return p

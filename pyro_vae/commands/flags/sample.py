@@ -11,15 +11,18 @@ from pyro_vae.commands.cli import (
     summary,
 )
 from pyro_vae.commands.flags.common import (
+    RENAMED,
     add_checkpoint_arguments,
     add_common,
+    add_renamed,
 )
 
 SAMPLE = """Draw from a trained VAE: prior samples, reconstructions of test images and latent interpolations
 between two test images, as PNG grids and a .pt of the tensors.
 
     pyro-vae-sample --checkpoint runs/train_svi/checkpoint.pt --num 64
-    pyro-vae-sample --checkpoint runs/train_svi/checkpoint.pt --interpolate 3,7 --steps 10 --temperature 0.8
+    pyro-vae-sample --checkpoint runs/train_svi/checkpoint.pt --interpolate 3,7 --interpolate-images 10 \\
+        --temperature 0.8
 
 Samples come from pyro.infer.Predictive on the model: z ~ N(0, T^2 I) with T = --temperature, then the
 decoder's mean image (its pixel probabilities, or the Gaussian's mean). Writes samples.png,
@@ -44,13 +47,14 @@ def sample_parser() -> ArgumentParser:
                    help="prior samples, and test images reconstructed (default: %(default)s)")
     p.add_argument("--interpolate", type=index_pair, metavar="A,B",
                    help="also decode the straight line between the latent means of test images A and B")
-    p.add_argument("--steps", type=positive_int, default=10,
-                   help="--interpolate: images along the line, the two ends included, at least 2 "
-                        "(default: %(default)s)")
+    p.add_argument("--interpolate-images", type=positive_int, default=10,
+                   help="--interpolate: images along the line, the two ends included, at least 2 (called --steps "
+                        "before 0.4: --steps is training's optimizer steps) (default: %(default)s)")
     p.add_argument("--temperature", type=positive_float, default=1.0,
                    help="scale of the prior's standard deviation for the samples (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into an --out that holds another run (refused without it)")
     add_checkpoint_arguments(p, seeds="the prior samples", out="the PNGs and samples.pt")
-    add_common(p, progress=False)
+    add_common(p, progress=False, example="num = 64, temperature = 0.8")
+    add_renamed(p, RENAMED["sample"])
     return p

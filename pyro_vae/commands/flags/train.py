@@ -150,5 +150,5 @@ def train_parser() -> ArgumentParser:
                    help="write TensorBoard event files (scalars per epoch, images every 5 and at the last, the final "
                         "log p(x), the config) to DIR, by default <out>/tensorboard; needs pip install -e "
                         "\".[tensorboard]\"")
-    add_common(p, progress=True)
+    add_common(p, progress=True, example="epochs = 50, hidden = [200, 200]", trains=True)
     return p
