@@ -13,11 +13,12 @@ from pyro_vae.data.pixels import PreparedData
 from pyro_vae.errors import UsageError
 from pyro_vae.evaluation.bounds import datapoint_ais, datapoint_bounds
 from pyro_vae.inference.ais import ais, reverse_ais
-from pyro_vae.inference.estimators import log_marginal_likelihood
+from pyro_vae.inference.estimators import iwae_bound, log_marginal_likelihood
+from pyro_vae.inference.local import local_elbo
 from pyro_vae.inference.objectives import make_elbo
 from pyro_vae.models.model import DATA_PLATE, LATENT
 from pyro_vae.models.vae import VAE
-from pyro_vae.training.loop import fit
+from pyro_vae.training.loop import fit, held_out_bound
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,37 @@ CASES = [
                                          PreparedData(X[:0], X, X, "none", (3, 4)), TrainConfig(epochs=1),
                                          progress=False),
      UsageError, "nothing to train on: 0 training and 4 validation images"),
+    # each of these was a TypeError, AttributeError, ZeroDivisionError or a shape error from inside torch
+    ("x of another width", lambda vae: log_marginal_likelihood(vae.model, vae.guide, X[:, :11], num_samples=5),
+     ValueError, r"x has 11 values per image, and this VAE's images have `x_dim=12`"),
+    ("x in float64", lambda vae: log_marginal_likelihood(vae.model, vae.guide, X.double(), num_samples=5),
+     ValueError, r"x holds torch.float64 values and the VAE's weights are torch.float32: pass x.to\(torch.float32\)"),
+    ("x of 8-bit pixels", lambda vae: datapoint_bounds(vae, (X * 255).to(torch.uint8), ks=(1, 5)),
+     ValueError, r"x holds torch.uint8 values .*: pass x.float\(\) / 255 for 8-bit pixels"),
+    ("x on another device", lambda vae: log_marginal_likelihood(vae.model, vae.guide, X.to("meta"), num_samples=5),
+     ValueError, r"x is on meta and the VAE on cpu: pass x.to\('cpu'\)"),
+    ("x a list", lambda vae: log_marginal_likelihood(vae.model, vae.guide, X.tolist(), num_samples=5),
+     ValueError, r"`x` must be a torch.Tensor, got a list: pass torch.as_tensor\(x, dtype=torch.float32\)"),
+    ("x a NumPy array", lambda vae: datapoint_bounds(vae, X.numpy(), ks=(1, 5)),
+     ValueError, r"`x` must be a torch.Tensor, got a numpy.ndarray"),
+    ("num_samples=5.0", lambda vae: log_marginal_likelihood(vae.model, vae.guide, X, num_samples=5.0),
+     ValueError, "`num_samples` must be a positive integer, got 5.0"),
+    ("chunk_size=2.0", lambda vae: log_marginal_likelihood(vae.model, vae.guide, X, num_samples=5, chunk_size=2.0),
+     ValueError, "`chunk_size` must be a positive integer, got 2.0"),
+    ("iwae_bound k=2.0", lambda vae: iwae_bound(torch.zeros(4, 3), 2.0), ValueError,
+     "`k` must be a positive integer, got 2.0"),
+    ("datapoint_bounds ks=(1, 5.0)", lambda vae: datapoint_bounds(vae, X, ks=(1, 5.0)), ValueError,
+     "`ks` must be a positive integer, got 5.0"),
+    ("local_particles=0", lambda vae: local_elbo(vae.model, vae.guide, X, local_steps=2, local_particles=0),
+     ValueError, "`local_particles` must be a positive integer, got 0"),
+    ("held_out_bound on no images", lambda vae: held_out_bound(vae, X[:0], TrainConfig()), ValueError,
+     "x holds no images"),
+    ("model(None, size=0)", lambda vae: vae.model(None, size=0), ValueError,
+     "`size` must be a positive integer, got 0"),
+    ("subsample beyond the plate", lambda vae: vae.model(X, size=4, subsample=torch.tensor([0, 1, 2, 7])), ValueError,
+     r"`subsample` holds indices 0..7, outside the dataset of `size=4` images \(0..3\)"),
+    ("subsample of another length", lambda vae: vae.model(X, subsample=torch.tensor([0, 1])), ValueError,
+     r"`subsample` must hold one dataset index per image of x, \(4,\); got shape \(2,\)"),
     ("reverse AIS without latents", lambda vae: reverse_ais(vae.model, vae.guide, X, latents={}, **AIS), ValueError,
      r"the start \(latents\) names sites \[\], and the guide's latent sites are \['z'\]"),
     ("reverse AIS, a misnamed latent", lambda vae: reverse_ais(vae.model, vae.guide, X,

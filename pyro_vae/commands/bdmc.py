@@ -28,6 +28,7 @@ from pyro_vae.evaluation.bounds import (
     require_bounds_memory,
     samples_per_second,
 )
+from pyro_vae.evaluation.memory import estimator_bytes, require_memory
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.ais import ais, reverse_ais
 from pyro_vae.inference.sites import sample_sites
@@ -97,6 +98,8 @@ def bdmc(a: argparse.Namespace, context: distributed.Context, device: str) -> No
     pyro.enable_validation(False)
     out = writable_dir(Path(a.checkpoint).parent if a.out is None else a.out)
     require_own_folder(out, a.checkpoint, a.overwrite)
+    require_memory(estimator_bytes(vae, vae.x_dim, a.images, 1), next(vae.parameters()).device,
+                   f"simulating {a.images} images at once", "lower `images`")
     with torch.no_grad():
         trace = poutine.trace(vae.model).get_trace(None, size=a.images)  # z ~ p(z), x ~ p(x|z)
     sites = sample_sites(trace)

@@ -40,11 +40,11 @@ def read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     require_regular(path, "the config file")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some Windows editors write, is not TOML
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"cannot read the config file {path} ({getattr(error, 'strerror', None) or error}): "
                          "pass a TOML file, or a run's metrics.json") from None
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         try:
             config = json.loads(text)["config"]
         except (ValueError, KeyError, TypeError):
@@ -173,4 +173,4 @@ def _words(path: str | Path, key: str, value: Any, action: argparse.Action) -> l
         raise UsageError(f"{path}: '{key}' = {value!r}: {error}") from None
     if action.choices is not None and converted not in action.choices:
         raise UsageError(f"{path}: '{key}' = {value!r}: choose one of {', '.join(map(str, action.choices))}")
-    return [flag, text]
+    return [f"{flag}={text}"]  # one word: a value that starts with "-" is not taken for a flag

@@ -19,6 +19,7 @@ from torch import Tensor
 from pyro_vae.commands.cli import startup_done
 from pyro_vae.errors import UsageError
 from pyro_vae.evaluation.bounds import ais_work, samples_per_second
+from pyro_vae.evaluation.memory import require_ais_memory, require_bounds_memory
 from pyro_vae.files import atomic_write_text, save_figure
 from pyro_vae.inference.gaps import InferenceGaps, inference_gaps
 from pyro_vae.inference.local import CONVERGED_NATS, LocalFit
@@ -117,6 +118,11 @@ def gaps_of(a: argparse.Namespace, context: distributed.Context, device: str) ->
     require_own_folder(out, a.checkpoint, a.overwrite)
     index, _ = choose_images(len(data.test), images=a.images, seed=a.seed)
     x = data.test[index.to(data.test.device)]
+    # what cannot fit is refused now, naming its flag: AIS's chains and schedule; the ELBOs' draws, all at once
+    require_ais_memory(vae, x.shape[-1], len(x), a.ais_steps, a.ais_chains, a.images_per_pass, x.device, "ais_steps",
+                       "images_per_pass")
+    require_bounds_memory(vae, x.shape[-1], len(x), a.elbo_samples, a.images_per_pass, a.elbo_samples, x.device,
+                          "elbo_samples", sizes_settable=False)
     log.info("%s: %d random test images of %s; q* by %d local steps from %d starts, AIS with %d steps x %d chains",
              a.checkpoint, len(x), state["data_config"]["dataset"], a.local_steps, a.local_starts, a.ais_steps,
              a.ais_chains)

@@ -13,6 +13,7 @@ import torch
 
 from pyro_vae.commands.cli import startup_done
 from pyro_vae.errors import UsageError
+from pyro_vae.evaluation.memory import estimator_bytes, require_memory
 from pyro_vae.files import atomic_write
 from pyro_vae.models.vae import VAE
 from pyro_vae.runs.experiment import load_run
@@ -62,6 +63,14 @@ def run(a: argparse.Namespace) -> None:
         if a.interpolate_images < 2:
             raise UsageError(f"--interpolate-images {a.interpolate_images}: an interpolation needs at least its two "
                              "ends, --interpolate-images 2")
+    # refused now, naming the flag, rather than failing late: the images, their grid and its PNG (about 3 copies)
+    device = next(vae.parameters()).device
+    require_memory(3 * estimator_bytes(vae, vae.x_dim, 2 * a.num, 1), device, f"--num {a.num} samples and "
+                   "reconstructions, with their figures", "lower --num")
+    if a.interpolate is not None:
+        require_memory(3 * estimator_bytes(vae, vae.x_dim, a.interpolate_images, 1), device,
+                       f"an interpolation of {a.interpolate_images} images, with its figure",
+                       "lower --interpolate-images")
     out = writable_dir(Path(a.checkpoint).parent / "samples" if a.out is None else a.out)
     require_own_folder(out, a.checkpoint, a.overwrite)
     stamp = figure_stamp(file_hash(a.checkpoint), state.get("epoch"))

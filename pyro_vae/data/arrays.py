@@ -4,6 +4,7 @@ without pickles and checked (shape, dtype, range, labels), as (N, C, H, W) float
 from __future__ import annotations
 
 import hashlib
+import math
 import zipfile
 import zlib
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 
 from pyro_vae.data.images import CHANNELS, content_hash
 from pyro_vae.errors import UsageError
+from pyro_vae.files import require_regular
+from pyro_vae.resources import require_memory
 
 MAX_CLASSES = 1000  # labels are class numbers 0..999: a figure's colours and legend are drawn per class
 
@@ -49,17 +52,59 @@ def as_images(array: np.ndarray, name: str) -> np.ndarray:
     return array.astype(np.float32) / 255.0
 
 
+def declared_bytes(path: Path) -> int:
+    """The bytes of array data that ``path``, a .npy or a .npz, declares (headers and zip entries: nothing is
+    decompressed), as read into memory; a UsageError when a .npy header declares more than the file holds."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return sum(info.file_size for info in archive.infolist())  # a zip bomb's real size, declared
+        except (zipfile.BadZipFile, OSError):
+            return 0  # np.load says what is wrong
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError):
+        return 0  # not a .npy: np.load says so
+    declared = math.prod(shape) * dtype.itemsize
+    if not dtype.hasobject and declared > path.stat().st_size - offset:
+        raise UsageError(f"{path}: its header declares {declared:,} bytes of {dtype} pixels {shape}, and the file "
+                         f"holds {path.stat().st_size - offset:,}: it is truncated or damaged; save the array again")
+    return declared
+
+
+def require_array_memory(path: Path) -> None:
+    """Refuse, before reading it, an array file whose pixels cannot fit in memory (a header declaring 1e12 bytes,
+    a sparse 40 GB .npy, a .npz that decompresses to 6 GB): the pixels, and their float32 copy, at most 4 bytes
+    for each byte read."""
+    require_memory(5 * declared_bytes(path), "cpu", f"{path} (its pixels, read and as floats)",
+                   "save fewer or smaller images")
+
+
 def read_array(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The images and labels in a .npy file (one array of images) or a .npz file (``train`` and ``test`` arrays, or
     one array; ``labels``, or ``train_labels`` and ``test_labels``), as (N, C, H, W) floats in [0, 1] by split
     name ('all' for one array), and the labels by the same names."""
     path = Path(path)
+    require_regular(path, "`data_dir`")  # a FIFO or /dev/zero was "no such file"
     if not path.is_file():
         raise UsageError(f"`data_dir={path}`: no such file: `dataset=array` reads a .npy or .npz file")
+    require_array_memory(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise UsageError(f"{path}: not a readable .npy or .npz file ({error})") from None
+        if "allow_pickle" not in str(error):
+            raise UsageError(f"{path}: not a readable .npy or .npz file ({error})") from None
+        # numpy's own text names a setting this program does not have: a .npy of objects, or any other file
+        with open(path, "rb") as f:
+            npy = f.read(6) == b"\x93NUMPY"
+        why = ("an array of Python objects, which is not read (no pickles): save the images as numbers (np.save "
+               "with a uint8 or float array)") if npy else "not a .npy or .npz file: save the images with np.save"
+        raise UsageError(f"{path}: {why}") from None
     if isinstance(loaded, np.ndarray):
         return {"all": as_images(loaded, str(path))}, {}
     arrays: dict[str, np.ndarray] = {}

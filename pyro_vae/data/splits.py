@@ -5,6 +5,7 @@ Every loader (mnist.py, cifar.py, own.py) ends in hold_out or shuffled_hold_out,
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +51,17 @@ def shuffled_hold_out(name: str, x: Tensor, labels: Tensor | None, seed: int, im
                       classes: tuple[str, ...] = ()) -> Dataset:
     """One set of images split three ways: shuffled with ``seed``, the last ``test_size`` (default: 1/VALID_FRACTION)
     for testing, then hold_out's validation set from the rest."""
+    def splits(n: int) -> tuple[int, int, int]:  # training, validation and test images of n
+        rest = n - (n // VALID_FRACTION if test_size is None else test_size)
+        return rest - rest // VALID_FRACTION, rest // VALID_FRACTION, n - rest
+
+    if min(splits(len(x))) < 1:  # 6 images gave 5, 0 and 1: no validation image
+        least = next(n for n in itertools.count(len(x) + 1) if min(splits(n)) >= 1)
+        raise UsageError(f"{name}: {len(x)} images are too few to split into training, validation and test images "
+                         f"(each at least one): give at least {least}")
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     x, labels = x[order], None if labels is None else labels[order]
     n_train = len(x) - (len(x) // VALID_FRACTION if test_size is None else test_size)
-    if n_train < 2 or n_train == len(x):
-        raise UsageError(f"{name}: {len(x)} images are too few to split into training, validation and test images: "
-                         f"give at least {2 * VALID_FRACTION}")
     return hold_out(name, x[:n_train], None if labels is None else labels[:n_train], x[n_train:],
                     None if labels is None else labels[n_train:], image_shape, sha256, classes)
 

@@ -18,6 +18,7 @@ from pyro.infer import ELBO
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from pyro_vae.arguments import require_count, require_tensor
 from pyro_vae.evaluation.memory import FLOAT, require_ais_memory, require_bounds_memory  # noqa: F401 (FLOAT: moved names)
 from pyro_vae.inference.ais import PILOT_STEPS, PILOT_TRANSITIONS, AISResult, ais
 from pyro_vae.inference.estimators import KHAT_MIN_SAMPLES, importance_log_weights, iwae_bound, pareto_khat
@@ -181,9 +182,8 @@ def samples_per_second(vae: VAE, x: Tensor) -> float:
 
 def _check_sizes(x: Tensor, **sizes: int) -> None:
     for name, size in sizes.items():
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {size!r}")
-    if x.dim() != 2 or not len(x):
+        require_count(name, size)
+    if require_tensor("x", x).dim() != 2 or not len(x):
         raise ValueError(f"x must hold images as (N, D) with N >= 1, got shape {tuple(x.shape)}")
 
 
@@ -203,9 +203,9 @@ def datapoint_bounds(
     ``first_batch(seconds, batches)`` is called once the first of the batches is scored (to say how long the rest
     will take).
     """
-    ks = sorted(set(ks))
-    if not ks or ks[0] < 1:
-        raise ValueError(f"every K must be >= 1, got {list(ks)}")
+    ks = sorted({require_count("ks", k) for k in ks})
+    if not ks:
+        raise ValueError("`ks` must hold at least one K, got none")
     _check_sizes(x, batch_size=batch_size, chunk_size=chunk_size)
     num_samples = ks[-1]
     require_bounds_memory(vae, x.shape[-1], len(x), num_samples, batch_size, chunk_size, x.device)

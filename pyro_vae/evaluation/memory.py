@@ -42,7 +42,19 @@ def parameter_count(config: ModelConfig, x_dim: int, params_per_pixel: int = 2,
     top = 0 if not config.z2_dim else (  # q(z2|z) and p(z|z2) of a second stochastic layer
         mlp_parameters([config.z_dim, *TOP_HIDDEN, 2 * config.z2_dim])
         + mlp_parameters([config.z2_dim, *TOP_HIDDEN[::-1], 2 * config.z_dim]))
-    return encoder + decoder + top
+    return encoder + decoder + top + flow_parameters(config)
+
+
+def flow_parameters(config: ModelConfig) -> int:
+    """The IAF guide's parameters (``config.flow_layers`` transforms, flows.IAF), counted before they are built:
+    building a million layers took 41 s before their memory ran out. Each layer's autoregressive network takes z
+    and the context h (Z + H) to W = 2 Z + H hidden units and those to a location and a scale per dimension (2 Z);
+    tests/evaluation/test_memory.py checks the count against built ones."""
+    if config.guide != "iaf":
+        return 0
+    z, h = config.z_dim, config.hidden[-1]
+    width = 2 * z + h
+    return config.flow_layers * ((z + h) * width + width + width * 2 * z + 2 * z)
 
 
 def sample_floats(vae: VAE, x_dim: int) -> int:

@@ -21,6 +21,7 @@ import torch
 from pyro import poutine
 from torch import Tensor
 
+from pyro_vae.arguments import require_count
 from pyro_vae.inference.enumeration import enumerated_log_weights
 from pyro_vae.inference.sites import (
     PARTICLES,
@@ -32,8 +33,7 @@ from pyro_vae.inference.sites import (
 
 
 def _check_num_samples(num_samples: int) -> None:
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    require_count("num_samples", num_samples)
 
 
 def trace_log_weights(guide_trace: poutine.Trace, model_trace: poutine.Trace, plate: str, nesting: int) -> Tensor:
@@ -57,9 +57,7 @@ def _log_weight_chunks(
         raise ValueError(f"max_plate_nesting must be >= 1 (the data plate is one), got {max_plate_nesting}")
     check_has_datapoints(args)
     nesting = plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
-    chunk_size = num_samples if chunk_size is None else chunk_size
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunk_size = num_samples if chunk_size is None else require_count("chunk_size", chunk_size)
     for start in range(0, num_samples, chunk_size):
         k = min(chunk_size, num_samples - start)
         if enumerate:
@@ -120,7 +118,7 @@ def iwae_bound(log_w: Tensor, k: int) -> Tensor:
     k = 1 is the ELBO estimated from all K samples.
     """
     total, n = log_w.shape
-    if not 1 <= k <= total:
+    if not require_count("k", k) <= total:
         raise ValueError(f"k must be between 1 and the number of samples ({total}), got {k}")
     groups = log_w[: total // k * k].reshape(total // k, k, n)  # (G, k, N)
     return log_mean_exp(groups, dim=1).mean(dim=0)  # (N,)

@@ -11,6 +11,7 @@ import torch
 from pyro import distributions as dist
 from torch import Tensor
 
+from pyro_vae.arguments import require_count, require_tensor
 from pyro_vae.models.likelihoods import Likelihood
 from pyro_vae.models.networks import Decoder
 
@@ -30,13 +31,21 @@ def data_plate(x: Tensor | None, size: int | None, subsample: Tensor | None = No
     if x is None:
         if size is None:
             raise ValueError("model(None, size=B) draws B images from p(x): pass size")
-        return pyro.plate(DATA_PLATE, size, device=None if device is None else str(device))
-    if x.dim() != 2:
+        return pyro.plate(DATA_PLATE, require_count("size", size), device=None if device is None else str(device))
+    if require_tensor("x", x).dim() != 2:
         raise ValueError(f"x must be a batch of flattened images, (B, D); got shape {tuple(x.shape)}"
                          + (": one image is x[None], of shape (1, D)" if x.dim() == 1 else ""))
+    size = x.shape[0] if size is None else require_count("size", size)
     if subsample is None:
         subsample = torch.arange(x.shape[0], device=x.device)
-    return pyro.plate(DATA_PLATE, size or x.shape[0], subsample=subsample)
+    elif subsample.shape != x.shape[:1]:
+        raise ValueError(f"`subsample` must hold one dataset index per image of x, ({x.shape[0]},); got shape "
+                         f"{tuple(subsample.shape)}")
+    elif subsample.device.type == "cpu" and len(subsample) and not 0 <= int(subsample.min()) <= int(
+            subsample.max()) < size:  # (on a GPU, the check would wait for it at every step)
+        raise ValueError(f"`subsample` holds indices {int(subsample.min())}..{int(subsample.max())}, outside the "
+                         f"dataset of `size={size}` images (0..{size - 1})")
+    return pyro.plate(DATA_PLATE, size, subsample=subsample)
 
 
 def model(

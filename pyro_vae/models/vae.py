@@ -68,7 +68,24 @@ class VAE(nn.Module):
         self.annealing_model, self.annealing_guide = (
             (self.model, self.guide) if self.flow is None else (self.base_model, self.base_guide))
 
+    def check_images(self, x: Tensor | None) -> None:
+        """A ValueError naming what is wrong when ``x``, images (B, D) to score, does not fit this VAE: D other than
+        x_dim, another dtype than its weights' (integer pixels among them) or another device. (Not a tensor, or
+        not (B, D): data_plate says so.)"""
+        if not isinstance(x, Tensor) or x.dim() != 2:
+            return
+        weight = next(self.parameters())
+        if x.shape[-1] != self.x_dim:
+            raise ValueError(f"x has {x.shape[-1]} values per image, and this VAE's images have `x_dim={self.x_dim}`: "
+                             "pass images flattened as the VAE was built for, (B, x_dim)")
+        if x.dtype != weight.dtype:
+            fix = f"x.to({weight.dtype})" if x.is_floating_point() else "x.float() / 255 for 8-bit pixels"
+            raise ValueError(f"x holds {x.dtype} values and the VAE's weights are {weight.dtype}: pass {fix}")
+        if x.device != weight.device:
+            raise ValueError(f"x is on {x.device} and the VAE on {weight.device}: pass x.to('{weight.device}')")
+
     def model(self, x: Tensor | None, size: int | None = None, subsample: Tensor | None = None) -> None:
+        self.check_images(x)
         if self.config.z2_dim:
             hierarchical.model(x, self.top_decoder, self.decoder, self.likelihood, self.config.z2_dim, size,
                                subsample)
@@ -76,6 +93,7 @@ class VAE(nn.Module):
             model(x, self.decoder, self.likelihood, self.config.z_dim, size, subsample)
 
     def guide(self, x: Tensor, size: int | None = None, subsample: Tensor | None = None) -> None:
+        self.check_images(x)
         if self.config.z2_dim:
             hierarchical.guide(x, self.encoder, self.top_encoder, size, subsample)
         else:
@@ -84,10 +102,12 @@ class VAE(nn.Module):
     def base_model(self, x: Tensor, size: int | None = None, subsample: Tensor | None = None) -> None:
         """A flow guide's AIS target: the model as a density over the flow's base variable (flows.py)."""
         assert self.flow is not None
+        self.check_images(x)
         flows.base_model(x, self.encoder, self.flow, self.decoder, self.likelihood, size, subsample)
 
     def base_guide(self, x: Tensor, size: int | None = None, subsample: Tensor | None = None) -> None:
         """A flow guide's AIS start: the encoder's Gaussian, over the flow's base variable (flows.py)."""
+        self.check_images(x)
         flows.base_guide(x, self.encoder, size, subsample)
 
     def annealing_latents(self, x: Tensor, latents: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -73,9 +73,10 @@ def build(
     data = prepare_data(dataset, likelihood, binarize, data_config.seed, device, dequantize)
     x_dim = dataset.train.shape[1]
     weights = parameter_count(model_config, x_dim, likelihood.params_per_pixel, dataset.image_shape)
+    iaf = f" and {model_config.flow_layers} IAF layers" if model_config.guide == "iaf" else ""
     require_memory(FLOAT * weights, device, f"a VAE with z_dim={model_config.z_dim} and hidden="
-                   f"{','.join(map(str, model_config.hidden))} ({weights:,} parameters)",
-                   "choose a smaller `z_dim` or `hidden`")
+                   f"{','.join(map(str, model_config.hidden))}{iaf} ({weights:,} parameters)",
+                   "choose a smaller `z_dim` or `hidden`" + (" or fewer `flow_layers`" if iaf else ""))
     vae = VAE(x_dim, model_config, likelihood, dataset.image_shape).to(device)
     return vae, data, replace(data_config, dataset=dataset.name, binarize=binarize, dequantize=dequantize,
                               sha256=dataset.sha256)
@@ -210,7 +211,8 @@ class Run:
         if data_used.dataset != data_config.dataset:
             log.info("dataset used: %s (%d training, %d validation, %d test images)", data_used.dataset,
                      len(data.train), len(data.valid), len(data.test))
-        require_memory(training_bytes(vae, train_config.batch_size, train_config.num_particles), device,
+        batch = min(train_config.batch_size, len(data.train))  # a minibatch holds at most the training set
+        require_memory(training_bytes(vae, batch, train_config.num_particles), device,
                        f"a training step with `batch_size={train_config.batch_size}` and "
                        f"`num_particles={train_config.num_particles}`", "lower them (or `hidden`, `z_dim`)")
         if run_config.eval_samples:  # the final estimate, refused now rather than after the training

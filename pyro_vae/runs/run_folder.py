@@ -41,14 +41,15 @@ def output_path(out: str | Path) -> Path:
     return Path(out)
 
 
-def writable_dir(out: str | Path) -> Path:
-    """``out``, created if needed; a one-line UsageError when it cannot be written."""
+def writable_dir(out: str | Path, setting: str = "out") -> Path:
+    """``out``, created if needed; a one-line UsageError naming ``setting`` when it cannot be written."""
     out = output_path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()  # a probe of this process's own: torchrun's ranks probe at once
     except OSError as error:
-        raise UsageError(f"`out={out}` is not a writable directory ({error.strerror}): choose another `out`") from None
+        raise UsageError(f"`{setting}={out}` is not a writable directory ({error.strerror}): choose another "
+                         f"`{setting}`") from None
     return out
 
 
@@ -231,7 +232,7 @@ def claim_tensorboard(board: Path, out: Path, continuing: bool) -> None:
     a folder that cannot be written (a file, /proc), or one that holds another run's events (two runs
     writing one folder mix their curves), or this folder's earlier run's events when this run does not
     continue it. Call while holding ``out``."""
-    board = writable_dir(board)
+    board = writable_dir(board, "tensorboard")
     owner_file = board / TENSORBOARD_OWNER
     try:
         owner = owner_file.read_text().strip()

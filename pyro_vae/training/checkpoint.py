@@ -6,7 +6,11 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import pickle
+import re
 import warnings
+import zipfile
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -137,6 +141,15 @@ def older_checksum_problem(state: dict, stored: str | None) -> str | None:
     return None
 
 
+def zip_intact(path: Path) -> bool:
+    """Whether ``path`` is a zip file (as torch.save writes) whose every entry matches its CRC-32."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error, NotImplementedError):
+        return False
+
+
 def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
     """The checkpoint dict at ``path``, tensors on ``device``; a UsageError if it is not one: missing, a folder,
     unreadable, corrupt (a torch file that does not load, or whose content does not match its checksum), or
@@ -158,6 +171,13 @@ def read(path: str | Path, device: torch.device | str = "cpu") -> dict:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises many types for a file that is not a checkpoint
+        found = re.search(r"(?:unsupported GLOBAL|Unsupported global:? GLOBAL) ([\w.]+)", str(error))
+        # a name torch will not load, in a file whose zip checksums hold: put there, not a flipped bit of a name
+        if isinstance(error, pickle.UnpicklingError) and found and zip_intact(path):
+            raise UsageError(f"{path} is not a pyro_vae checkpoint, refused: it holds code or objects "
+                             f"({found.group(1)}), and a checkpoint holds only tensors, "
+                             "numbers and strings; do not load it elsewhere either unless you trust its source") \
+                from None
         if start.startswith(ZIP_MAGIC) or b"/data.pkl" in start:  # a torch file (one flipped bit cannot hide both)
             raise UsageError(f"corrupt checkpoint: {path} is a damaged torch file that does not load "
                              f"({type(error).__name__}; truncated, or damaged on disk or in transfer): use another "

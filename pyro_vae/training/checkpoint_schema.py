@@ -10,6 +10,8 @@ import torch
 
 from pyro_vae.config import DataConfig, ModelConfig, TrainConfig
 from pyro_vae.errors import UsageError
+from pyro_vae.evaluation.memory import parameter_count
+from pyro_vae.models.likelihoods import make_likelihood
 from pyro_vae.models.vae import VAE
 from pyro_vae.training.state import EpochRecord, TrainState
 
@@ -54,8 +56,10 @@ def schema_problem(state: dict) -> str | None:
     x_dim = state["x_dim"]
     if isinstance(x_dim, bool) or not isinstance(x_dim, int) or x_dim < 1:
         return f"x_dim is {x_dim!r}, not a positive integer"
+    shape = state.get("image_shape")
+    if problem := _size_problem(state, model_config, x_dim, shape):
+        return problem
     try:
-        shape = state.get("image_shape")
         built = VAE(x_dim, model_config, image_shape=shape)
     except UsageError as error:
         return str(error)
@@ -85,6 +89,27 @@ def schema_problem(state: dict) -> str | None:
     return _rng_problem(train.get("rng"))
 
 
+def _size_problem(state: dict, model_config: ModelConfig, x_dim: int, shape: Any) -> str | None:
+    """Settings that describe far more parameters than the checkpoint holds tensors for (an edited hidden, z_dim or
+    x_dim of 1e9): said before the model they describe is built, which would not fit in memory. A checkpoint's
+    tensors (weights and buffers) hold at least as many numbers as its model has parameters; a model at most
+    SMALL_MODEL beyond that is built, and the weights that do not fit it are named (_weights_problem)."""
+    try:
+        per_pixel = make_likelihood(model_config, image_shape=None if shape is None else tuple(shape)).params_per_pixel
+        declared = parameter_count(model_config, x_dim, per_pixel, None if shape is None else tuple(shape))
+    except (UsageError, ValueError, TypeError, RuntimeError):
+        return None  # building the VAE says what is wrong
+    held = sum(value.numel() for part in VAE_PARTS if isinstance(state.get(part), dict)
+               for value in state[part].values() if isinstance(value, torch.Tensor))
+    if declared > 2 * held + SMALL_MODEL:
+        return (f"its settings (x_dim={x_dim}, z_dim={model_config.z_dim}, hidden="
+                f"{','.join(map(str, model_config.hidden))}) describe a VAE of {declared:,} parameters, and it holds "
+                f"{held:,} numbers of weights")
+    return None
+
+
+SMALL_MODEL = 10**6  # parameters: 4 MB, built at once
+VAE_PARTS = ("encoder", "decoder", "flow", "top_encoder", "top_decoder")  # VAE.parts, the most a VAE has
 EPOCH_FIELDS = ", ".join(f.name for f in dataclasses.fields(EpochRecord))
 
 

@@ -211,6 +211,8 @@ def held_out_bound(vae: VAE, x: Tensor, config: TrainConfig, context: Context = 
     """The training objective (``config.elbo`` with ``config.num_particles`` samples) per image of
     the held-out images ``x`` (N, D), in no-grad passes. Not JIT-compiled: the last pass may be
     smaller. In a data-parallel run each process scores its shard of x and the sums are added."""
+    if not len(x):
+        raise ValueError("x holds no images: a held-out bound is an average over at least one")
     elbo = make_elbo(config.elbo, config.num_particles)
     total = objective_sum(vae, elbo, context.shard(x), images_per_pass(config.num_particles, config.batch_size))
     return (context.sum(total) / len(x)).item()

@@ -90,6 +90,20 @@ def test_a_bad_file_is_one_line_naming_it_and_the_setting(tmp_path, text, messag
     assert err.count("\n") == 1 and str(path) in err, err
 
 
+def test_a_byte_order_mark_an_upper_case_suffix_and_a_value_with_a_dash_are_read(tmp_path):
+    """Each was refused: a UTF-8 byte-order mark "is not TOML", metrics.JSON was read as TOML, and a value
+    starting with "-" was taken for a flag ("--out: expected one argument")."""
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbfepochs = 3\n")
+    assert parse("train", ["--config", str(tmp_path / "bom.toml")]).epochs == 3
+    (tmp_path / "metrics.JSON").write_text(json.dumps({"config": {"train": {"epochs": 4}}}))
+    assert parse("train", ["--config", str(tmp_path / "metrics.JSON")]).epochs == 4
+    (tmp_path / "dash.toml").write_text('out = "-runs"\nlr = -1e-3\n')
+    with pytest.raises(UsageError, match="'lr' = -0.001: must be a positive"):  # refused for its value, not as a flag
+        parse("train", ["--config", str(tmp_path / "dash.toml")])
+    (tmp_path / "dash.toml").write_text('out = "-runs"\n')
+    assert parse("train", ["--config", str(tmp_path / "dash.toml")]).out == "-runs"
+
+
 def test_a_missing_or_unreadable_config_is_one_line(tmp_path, capsys):
     assert run_in_process("evaluate", ["--config", tmp_path / "none.toml", "--checkpoint", "c.pt"]) == 2
     assert "cannot read the config file" in capsys.readouterr().err

@@ -423,10 +423,18 @@ def test_a_folder_where_a_result_goes_is_refused_before_training(tiny_mnist, tmp
         ("bdmc", ["--ais-steps", "1000000000000"], "AIS with 1000000000000 steps .*: lower --ais-steps$"),
         # before training, not after it, and naming train's own flag
         ("train_svi", ["--eval-samples", "1000000000"], "K = 1000000000 .* needs at least .*: lower --eval-samples"),
+        # each of these failed late, as an "out of memory" naming no flag (or after 41 s, building the layers)
+        ("train_svi", ["--guide", "iaf", "--flow-layers", "100000000"], "100000000 IAF layers .* fewer --flow-layers$"),
+        ("sample", ["--num", "100000000"], "--num 100000000 samples .* needs at least .*: lower --num$"),
+        ("sample", ["--interpolate", "0,1", "--interpolate-images", "1000000000"], "lower --interpolate-images$"),
+        ("bdmc", ["--images", "1000000000"], "simulating 1000000000 images at once needs .*: lower --images$"),
+        ("gaps", ["--images", "4", "--elbo-samples", "1000000000"], "K = 1000000000 .*: lower --elbo-samples \\(K\\)$"),
+        ("gaps", ["--images", "4", "--ais-chains", "1000000000"],
+         "1000000000 chains .*: lower --ais-chains or --images-per-pass$"),
     ],
 )
 def test_work_that_cannot_fit_in_memory_is_refused_up_front(tiny_mnist, tmp_path, capsys, name, argv, message):
-    if name in ("evaluate", "bdmc"):
+    if name in ("evaluate", "bdmc", "sample", "gaps"):
         assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]) == 0
         argv = ["--checkpoint", tmp_path / "checkpoint.pt", "--out", tmp_path / "eval", *argv]
     else:
@@ -437,6 +445,12 @@ def test_work_that_cannot_fit_in_memory_is_refused_up_front(tiny_mnist, tmp_path
     line = err.strip().splitlines()[-1]  # after evaluate.py's log line naming the checkpoint
     assert line.startswith("error:") and re.search(message, line) and "GB free" in line and "Traceback" not in err, err
     assert "epoch 1/" not in err
+
+
+def test_a_batch_larger_than_the_training_set_is_the_training_set(tiny_mnist, tmp_path):
+    """--batch-size 1e9 was refused as needing 15 TB, where a minibatch holds at most the training set."""
+    assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY,
+                                        "--batch-size", "1000000000"]) == 0
 
 
 def test_a_one_dimensional_latent_trains_evaluates_and_plots(tiny_mnist, tmp_path):

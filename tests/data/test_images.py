@@ -159,7 +159,8 @@ def test_an_npz_with_train_test_and_labels(tmp_path):
     (np.zeros((10, 5, 4, 4)), r"with C = 1 or 3, got shape \(10, 5, 4, 4\)"),
     (np.zeros((0, 4, 4)), "holds no images"),
     (np.zeros((10, 0, 4), np.uint8), r"holds no images, or images of no pixels \(shape \(10, 1, 0, 4\)\)"),
-    (np.zeros((3, 4, 4)), "3 images are too few to split"),
+    (np.zeros((3, 4, 4)), "3 images are too few to split .*: give at least 7"),  # said 12, and took 6 to 11
+    (np.zeros((6, 4, 4)), "6 images are too few to split .*each at least one.*: give at least 7"),  # 0 validation
     (np.array(["a", "b"]), "expected numbers"),
 ])
 def test_a_bad_array_is_one_line(tmp_path, array, message):
@@ -173,7 +174,7 @@ def test_a_missing_or_damaged_array_file_is_one_line(tmp_path):
     with pytest.raises(UsageError, match="no such file"):
         load_dataset("array", tmp_path / "none.npy")
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
-    with pytest.raises(UsageError, match="bad.npy: not a readable .npy or .npz file"):
+    with pytest.raises(UsageError, match="bad.npy: not a .npy or .npz file"):
         load_dataset("array", tmp_path / "bad.npy")
     np.savez(tmp_path / "two.npz", a=np.zeros((12, 4, 4)), b=np.zeros((12, 4, 4)))
     with pytest.raises(UsageError, match="expected arrays named train and test"):
@@ -379,3 +380,37 @@ def test_an_npz_with_an_object_or_a_damaged_member_is_one_line(tmp_path):
     (tmp_path / "damaged.npz").write_bytes(bytes(data))
     with pytest.raises(UsageError, match=r"member 'train' is damaged"):
         read_array(tmp_path / "damaged.npz")
+
+
+def test_an_array_file_too_large_for_memory_is_refused_from_its_header_before_it_is_read(tmp_path, monkeypatch):
+    """An .npy header declaring 1e12 bytes, a sparse 40 GB .npy and a .npz zip bomb (6 MB decompressed to 6 GB
+    over 64 s) failed late, as "out of memory" naming no file. The sizes are in the header and the zip's
+    entries: refused before any pixel is read. (Memory is made 1 MB here, so that the files stay small.)"""
+    import pyro_vae.resources
+
+    with open(tmp_path / "lying.npy", "wb") as f:  # a header of 1e12 bytes over 160 of data
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (62500000000, 4, 4)})
+        f.write(bytes(160))
+    with pytest.raises(UsageError, match=r"lying.npy: its header declares 1,000,000,000,000 bytes of uint8 pixels "
+                                         r"\(62500000000, 4, 4\), and the file holds 160: it is truncated or damaged"):
+        read_array(tmp_path / "lying.npy")
+    monkeypatch.setattr(pyro_vae.resources, "available_bytes", lambda device: 2**20)
+    np.save(tmp_path / "large.npy", np.zeros((1000, 16, 16), np.uint8))  # 256 kB read, 1.3 MB with its floats
+    np.savez_compressed(tmp_path / "bomb.npz", train=np.zeros((4000, 16, 16), np.uint8))  # 1 MB in 1 kB
+    assert (tmp_path / "bomb.npz").stat().st_size < 10_000
+    for name in ("large.npy", "bomb.npz"):
+        with pytest.raises(UsageError, match=rf"{name} \(its pixels, read and as floats\) needs at least .* of memory, "
+                                             r"and cpu has 0.0 GB free: save fewer or smaller images"):
+            read_array(tmp_path / name)
+
+
+def test_an_array_of_python_objects_or_an_array_path_that_is_no_file_is_one_line_that_says_so(tmp_path):
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
+    with pytest.raises(UsageError) as error:  # numpy's "allow_pickle=False" was printed as "--allow-pickle"
+        read_array(tmp_path / "objects.npy")
+    assert "an array of Python objects, which is not read (no pickles)" in str(error.value)
+    assert "allow" not in str(error.value)
+    os.mkfifo(tmp_path / "pipe.npy")
+    for path, kind in ((tmp_path / "pipe.npy", "a FIFO"), (Path("/dev/zero"), "a device")):  # were "no such file"
+        with pytest.raises(UsageError, match=f"{path} is {kind}, not a file: pass a regular file"):
+            read_array(path)

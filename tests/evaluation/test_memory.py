@@ -12,8 +12,9 @@ from pyro_vae.models.vae import VAE
     "config",
     [ModelConfig(), ModelConfig(z_dim=50, hidden=(200, 200), activation="tanh"), ModelConfig(likelihood="gaussian"),
      ModelConfig(likelihood="continuous-bernoulli", z_dim=2, hidden=(16,)),
-     ModelConfig(z_dim=100, z2_dim=50, hidden=(200, 200), activation="tanh")],
-    ids=["784-400-20", "784-200-200-50", "gaussian", "continuous-bernoulli", "two-layers"],
+     ModelConfig(z_dim=100, z2_dim=50, hidden=(200, 200), activation="tanh"),
+     ModelConfig(guide="iaf", flow_layers=3, z_dim=7, hidden=(30, 20))],  # --flow-layers 1e6 was built, then ran out
+    ids=["784-400-20", "784-200-200-50", "gaussian", "continuous-bernoulli", "two-layers", "iaf"],
 )
 def test_parameter_count_is_what_torch_builds_before_it_builds_it(config):
     likelihood = make_likelihood(config)

@@ -85,7 +85,9 @@ def test_a_tensorboard_folder_of_another_run_or_unusable_is_one_line_before_trai
     for tensorboard, message in ((board, f"--tensorboard {board} holds the TensorBoard events of the run in "
                                          f"{(tmp_path / 'a').resolve()}: two runs in one folder mix their curves"),
                                  (tmp_path / "file", "is not a writable directory"),
-                                 ("/proc/board", "is not a writable directory")):
+                                 # it named --out, which was fine
+                                 ("/proc/board", "--tensorboard /proc/board is not a writable directory (No such "
+                                                 "file or directory): choose another --tensorboard")):
         argv = ["--data-dir", tiny_mnist, "--out", tmp_path / "b", *TINY, "--tensorboard", tensorboard]
         assert run_in_process("train_svi", argv) == 2
         err = capsys.readouterr().err

@@ -151,6 +151,28 @@ def test_an_image_shape_that_is_not_three_positive_integers_is_refused(tmp_path,
         checkpoint.read(path)
 
 
+class Payload:
+    """What a hostile checkpoint carries: unpickling it would run code (here: make a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_that_holds_code_is_refused_as_such_and_the_code_never_runs(tmp_path):
+    """It was called "damaged on disk or in transfer"; it is not a checkpoint at all, and says so."""
+    path, marker = tmp_path / "checkpoint.pt", tmp_path / "ran"
+    state = torch.load(saved_checkpoint(path), weights_only=True)
+    state["versions"] = Payload(marker)
+    torch.save(state, path)
+    with pytest.raises(UsageError, match=r"is not a pyro_vae checkpoint, refused: it holds code or objects "
+                                         r"\(.*open\)"):
+        checkpoint.read(path)
+    assert not marker.exists()
+
+
 def test_no_bit_flip_or_truncation_loads_changed_content_or_passes_for_a_foreign_file(tmp_path):
     """300 random single-bit flips anywhere in a checkpoint, and truncations: each loads the very content it
     was saved with (a flip in zip metadata torch does not check, e.g. a timestamp) or is `corrupt checkpoint`:
@@ -208,8 +230,14 @@ def edited(path, edit):
     (lambda s: s["train_state"]["history"][0].pop("valid_bound"), "a record of its history lacks a field"),
     (lambda s: s["train_state"]["history"][1].update(valid_bound="x"), "a record of its history holds a value that"),
     (lambda s: s.update(x_dim=0), "x_dim is 0, not a positive integer"),
+    # each of these ran out of memory building the model they describe
+    (lambda s: s["model_config"].update(hidden=[10**9]),  # 35 H + 18 parameters
+     r"its settings \(x_dim=12, z_dim=3, hidden=1000000000\) describe a VAE of 35,000,000,018 parameters, and it "
+     r"holds 298"),
+    (lambda s: s["model_config"].update(z_dim=10**9), "its settings .*z_dim=1000000000.* describe a VAE of"),
+    (lambda s: s.update(x_dim=10**9, image_shape=None), "its settings .*x_dim=1000000000.* describe a VAE of"),
 ], ids=["as saved", "missing weight", "mis-shaped weight", "edited z_dim", "bad best_params", "bad rng", "epoch str",
-        "negative epoch", "history field", "history value", "x_dim"])
+        "negative epoch", "history field", "history value", "x_dim", "hidden 1e9", "z_dim 1e9", "x_dim 1e9"])
 def test_a_checkpoint_edited_with_a_valid_checksum_is_one_line_on_load(tmp_path, edit, message):
     """Each of these gave a traceback in --resume, evaluate or plot (torch's load_state_dict, set_rng_state,
     EpochRecord): the schema is checked once, on load."""

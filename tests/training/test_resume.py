@@ -292,7 +292,7 @@ def test_a_hand_edited_checkpoint_is_one_line(tiny_mnist, tmp_path, capsys, edit
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path / "run", *TINY]) == 0
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     edit(state)
-    state.pop("checksum")  # as a hand-made or older checkpoint: no checksum to check
+    state["checksum"] = checkpoint.checksum(state)  # as a hand edit that knew the checksum, or other code, leaves it
     torch.save(state, tmp_path / "edited.pt")
     capsys.readouterr()
     needs_training = "optimizer" in message or "train_state" in message
@@ -327,7 +327,7 @@ def test_evaluating_non_finite_weights_is_one_line_not_nan_results(tiny_mnist, t
     assert run_in_process("train_svi", ["--data-dir", tiny_mnist, "--out", tmp_path, *TINY]) == 0
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     state["decoder"]["net.0.bias"][0] = float("nan")
-    state.pop("checksum")  # as a checkpoint written by other code, or before checksums
+    state["checksum"] = checkpoint.checksum(state)  # as a checkpoint written by other code: its checksum holds
     torch.save(state, tmp_path / "nan.pt")
     capsys.readouterr()
     assert run_in_process(command, ["--checkpoint", tmp_path / "nan.pt", *flags, "--out", tmp_path / "eval"]) == 2
