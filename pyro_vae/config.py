@@ -121,7 +121,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 30  # passes over the training set: ~2.5 min on full MNIST on 2 CPU cores
+    epochs: int = 30  # passes over the training set
     batch_size: int = 128  # minibatch size, as in pytorch/examples
     lr: float = 1e-3  # Adam learning rate
     # a key of inference.objectives.ELBOS: trace (sampled KL), meanfield (analytic KL) or iwae (the K-sample

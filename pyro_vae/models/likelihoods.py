@@ -32,7 +32,7 @@ def _describe_range(x: Tensor) -> str:
 
 def holds_everywhere(x: Tensor, test: Callable[[Tensor], Tensor]) -> bool:
     """Whether the elementwise ``test`` holds for every value of ``x``, tested CHECK_CHUNK values at a
-    time: the boolean temporaries then stay in cache (on 50,000 MNIST images, 28 ms instead of 57)."""
+    time: the boolean temporaries then stay in cache (about twice as fast as one test of all of x)."""
     return all(bool(test(part).all()) for part in x.reshape(-1).split(CHECK_CHUNK))
 
 

@@ -61,7 +61,7 @@ class VAE(nn.Module):
             ("top_encoder", "top_decoder") if config.z2_dim else ())
         # One bound method each for the VAE's lifetime: Pyro's JIT ELBOs key their compiled traces by
         # id(model) and id(guide), and every `vae.model` lookup would otherwise make a new object with
-        # a new id, so the JIT would retrace at every step (measured: 5x slower than no JIT).
+        # a new id, so the JIT would retrace at every step (slower than no JIT at all).
         self.model = self.model  # type: ignore[method-assign]
         self.guide = self.guide  # type: ignore[method-assign]
         # what AIS anneals between: the guide and the model, or for a flow guide the same in its base space

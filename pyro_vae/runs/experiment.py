@@ -149,7 +149,7 @@ def run_training(
                 callback(record, run.vae, run.data)
 
         # build() checked the data's support once; Pyro's checks of every distribution's arguments would
-        # pass over every minibatch again (8% of a CPU epoch, measured). A NaN still stops training
+        # pass over every minibatch again (a noticeable share of a CPU epoch). A NaN still stops training
         # (train_epoch's check of the loss).
         with pyro.validation_enabled(False):
             state = run.train(progress, checkpoint_every, on_epoch)

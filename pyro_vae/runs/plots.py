@@ -19,7 +19,7 @@ from pyro_vae.training.state import EpochRecord
 def image_grid(images: Tensor, image_shape: tuple[int, int, int], nrow: int, padding: int = 2) -> Tensor:
     """(N, D) in [0, 1], images of ``image_shape`` (C, H, W) -> one (C, H', W') image of the N images in rows of
     ``nrow``, ``padding`` white pixels around each: the layout of torchvision's make_grid (tested equal), without
-    the 1.4 s that importing torchvision adds to every run."""
+    the second or so that importing torchvision adds to every run."""
     tiles = images.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape)  # (N, C, H, W)
     if len(tiles) == 1:
         return tiles[0]  # as make_grid: one image, unpadded
@@ -109,7 +109,7 @@ def plot_latent(loc: Tensor, labels: Tensor | None, path: str | Path, title: str
         save_figure(fig, path)
         return
     projected_points, (xlabel, ylabel) = project_2d(loc.detach().float().cpu())
-    xy = projected_points.numpy()  # numpy, not torch: matplotlib walks a tensor element by element (80 ms here)
+    xy = projected_points.numpy()  # numpy, not torch: matplotlib walks a tensor element by element
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.5)
     else:

@@ -131,5 +131,7 @@ def test_a_uniform_continuous_bernoulli_scores_exactly_8_bits_per_dim():
 
 def test_bad_ks_are_refused():
     vae = VAE(x_dim=20, config=ModelConfig(z_dim=2, hidden=(16,)))
-    with pytest.raises(ValueError, match="K must be >= 1"):
+    with pytest.raises(ValueError, match="`ks` must be a positive integer, got 0"):
         evaluate_bounds(vae, binary_data(4), ks=(0, 10))
+    with pytest.raises(ValueError, match="`ks` must hold at least one K"):
+        evaluate_bounds(vae, binary_data(4), ks=())

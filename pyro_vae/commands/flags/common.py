@@ -42,8 +42,8 @@ RENAMED = {
     "sample": {"--steps": "interpolate_images"},  # renamed in 0.3.x: --steps is training's optimizer steps
     "gaps": {"--num-samples": "elbo_samples", "--num-images": "images", "--batch-size": "images_per_pass"},
 }
-# torch's default, a thread per core, made epochs 4x slower on a 2-core machine with a busy core
-# (docs/reference.md, Threads)
+# torch's default, a thread per core, made epochs several times slower on a 2-core machine with a busy core
+# (docs/reference.md, Threads, has the timings)
 DEFAULT_THREADS = 1
 
 
@@ -92,7 +92,7 @@ def add_common(p: argparse.ArgumentParser, progress: bool, example: str, trains:
                         "flags given here win")
     p.add_argument("--threads", type=positive_int, default=None,
                    help=f"torch CPU threads per process (default: {DEFAULT_THREADS}, or OMP_NUM_THREADS when set; "
-                        "more threads than free cores made the work 4x slower), at most the cores there are")
+                        "more threads than free cores slow the work down), at most the cores there are")
     if progress:
         p.add_argument("--no-progress", action="store_true",
                        help="no progress bar (there is none when stderr is not a terminal, e.g. in a log file)")
