@@ -4,17 +4,18 @@ integer"; a list of images: "'list' object has no attribute 'dim'")."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from torch import Tensor
 
 
 def require_count(name: str, value: Any, least: int = 1) -> int:
-    """``value``, an integer (not a bool, not 5.0) of at least ``least``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    """``value`` as an int: an integer (Python's or NumPy's; not a bool, not 5.0) of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
         kind = "a positive integer" if least == 1 else f"an integer >= {least}"
         raise ValueError(f"`{name}` must be {kind}, got {value!r}")
-    return value
+    return int(value)
 
 
 def require_tensor(name: str, value: Any) -> Tensor:

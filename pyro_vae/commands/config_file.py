@@ -141,7 +141,7 @@ def _for_a_trained_run(path: str | Path, flags: dict[str, Any], from_run: set[st
     kept = {name: value for name, value in flags.items()
             if name not in from_run or name.replace("-", "_") in set(SHARED_RUN_SETTINGS) & has}
     checkpoint = Path(path).with_name("checkpoint.pt")
-    if Path(path).suffix == ".json" and "checkpoint" not in kept and checkpoint.is_file():
+    if Path(path).suffix.lower() == ".json" and "checkpoint" not in kept and checkpoint.is_file():
         kept["checkpoint"] = str(checkpoint)
     if first_process():
         left = sorted(set(flags) - set(kept))

@@ -414,3 +414,29 @@ def test_an_array_of_python_objects_or_an_array_path_that_is_no_file_is_one_line
     for path, kind in ((tmp_path / "pipe.npy", "a FIFO"), (Path("/dev/zero"), "a device")):  # were "no such file"
         with pytest.raises(UsageError, match=f"{path} is {kind}, not a file: pass a regular file"):
             read_array(path)
+
+
+def test_a_folder_that_cannot_be_listed_is_named_among_the_skipped_and_the_rest_is_read(tmp_path, monkeypatch,
+                                                                                        caplog):
+    """--data-dir /proc or / was a PermissionError traceback (folders of other processes cannot be listed). Such a
+    folder is skipped, named with its reason in the one warning, and the rest is read. (Root lists any folder:
+    os.scandir stands in, refusing one.)"""
+    import pyro_vae.data.images as images_module
+
+    root = tmp_path / "images"
+    write_pngs(root, n=12, classes=("cats", "dogs"))
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path).name == "dogs":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(images_module.os, "scandir", scandir)
+    with caplog.at_level(logging.INFO, logger="pyro_vae"):
+        images = read_folder(root)
+    assert len(images.x) == 12 and images.classes == ("cats",)  # of 24
+    assert "dogs: an unreadable folder (Permission denied)" in caplog.text
+    # and a folder of the system's, as --data-dir, ends in one line, not a traceback
+    with pytest.raises(UsageError, match="/proc/sys/fs: no image files"):
+        read_folder(Path("/proc/sys/fs"))
