@@ -140,6 +140,8 @@ def _for_a_trained_run(path: str | Path, flags: dict[str, Any], from_run: set[st
         raise UsageError(f"{path}: '{unknown[0]}' is not a setting of a run (see pyro-vae-train --help)")
     kept = {name: value for name, value in flags.items()
             if name not in from_run or name.replace("-", "_") in set(SHARED_RUN_SETTINGS) & has}
+    if "eval_samples" in from_run and kept.get("eval_samples") == 0:  # a run that skipped its final estimate
+        del kept["eval_samples"]
     checkpoint = Path(path).with_name("checkpoint.pt")
     if Path(path).suffix.lower() == ".json" and "checkpoint" not in kept and checkpoint.is_file():
         kept["checkpoint"] = str(checkpoint)

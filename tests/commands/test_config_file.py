@@ -161,6 +161,10 @@ def test_a_runs_metrics_json_gives_the_other_commands_its_checkpoint_and_shared_
                                        "--out", tmp_path / "eval"]) == 0
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["images"]["count"] == 4
     assert run_in_process("plot", ["--config", metrics, "--out", tmp_path / "plots"]) == 0
+    # a run that skipped its final estimate (eval_samples = 0) leaves evaluate its own default K
+    (tmp_path / "skipped.toml").write_text('[run]\neval_samples = 0\n[model]\nz_dim = 2\n')
+    assert parse("evaluate", ["--config", str(tmp_path / "skipped.toml"), "--checkpoint", "c.pt"]).eval_samples == \
+        parse("evaluate", ["--checkpoint", "c.pt"]).eval_samples
     # a table's key that is no setting of any run is still a misspelling, for every command
     (tmp_path / "typo.toml").write_text('checkpoint = "c.pt"\n[model]\nz_dimm = 3\n')
     with pytest.raises(UsageError, match="'z_dimm' is not a setting of a run"):

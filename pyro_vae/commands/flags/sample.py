@@ -47,9 +47,9 @@ def sample_parser() -> ArgumentParser:
                    help="prior samples, and test images reconstructed (default: %(default)s)")
     p.add_argument("--interpolate", type=index_pair, metavar="A,B",
                    help="also decode the straight line between the latent means of test images A and B")
-    p.add_argument("--interpolate-images", type=positive_int, default=10,
-                   help="--interpolate: images along the line, the two ends included, at least 2 (called --steps "
-                        "before 0.4: --steps is training's optimizer steps) (default: %(default)s)")
+    p.add_argument("--interpolate-images", type=positive_int, default=10, metavar="N",
+                   help="--interpolate: images along the line, the two ends included, at least 2 (its old name, "
+                        "--steps, works until 0.4.0) (default: %(default)s)")
     p.add_argument("--temperature", type=positive_float, default=1.0,
                    help="scale of the prior's standard deviation for the samples (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
