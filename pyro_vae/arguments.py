@@ -18,6 +18,12 @@ def require_count(name: str, value: Any, least: int = 1) -> int:
     return int(value)
 
 
+def require_counts(**counts: Any) -> None:
+    """require_count of each argument named."""
+    for name, value in counts.items():
+        require_count(name, value)
+
+
 def require_tensor(name: str, value: Any) -> Tensor:
     """``value``, a torch.Tensor (a list or a NumPy array is not: torch.as_tensor makes one)."""
     if not isinstance(value, Tensor):

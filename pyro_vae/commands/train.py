@@ -48,14 +48,14 @@ def output_folder(out: str | None, resume: str | None, overwrite: bool) -> Path:
 
 
 def run(args: argparse.Namespace) -> None:
-    configs_of_run = configs(args)
+    model, data, train, run_config = configs(args)
     # under torchrun: inside the process group
-    distributed.in_process_group(lambda context, _: train_in(args, configs_of_run, context), configs_of_run[3].device)
+    distributed.in_process_group(lambda context, _: train_in(args, model, data, train, run_config, context),
+                                 run_config.device)
 
 
-def train_in(args: argparse.Namespace, configs_of_run: tuple[ModelConfig, DataConfig, TrainConfig, RunConfig],
-             context: distributed.Context) -> None:
-    model, data, train, run_config = configs_of_run
+def train_in(args: argparse.Namespace, model: ModelConfig, data: DataConfig, train: TrainConfig,
+             run_config: RunConfig, context: distributed.Context) -> None:
     pyro.set_rng_seed((args.seed + context.rank) % 2**32)  # each rank its own z and binarization noise
     out = output_folder(args.out, args.resume, args.overwrite)
     resume = None if args.resume is None else (args.resume or out / "checkpoint.pt")

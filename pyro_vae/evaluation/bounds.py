@@ -18,7 +18,7 @@ from pyro.infer import ELBO
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from pyro_vae.arguments import require_count, require_tensor
+from pyro_vae.arguments import require_count, require_counts, require_tensor
 from pyro_vae.evaluation.memory import FLOAT, require_ais_memory, require_bounds_memory  # noqa: F401 (FLOAT: moved names)
 from pyro_vae.inference.ais import PILOT_STEPS, PILOT_TRANSITIONS, AISResult, ais
 from pyro_vae.inference.estimators import KHAT_MIN_SAMPLES, importance_log_weights, iwae_bound, pareto_khat
@@ -79,11 +79,6 @@ class AISEstimate:
     acceptance: float  # mean HMC acceptance probability over datapoints, chains and transitions
     seconds: float  # its wall time: shared by ``processes`` processes, each spent about this long on it
     processes: int = 1
-
-    @property
-    def process_seconds(self) -> float:
-        """The seconds of every process on this row, summed."""
-        return self.seconds * self.processes
 
     def timing(self) -> str:
         return f"{self.seconds:.0f} s" + (f" on each of {self.processes} processes" if self.processes > 1 else "")
@@ -194,8 +189,7 @@ def samples_per_second(vae: VAE, x: Tensor) -> float:
 
 
 def _check_sizes(x: Tensor, **sizes: int) -> None:
-    for name, size in sizes.items():
-        require_count(name, size)
+    require_counts(**sizes)
     if require_tensor("x", x).dim() != 2 or not len(x):
         raise ValueError(f"x must hold images as (N, D) with N >= 1, got shape {tuple(x.shape)}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from pyro_vae.config import ModelConfig
+from pyro_vae.models.flows import iaf_width
 from pyro_vae.models.hierarchical import TOP_HIDDEN
 from pyro_vae.models.vae import VAE
 from pyro_vae.resources import available_bytes, gigabytes, require_memory  # noqa: F401 (this module's API)
@@ -48,12 +49,12 @@ def parameter_count(config: ModelConfig, x_dim: int, params_per_pixel: int = 2,
 def flow_parameters(config: ModelConfig) -> int:
     """The IAF guide's parameters (``config.flow_layers`` transforms, flows.IAF), counted before they are built (a
     million layers took most of a minute to build before their memory ran out). Each layer's autoregressive
-    network takes z and the context h (Z + H) to W = 2 Z + H hidden units, and those to a location and a scale
+    network takes z and the context h (Z + H) to W = iaf_width(Z, H) hidden units, and those to a location and a scale
     per dimension (2 Z); tests/evaluation/test_memory.py checks the count against built ones."""
     if config.guide != "iaf":
         return 0
     z, h = config.z_dim, config.hidden[-1]
-    width = 2 * z + h
+    width = iaf_width(z, h)
     return config.flow_layers * ((z + h) * width + width + width * 2 * z + 2 * z)
 
 

@@ -29,7 +29,7 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor
 from torch.distributions.transforms import Transform
 
-from pyro_vae.arguments import require_count
+from pyro_vae.arguments import require_counts
 from pyro_vae.inference.ais import datapoint_chunks
 from pyro_vae.inference.enumeration import check_continuous
 from pyro_vae.inference.hmc import Latents
@@ -179,11 +179,6 @@ def _start_locations(model: Callable, args: tuple, kwargs: dict, plate: str, nes
     return locations
 
 
-def _check_counts(**counts: int) -> None:
-    for name, count in counts.items():
-        require_count(name, count)
-
-
 def local_elbo(
     model: Callable, guide: Callable, *args: Any, plate: str = "data", local_steps: int = 500,
     local_lr: float = LOCAL_LR, local_particles: int = 16, num_samples: int = 1000,
@@ -205,7 +200,7 @@ def local_elbo(
     for a positive site), pushed through T = biject_to(support)."""
     if local_starts < 1:
         raise ValueError(f"local_starts must be >= 1 (the first start is the guide's moments), got {local_starts}")
-    _check_counts(local_steps=local_steps, local_particles=local_particles, num_samples=num_samples)
+    require_counts(local_steps=local_steps, local_particles=local_particles, num_samples=num_samples)
     check_continuous(model, guide, args, kwargs)
     nesting = plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
     sites = _guide_sites(model, guide, args, kwargs, plate, nesting)
@@ -263,7 +258,7 @@ def local_guide_elbo(
     starts may find a better one. The default step size is small because Adam moves every weight by about
     ``local_lr`` per step, and an encoder's hidden units sum hundreds of them (on a 784-400-20 IAF VAE, 300
     steps at 1e-3 rose 5.5 nats above L[q]; at 5e-3 and 40 steps the ELBO fell)."""
-    _check_counts(local_steps=local_steps, local_particles=local_particles, num_samples=num_samples)
+    require_counts(local_steps=local_steps, local_particles=local_particles, num_samples=num_samples)
     nesting = plate_nesting(model, guide, args, kwargs, plate) if max_plate_nesting is None else max_plate_nesting
     names = [name for name, site in poutine.trace(guide, param_only=True).get_trace(*args, **kwargs).nodes.items()
              if site["type"] == "param"]

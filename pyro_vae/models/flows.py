@@ -28,13 +28,18 @@ from pyro_vae.models.networks import Decoder, Encoder
 BASE = "z_base"  # u, the flow's base variable (z = f_x(u)): the latent AIS moves for a flow guide
 
 
+def iaf_width(z_dim: int, context_dim: int) -> int:
+    """The hidden units of an IAF layer's autoregressive network by default: 2 Z + H, ample for the made masks."""
+    return 2 * z_dim + context_dim
+
+
 class IAF(nn.Module):
     """``num_layers`` conditional IAF transforms of z (Z,) given a context (H,), each autoregressive network
     with one hidden layer of ``hidden`` units (default 2 Z + H, ample for the made masks)."""
 
     def __init__(self, z_dim: int, context_dim: int, num_layers: int, hidden: int | None = None) -> None:
         super().__init__()
-        width = hidden or 2 * z_dim + context_dim
+        width = hidden or iaf_width(z_dim, context_dim)
         self.layers = nn.ModuleList(
             conditional_affine_autoregressive(z_dim, context_dim, hidden_dims=[width], stable=True)
             for _ in range(num_layers)
